@@ -1,0 +1,68 @@
+/**
+ * status: health and fail-safe state for operators and monitors.
+ * `200 {"status":"ok"}` when the database answers, `503 {"status":"fail_safe"}` with
+ * `Retry-After` when it does not; a service-role JWT adds every dependency's state.
+ */
+import { z } from "zod";
+import { defineFunction, type FunctionContext } from "../../shared/app.ts";
+import { BaseEnv } from "../../shared/base_env.ts";
+import { DatabaseUnavailable, retryAfterSeconds } from "../../shared/errors.ts";
+import { type Claims, verifyJwt } from "../../shared/jwt.ts";
+import { route } from "../../shared/methods.ts";
+import { serveStandalone } from "../../shared/standalone.ts";
+import { statusDetails } from "../../shared/status_details.ts";
+
+const Env = BaseEnv;
+
+const statusFunction = defineFunction({
+  name: "status",
+  env: Env,
+  browser: false,
+  build(app, ctx) {
+    route(app, "/", {
+      GET: [async (c) => {
+        const operator = await isOperator(
+          c.req.header("authorization"),
+          ctx.config.SUPABASE_JWT_SECRET,
+        );
+        let latencyMs: number | null = null;
+        let retryAfterMs = 0;
+        try {
+          latencyMs = await ctx.db.ping();
+        } catch (err) {
+          if (!(err instanceof DatabaseUnavailable)) throw err;
+          retryAfterMs = err.retryAfterMs;
+        }
+        const ok = latencyMs !== null;
+        const body: Record<string, unknown> = { status: ok ? "ok" : "fail_safe" };
+        if (!ok) body.reason = "database unavailable";
+        if (operator) body.dependencies = await dependencies(ctx, latencyMs);
+        c.header("cache-control", "no-store");
+        if (!ok) c.header("retry-after", String(retryAfterSeconds(retryAfterMs)));
+        return c.json(body, ok ? 200 : 503);
+      }],
+    });
+  },
+});
+
+export default statusFunction;
+
+/** A service-role token unlocks the details; any other (or none) gets the plain answer. */
+async function isOperator(header: string | undefined, secret: string): Promise<boolean> {
+  const token = /^Bearer (\S+)$/.exec(header ?? "")?.[1];
+  if (!token) return false;
+  const claims: Claims | null = await verifyJwt(token, { secret, role: "service_role" }).catch(() =>
+    null
+  );
+  return claims !== null;
+}
+
+async function dependencies(ctx: FunctionContext<z.infer<typeof Env>>, latencyMs: number | null) {
+  return {
+    database: { latencyMs, ...ctx.db.health() },
+    breakers: ctx.breakers.states(),
+    ...(latencyMs === null ? {} : await statusDetails(ctx)),
+  };
+}
+
+if (import.meta.main) await serveStandalone(statusFunction);

@@ -1,0 +1,328 @@
+/**
+ * The database: a bounded postgres.js pool (works through Supabase's transaction pooler: no
+ * prepared statements, no session state), transient-error retries, and a per-instance recovery
+ * gate that fails fast while the database is unreachable and reopens after the first good probe.
+ *
+ * The gate is written here rather than taken from opossum: it must recycle the pool, run exactly
+ * one probe at a time on a jittered, growing schedule and expose its next probe time, none of
+ * which a generic breaker does.
+ *
+ * @example
+ * const db = new Database({ url, limits });
+ * const id = await db.transaction(async (tx) => (await tx`insert into t default values returning id`)[0].id);
+ */
+import postgres from "postgres";
+import { DatabaseBusy, DatabaseUnavailable } from "./errors.ts";
+import type { Limits } from "./limits.ts";
+
+export type Sql = postgres.Sql;
+export type Tx = postgres.TransactionSql;
+
+/** SQLSTATEs worth re-running the whole transaction for. */
+const TRANSIENT = new Set(["40P01", "40001", "53300", "55P03"]);
+/** postgres.js and socket error codes that mean the connection itself failed. */
+const CONNECTION_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "QUERY_DEADLINE",
+]);
+
+export type DbErrorKind = "transient" | "connection" | "other";
+
+/** Which failures are which: SQLSTATE classes first, then socket and driver codes. */
+export function classifyDbError(err: unknown): DbErrorKind {
+  const e = err as { code?: unknown; errno?: unknown; name?: unknown; message?: unknown };
+  const code = typeof e?.code === "string" ? e.code : "";
+  if (TRANSIENT.has(code)) return "transient";
+  if (/^(08|28)/.test(code) || code === "3D000" || /^57P0[1-5]$/.test(code)) return "connection";
+  if (CONNECTION_CODES.has(code)) return "connection";
+  if (err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.ConnectionReset) {
+    return "connection";
+  }
+  if (typeof e?.message === "string" && /connection (refused|reset)|broken pipe/i.test(e.message)) {
+    return "connection";
+  }
+  return "other";
+}
+
+export interface DatabaseOptions {
+  /** postgres:// URL of the server (or of the embedded database's socket). */
+  url: string;
+  limits: Pick<
+    Limits,
+    | "DB_POOL_MAX"
+    | "DB_CONNECT_TIMEOUT_MS"
+    | "DB_QUERY_TIMEOUT_MS"
+    | "DB_IDLE_TIMEOUT_SECONDS"
+    | "DB_MAX_ATTEMPTS"
+    | "DB_RETRY_BASE_MS"
+    | "DB_RETRY_MAX_MS"
+    | "DB_PROBE_BASE_MS"
+    | "DB_PROBE_MAX_MS"
+  >;
+  /** Runs once before the gate first opens, and again after each recovery (migrations). */
+  onConnect?: (sql: Sql) => Promise<void>;
+  /** Told when the gate closes and when it reopens (operators' direct alerts). */
+  onStateChange?: (state: GateState, cause?: unknown) => void;
+  now?: () => number;
+  random?: () => number;
+  /** Pool size override (the embedded database serves one connection). */
+  max?: number;
+}
+
+export type GateState = "up" | "down";
+
+export interface DatabaseHealth {
+  state: GateState;
+  /** Connection failures seen since start. */
+  failures: number;
+  /** Transactions re-run after a transient error since start. */
+  retries: number;
+  /** Transactions that exhausted their attempts. */
+  exhausted: number;
+  /** Consecutive failed probes in the current outage. */
+  probeFailures: number;
+  /** When the next probe runs (ISO), while down. */
+  nextProbeAt: string | null;
+  lastError: string | null;
+}
+
+export interface TransactionOptions {
+  isolation?: "read committed" | "repeatable read" | "serializable";
+}
+
+/** Full-jitter exponential backoff: a uniform delay in [0, min(cap, base·2^attempt)). */
+export function fullJitter(attempt: number, baseMs: number, capMs: number, random = Math.random) {
+  return Math.floor(random() * Math.min(capMs, baseMs * 2 ** attempt));
+}
+
+export class Database {
+  readonly #opts: DatabaseOptions;
+  readonly #now: () => number;
+  readonly #random: () => number;
+  #sql: Sql;
+  #state: GateState = "down";
+  #nextProbeAt = 0;
+  #probeTimer: ReturnType<typeof setTimeout> | undefined;
+  #probing: Promise<void> | undefined;
+  #closed = false;
+  #failures = 0;
+  #retries = 0;
+  #exhausted = 0;
+  #probeFailures = 0;
+  #lastError: string | null = null;
+  /** Whether the gate has ever closed after being open (so a reopening is a recovery). */
+  #tripped = false;
+
+  constructor(opts: DatabaseOptions) {
+    this.#opts = { ...opts };
+    this.#now = opts.now ?? Date.now;
+    this.#random = opts.random ?? Math.random;
+    this.#sql = this.#createPool();
+  }
+
+  #createPool(): Sql {
+    const l = this.#opts.limits;
+    return postgres(this.#opts.url, {
+      max: this.#opts.max ?? l.DB_POOL_MAX,
+      prepare: false,
+      connect_timeout: l.DB_CONNECT_TIMEOUT_MS / 1000,
+      idle_timeout: l.DB_IDLE_TIMEOUT_SECONDS,
+      max_lifetime: 60 * 30,
+      onnotice: () => {},
+      // A lock wait ends as 55P03 (retried) well before the call's deadline trips the gate.
+      connection: {
+        application_name: "edge-functions",
+        lock_timeout: Math.floor(l.DB_QUERY_TIMEOUT_MS / 2),
+      },
+    });
+  }
+
+  /** Opens the gate: runs `onConnect` once; on failure schedules probes. Never throws. */
+  start(): Promise<void> {
+    return this.#probe();
+  }
+
+  /** Whether the gate is open. */
+  get up(): boolean {
+    return this.#state === "up";
+  }
+
+  health(): DatabaseHealth {
+    return {
+      state: this.#state,
+      failures: this.#failures,
+      retries: this.#retries,
+      exhausted: this.#exhausted,
+      probeFailures: this.#probeFailures,
+      nextProbeAt: this.#state === "down" && this.#nextProbeAt
+        ? new Date(this.#nextProbeAt).toISOString()
+        : null,
+      lastError: this.#lastError,
+    };
+  }
+
+  /**
+   * Runs `fn` in a transaction, re-running it whole on transient errors with full-jitter
+   * backoff. Throws DatabaseUnavailable at once on a connection failure (and closes the gate),
+   * DatabaseBusy after the last attempt, or whatever `fn` threw (the transaction rolled back).
+   * `fn` may run more than once: keep side effects outside the database out of it.
+   */
+  transaction<T>(fn: (tx: Tx) => Promise<T>, opts: TransactionOptions = {}): Promise<T> {
+    const begin = opts.isolation ? `isolation level ${opts.isolation}` : "";
+    return this.#run((sql) => sql.begin(begin, (tx) => fn(tx)) as Promise<T>);
+  }
+
+  /** Runs autocommit statements (one round trip each) with the same gate, retries and classification. */
+  query<T>(fn: (sql: Sql) => Promise<T>): Promise<T> {
+    return this.#run(fn);
+  }
+
+  async #run<T>(work: (sql: Sql) => Promise<T>): Promise<T> {
+    const l = this.#opts.limits;
+    for (let attempt = 0;; attempt++) {
+      this.#assertUp();
+      try {
+        return await this.#withDeadline(work(this.#sql));
+      } catch (err) {
+        const kind = classifyDbError(err);
+        if (kind === "connection") throw this.#trip(err);
+        if (kind !== "transient") throw err;
+        if (attempt + 1 >= l.DB_MAX_ATTEMPTS) {
+          this.#exhausted++;
+          throw new DatabaseBusy(l.DB_MAX_ATTEMPTS, err);
+        }
+        this.#retries++;
+        await sleep(fullJitter(attempt, l.DB_RETRY_BASE_MS, l.DB_RETRY_MAX_MS, this.#random));
+      }
+    }
+  }
+
+  /** Round-trip latency in ms; throws DatabaseUnavailable when the gate is closed or it fails. */
+  async ping(): Promise<number> {
+    this.#assertUp();
+    const started = performance.now();
+    try {
+      await this.#withDeadline(this.#sql`select 1`);
+    } catch (err) {
+      if (classifyDbError(err) === "connection") throw this.#trip(err);
+      throw err;
+    }
+    return Math.round((performance.now() - started) * 100) / 100;
+  }
+
+  /** The pool, for code that must manage its own connection (tests, migrations). */
+  get sql(): Sql {
+    return this.#sql;
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearTimeout(this.#probeTimer);
+    await this.#probing?.catch(() => {});
+    await this.#sql.end({ timeout: 1 });
+  }
+
+  #assertUp(): void {
+    if (this.#state === "up") return;
+    throw new DatabaseUnavailable(Math.max(0, this.#nextProbeAt - this.#now()));
+  }
+
+  /** Bounds a database call in time: a stalled connection counts as a connection failure. */
+  async #withDeadline<T>(work: Promise<T>): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = Object.assign(new Error("Database call passed its deadline"), {
+          code: "QUERY_DEADLINE",
+        });
+        reject(err);
+      }, this.#opts.limits.DB_QUERY_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([work, deadline]);
+    } finally {
+      clearTimeout(timer);
+      work.catch(() => {}); // the losing side of the race must not surface as unhandled
+    }
+  }
+
+  /** Closes the gate (once per outage), recycles the pool and schedules the first probe. */
+  #trip(cause: unknown): DatabaseUnavailable {
+    this.#failures++;
+    this.#lastError = describe(cause);
+    if (this.#state === "up") {
+      this.#state = "down";
+      this.#tripped = true;
+      this.#probeFailures = 0;
+      const old = this.#sql;
+      this.#sql = this.#createPool();
+      old.end({ timeout: 0 }).catch(() => {});
+      this.#schedule();
+      this.#opts.onStateChange?.("down", cause);
+    }
+    return new DatabaseUnavailable(Math.max(0, this.#nextProbeAt - this.#now()), cause);
+  }
+
+  #schedule(): void {
+    if (this.#closed) return;
+    const l = this.#opts.limits;
+    const delay = Math.max(
+      25,
+      fullJitter(this.#probeFailures, l.DB_PROBE_BASE_MS, l.DB_PROBE_MAX_MS, this.#random),
+    );
+    this.#nextProbeAt = this.#now() + delay;
+    clearTimeout(this.#probeTimer);
+    this.#probeTimer = setTimeout(() => void this.#probe(), delay);
+    Deno.unrefTimer(this.#probeTimer as unknown as number);
+  }
+
+  /** One probe at a time; the first success reopens the gate. */
+  #probe(): Promise<void> {
+    if (this.#probing) return this.#probing;
+    this.#probing = (async () => {
+      const sql = this.#sql;
+      try {
+        await this.#withDeadline(sql`select 1`);
+        if (this.#opts.onConnect) await this.#opts.onConnect(sql);
+        if (this.#closed) return;
+        this.#state = "up";
+        this.#probeFailures = 0;
+        this.#nextProbeAt = 0;
+        if (this.#tripped) this.#opts.onStateChange?.("up");
+        this.#tripped = false;
+      } catch (err) {
+        this.#failures++;
+        this.#probeFailures++;
+        this.#lastError = describe(err);
+        if (classifyDbError(err) === "connection") {
+          const old = this.#sql;
+          this.#sql = this.#createPool();
+          old.end({ timeout: 0 }).catch(() => {});
+        }
+        this.#schedule();
+      } finally {
+        this.#probing = undefined;
+      }
+    })();
+    return this.#probing;
+  }
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: unknown };
+  return typeof e?.code === "string" ? e.code : err instanceof Error ? err.name : "unknown";
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

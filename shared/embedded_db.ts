@@ -1,0 +1,33 @@
+/**
+ * The embedded database: PGlite kept in a folder (`.data/` by default), served over the Postgres
+ * wire protocol on loopback so the same postgres.js pool, error classification and recovery
+ * gate serve it and a real server alike. PGlite is one connection; the pool is sized to match.
+ *
+ * @example
+ * const embedded = await startEmbedded(".data/pglite");
+ * const db = new Database({ url: embedded.url, max: 1, limits });
+ */
+import { PGlite } from "@electric-sql/pglite";
+import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
+
+export interface Embedded {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Opens (or creates) the PGlite database in `dir` and listens on a free loopback port. */
+export async function startEmbedded(dir: string): Promise<Embedded> {
+  await Deno.mkdir(dir, { recursive: true });
+  const pg = await PGlite.create(dir);
+  const server = new PGLiteSocketServer({ db: pg, host: "127.0.0.1", port: 0 });
+  await server.start();
+  // deno-lint-ignore no-explicit-any
+  const { port } = (server as any).server.address() as { port: number };
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    async close() {
+      await server.stop();
+      await pg.close();
+    },
+  };
+}

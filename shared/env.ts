@@ -1,0 +1,70 @@
+/**
+ * Environment validation at boot: each function declares the variables it needs as a zod
+ * schema; `parseEnv` reports every missing or malformed one at once, by name, never by value.
+ *
+ * @example
+ * const env = parseEnv(z.object({ FRONTEND_URL: origins, SUPABASE_JWT_SECRET: secret(32) }), Deno.env.toObject());
+ */
+import { z } from "zod";
+
+/** Configuration that does not validate; `problems` name variables, never their values. */
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`Invalid configuration: ${problems.join("; ")}`);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+/** A secret of at least `min` characters. */
+export const secret = (min = 1) => z.string().min(min, `must be at least ${min} characters`);
+
+/** An http(s) URL without a trailing slash. */
+export const httpUrl = z.string().url("must be an http(s) URL").refine(
+  (v) => /^https?:\/\//.test(v),
+  "must be an http(s) URL",
+).transform((v) => v.replace(/\/+$/, ""));
+
+/** A postgres:// or postgresql:// URL. */
+export const postgresUrl = z.string().regex(/^postgres(ql)?:\/\/\S+$/, "must be a postgres:// URL");
+
+/** `FRONTEND_URL`: a comma-separated list of exact origins (`scheme://host[:port]`). */
+export const origins = z.string().transform((value, ctx) => {
+  const list = value.split(",").map((v) => v.trim()).filter(Boolean);
+  const out: string[] = [];
+  for (const item of list) {
+    let url: URL | undefined;
+    try {
+      url = new URL(item);
+    } catch { /* reported below */ }
+    if (!url || !/^https?:$/.test(url.protocol) || url.origin !== item.replace(/\/$/, "")) {
+      ctx.addIssue({ code: "custom", message: "must list origins as scheme://host[:port]" });
+      return z.NEVER;
+    }
+    out.push(url.origin);
+  }
+  if (out.length === 0) {
+    ctx.addIssue({ code: "custom", message: "must list at least one origin" });
+    return z.NEVER;
+  }
+  return out;
+});
+
+/** Validates `source` against `schema`; throws a ConfigError naming every problem. */
+export function parseEnv<S extends z.ZodType>(
+  schema: S,
+  source: Record<string, string | undefined>,
+): z.infer<S> {
+  const cleaned: Record<string, string> = {};
+  for (const [k, v] of Object.entries(source)) if (v !== undefined && v !== "") cleaned[k] = v;
+  const result = schema.safeParse(cleaned);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const name = String(issue.path[0] ?? "environment");
+    return issue.code === "invalid_type" && cleaned[name] === undefined
+      ? `${name} is missing`
+      : `${name} ${issue.message.startsWith("must") ? issue.message : "is malformed"}`;
+  });
+  throw new ConfigError([...new Set(problems)]);
+}

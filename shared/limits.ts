@@ -1,0 +1,85 @@
+/**
+ * Every tunable limit of the suite (time, size, count) in one place, with its default. Each is
+ * read from the environment variable of the same name; the README lists them all.
+ *
+ * @example
+ * const limits = parseLimits(Deno.env.toObject());
+ * limits.DB_QUERY_TIMEOUT_MS; // 1500 unless set
+ */
+import { z } from "zod";
+import { ConfigError } from "./env.ts";
+
+const ms = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+const count = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+export const LimitsSchema = z.object({
+  // Database (shared/db.ts)
+  DB_POOL_MAX: count(10),
+  DB_CONNECT_TIMEOUT_MS: ms(2_000),
+  DB_QUERY_TIMEOUT_MS: ms(1_500),
+  DB_IDLE_TIMEOUT_SECONDS: count(30),
+  DB_MAX_ATTEMPTS: count(5),
+  DB_RETRY_BASE_MS: ms(10),
+  DB_RETRY_MAX_MS: ms(500),
+  DB_PROBE_BASE_MS: ms(100),
+  DB_PROBE_MAX_MS: ms(2_000),
+  // HTTP in and out (shared/body_limit.ts, shared/http_client.ts, shared/cors.ts)
+  BODY_LIMIT_BYTES: count(16 * 1024),
+  HTTP_TIMEOUT_MS: ms(10_000),
+  CORS_MAX_AGE_SECONDS: count(600),
+  // Circuit breakers (shared/circuit_breaker.ts)
+  BREAKER_ERROR_PERCENT: count(50),
+  BREAKER_VOLUME_THRESHOLD: count(5),
+  BREAKER_WINDOW_MS: ms(10_000),
+  BREAKER_RESET_MS: ms(10_000),
+  // payment-webhook: Stripe's events are well under 1 MiB; 512 KiB leaves room for the largest.
+  WEBHOOK_BODY_LIMIT_BYTES: count(512 * 1024),
+  WEBHOOK_TOLERANCE_SECONDS: count(300),
+  WEBHOOK_RETENTION_DAYS: count(30),
+  // broker-order
+  BROKER_TIMEOUT_MS: ms(10_000),
+  ORDER_RATE_LIMIT: count(60),
+  ORDER_RATE_WINDOW_SECONDS: count(60),
+  IDEMPOTENCY_TTL_SECONDS: count(24 * 3600),
+  IDEMPOTENCY_LOCK_SECONDS: count(30),
+  ORDERS_PAGE_MAX: count(100),
+  // auth
+  AUTH_TIMEOUT_MS: ms(5_000),
+  LOGIN_EMAIL_LIMIT: count(5),
+  LOGIN_IP_LIMIT: count(20),
+  LOGIN_WINDOW_SECONDS: count(60),
+  OAUTH_STATE_TTL_SECONDS: count(600),
+  // market-data (names fixed by the contract)
+  MARKET_DATA_CACHE_TTL_SECONDS: count(300),
+  MARKET_DATA_MAX_STALE_SECONDS: count(900),
+  MARKET_DATA_TIMEOUT_MS: ms(5_000),
+  MARKET_DATA_MAX_SYMBOLS: count(50),
+  MARKET_DATA_RATE_LIMIT: count(120),
+  MARKET_DATA_MEMORY_CACHE_ENTRIES: count(5_000),
+  // discord-alert
+  DISCORD_TIMEOUT_MS: ms(5_000),
+  ALERT_DEDUP_WINDOW_SECONDS: count(300),
+  ALERT_MAX_ATTEMPTS: count(8),
+  ALERT_DRAIN_BUDGET_MS: ms(10_000),
+  ALERT_DIRECT_COOLDOWN_SECONDS: count(300),
+  // Local server (shared/serve.ts)
+  SHUTDOWN_GRACE_MS: ms(10_000),
+});
+
+export type Limits = z.infer<typeof LimitsSchema>;
+
+/** Parses the limits from an environment; throws a ConfigError naming every malformed one. */
+export function parseLimits(env: Record<string, string | undefined>): Limits {
+  const picked: Record<string, string> = {};
+  for (const key of Object.keys(LimitsSchema.shape)) {
+    const value = env[key];
+    if (value !== undefined && value !== "") picked[key] = value;
+  }
+  const result = LimitsSchema.safeParse(picked);
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map((i) => `${String(i.path[0])} must be a positive integer`),
+    );
+  }
+  return result.data;
+}

@@ -1,0 +1,109 @@
+/**
+ * The per-process platform the functions share: configuration limits, the database (server or
+ * embedded) with its recovery gate and migrations, the breakers, the logger and background work.
+ *
+ * @example
+ * const platform = await createPlatform(Deno.env.toObject());
+ * const fn = await bootFunction(statusFunction, platform);
+ */
+import type { Platform } from "./app.ts";
+import { Breakers } from "./circuit_breaker.ts";
+import { Database } from "./db.ts";
+import { startEmbedded } from "./embedded_db.ts";
+import { postgresUrl } from "./env.ts";
+import { parseLimits } from "./limits.ts";
+import { createLogger, type Logger } from "./logger.ts";
+import { loadMigrations, migrate } from "./migrate.ts";
+
+export interface PlatformOptions {
+  /** Where the embedded database lives when `SUPABASE_DB_URL` is not set. */
+  dataDir?: string;
+  /**
+   * Whether a missing `SUPABASE_DB_URL` means the embedded database (sandbox, standalone runs)
+   * or no database at all (production profile: every function then fails to boot naming it).
+   */
+  embeddedFallback?: boolean;
+  log?: Logger;
+  fetch?: typeof fetch;
+  now?: () => number;
+}
+
+export interface RunningPlatform extends Platform {
+  /** Waits for background work, closes breakers, the pool and the embedded database. */
+  close(): Promise<void>;
+}
+
+/** Builds the platform; throws ConfigError on a malformed limit or database URL. */
+export async function createPlatform(
+  env: Record<string, string | undefined>,
+  opts: PlatformOptions = {},
+): Promise<RunningPlatform> {
+  const limits = parseLimits(env);
+  const log = opts.log ?? createLogger();
+  // A malformed URL is reported by each function's own schema (they then answer BOOT_ERROR).
+  const configured = postgresUrl.safeParse(env.SUPABASE_DB_URL).success;
+  let url = configured ? env.SUPABASE_DB_URL : undefined;
+  const useEmbedded = !url && opts.embeddedFallback !== false;
+  const embedded = useEmbedded ? await startEmbedded(opts.dataDir ?? ".data/pglite") : undefined;
+  // Without a database the gate simply never opens: nothing is faked, every call answers 503.
+  url ??= embedded?.url ?? "postgres://unconfigured@127.0.0.1:1/unconfigured";
+
+  const pending = new Set<Promise<unknown>>();
+  const background = (work: Promise<unknown>) => {
+    const tracked = work.catch((err) => log.error("background work failed", { error: err }))
+      .finally(() => pending.delete(tracked));
+    pending.add(tracked);
+  };
+  const platform: RunningPlatform = {
+    env,
+    limits,
+    log,
+    fetch: opts.fetch ?? fetch,
+    now: opts.now ?? Date.now,
+    breakers: new Breakers(limits),
+    background,
+    alertOperators: (kind, title, message) => log.error("operator alert", { kind, title, message }),
+    db: undefined as unknown as Database,
+    async close() {
+      await Promise.allSettled([...pending]);
+      platform.breakers.shutdown();
+      await platform.db.close();
+      await embedded?.close();
+    },
+  };
+  const migrations = await loadMigrations();
+  platform.db = new Database({
+    url,
+    limits,
+    max: embedded ? 1 : undefined,
+    now: platform.now,
+    onConnect: async (sql) => {
+      const applied = await migrate(sql, migrations);
+      if (applied.length) log.info("migrations applied", { versions: applied });
+    },
+    onStateChange: (state, cause) => {
+      if (state === "down") {
+        log.error("database unavailable; failing fast until a probe succeeds", { error: cause });
+        platform.alertOperators(
+          "database",
+          "Database unavailable",
+          "The instance entered fail-safe: requests answer 503 until the database returns.",
+        );
+      } else {
+        log.info("database available again");
+      }
+    },
+  });
+  platform.breakers.onChange = (name, state) => {
+    log.warn("circuit breaker changed", { breaker: name, state });
+    if (state === "open") {
+      platform.alertOperators(
+        `breaker:${name}`,
+        `Circuit open: ${name}`,
+        `Calls to the ${name} are paused after repeated failures.`,
+      );
+    }
+  };
+  if (embedded || configured) await platform.db.start();
+  return platform;
+}

@@ -1,0 +1,122 @@
+/**
+ * Rate limiting that holds across all instances: an exact sliding log per key in Postgres,
+ * checked and updated in one round trip (`internal.rate_limit_hit`). Named policies per route,
+ * the IETF httpapi RateLimit fields (draft -11) on every response, `429` with `Retry-After`.
+ *
+ * Written here rather than with rate-limiter-flexible: its Postgres store needs node-postgres
+ * and creates its table at run time, so it would bypass this suite's pool, its recovery gate
+ * (fail fast with 503 when the database is down) and its migrations. The only in-process state
+ * is a bounded cache of keys known to be blocked until a time: it can only deny, never allow.
+ *
+ * @example
+ * app.post("/", rateLimit({ db, policy: "orders", quota: 60, windowSeconds: 60, key: (c) => c.var.claims.sub }), handler);
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import type { Database } from "./db.ts";
+import { TooManyRequests } from "./errors.ts";
+
+export interface RateLimitPolicy {
+  /** Policy name, in the headers and the stored key. */
+  policy: string;
+  quota: number;
+  windowSeconds: number;
+}
+
+export interface Decision {
+  allowed: boolean;
+  remaining: number;
+  /** Ms until a slot frees up (the retry delay when denied). */
+  resetMs: number;
+}
+
+export interface RateLimitCounters {
+  allowed: number;
+  limited: number;
+}
+
+/** Per-instance counters by policy, for `status`. */
+export const rateLimitCounters = new Map<string, RateLimitCounters>();
+
+/** At most this many keys are remembered as blocked in-process. */
+const BLOCKED_CACHE_MAX = 10_000;
+
+/** One policy's limiter. */
+export class RateLimiter {
+  readonly #db: Database;
+  readonly #p: RateLimitPolicy;
+  readonly #now: () => number;
+  readonly #blocked = new Map<string, number>();
+  readonly policyHeader: string;
+  readonly counters: RateLimitCounters;
+
+  constructor(db: Database, policy: RateLimitPolicy, now: () => number = Date.now) {
+    if (!/^[a-z0-9_-]+$/.test(policy.policy)) {
+      throw new Error(`Policy name is not a token: ${policy.policy}`);
+    }
+    if (!(policy.quota > 0 && policy.windowSeconds > 0)) {
+      throw new Error(`Policy ${policy.policy} needs a positive quota and window`);
+    }
+    this.#db = db;
+    this.#p = { ...policy };
+    this.#now = now;
+    this.policyHeader = `"${policy.policy}";q=${policy.quota};w=${policy.windowSeconds}`;
+    this.counters = { allowed: 0, limited: 0 };
+    rateLimitCounters.set(policy.policy, this.counters);
+  }
+
+  /** Counts one hit for `key`. Throws DatabaseUnavailable when the database is down. */
+  async hit(key: string): Promise<Decision> {
+    const blockedUntil = this.#blocked.get(key);
+    const now = this.#now();
+    if (blockedUntil !== undefined) {
+      if (blockedUntil > now) {
+        this.counters.limited++;
+        return { allowed: false, remaining: 0, resetMs: blockedUntil - now };
+      }
+      this.#blocked.delete(key);
+    }
+    const [row] = await this.#db.query((sql) =>
+      sql<{ allowed: boolean; remaining: number; reset_ms: number }[]>`
+        select * from internal.rate_limit_hit(${`${this.#p.policy}:${key}`}, ${this.#p.quota}, ${
+        this.#p.windowSeconds * 1000
+      })`
+    );
+    const decision = { allowed: row.allowed, remaining: row.remaining, resetMs: row.reset_ms };
+    if (decision.allowed) {
+      this.counters.allowed++;
+    } else {
+      this.counters.limited++;
+      if (this.#blocked.size >= BLOCKED_CACHE_MAX) {
+        this.#blocked.delete(this.#blocked.keys().next().value!);
+      }
+      this.#blocked.set(key, now + decision.resetMs);
+    }
+    return decision;
+  }
+
+  /** The `RateLimit` field for a decision. */
+  header(d: Decision): string {
+    return `"${this.#p.policy}";r=${d.remaining};t=${Math.ceil(d.resetMs / 1000)}`;
+  }
+}
+
+export interface RateLimitOptions extends RateLimitPolicy {
+  db: Database;
+  /** The key to count under; `undefined` skips this policy for the request. */
+  key: (c: Context) => string | undefined | Promise<string | undefined>;
+  now?: () => number;
+}
+
+/** The middleware: headers on every response, `429 RATE_LIMITED` when the key is over quota. */
+export function rateLimit(opts: RateLimitOptions): MiddlewareHandler {
+  const limiter = new RateLimiter(opts.db, opts, opts.now);
+  return async function rateLimitGuard(c, next) {
+    const key = await opts.key(c);
+    if (key === undefined) return next();
+    const decision = await limiter.hit(key);
+    c.header("ratelimit-policy", limiter.policyHeader, { append: true });
+    c.header("ratelimit", limiter.header(decision), { append: true });
+    if (!decision.allowed) throw new TooManyRequests(decision.resetMs);
+    await next();
+  };
+}

@@ -1,0 +1,119 @@
+/**
+ * The sandbox profile of `npm start`: simulated upstreams on loopback that speak the real
+ * protocols (the same simulators the tests use), development secrets, and a banner that says
+ * loudly that none of it is real.
+ *
+ * @example
+ * const sandbox = await startSandbox({ dataDir: ".data" });
+ * const env = { ...process, ...sandbox.env };
+ */
+import { sign } from "hono/jwt";
+import { startEmbedded } from "../embedded_db.ts";
+
+/** The contract's variables: any one of them set means the production profile. */
+export const CONTRACT_VARIABLES = [
+  "FRONTEND_URL",
+  "SUPABASE_URL",
+  "SUPABASE_ANON_KEY",
+  "SUPABASE_SERVICE_ROLE_KEY",
+  "SUPABASE_JWT_SECRET",
+  "SUPABASE_DB_URL",
+  "STRIPE_SECRET_KEY",
+  "STRIPE_WEBHOOK_SECRET",
+  "BROKER_API_URL",
+  "BROKER_API_KEY_ID",
+  "BROKER_API_SECRET_KEY",
+  "MARKET_DATA_API_URL",
+  "MARKET_DATA_API_KEY_ID",
+  "MARKET_DATA_API_SECRET_KEY",
+  "DISCORD_WEBHOOK_URL",
+];
+
+/** Well-known development secrets: printed, fixed, and worthless outside the sandbox. */
+export const SANDBOX_SECRETS = {
+  SUPABASE_JWT_SECRET: "sandbox-jwt-secret-with-at-least-32-characters-not-for-production",
+  STRIPE_SECRET_KEY: "sk_test_sandbox_not_a_real_key",
+  STRIPE_WEBHOOK_SECRET: "whsec_sandbox_not_a_real_secret",
+  BROKER_API_KEY_ID: "sandbox-key-id",
+  BROKER_API_SECRET_KEY: "sandbox-secret-key",
+  MARKET_DATA_API_KEY_ID: "sandbox-key-id",
+  MARKET_DATA_API_SECRET_KEY: "sandbox-secret-key",
+  BROKER_TOKEN_KEY: "c2FuZGJveC10b2tlbi1rZXktMzItYnl0ZXMtbG9uZyE=",
+};
+
+/** The sandbox's one user. */
+export const SANDBOX_USER = {
+  id: "00000000-0000-4000-8000-000000000001",
+  email: "trader@sandbox.test",
+  password: "sandbox-password",
+};
+
+export interface Sandbox {
+  env: Record<string, string>;
+  banner(serverUrl: string): string;
+  close(): Promise<void>;
+}
+
+/** Signs a token the way Supabase Auth does (HS256, `role`, `aud`, `exp`). */
+export function signToken(secret: string, claims: Record<string, unknown>, ttlSeconds = 24 * 3600) {
+  const now = Math.floor(Date.now() / 1000);
+  return sign({ iat: now, exp: now + ttlSeconds, ...claims }, secret, "HS256");
+}
+
+export async function startSandbox(opts: { dataDir: string }): Promise<Sandbox> {
+  const secret = SANDBOX_SECRETS.SUPABASE_JWT_SECRET;
+  const closers: (() => Promise<void>)[] = [];
+  const env: Record<string, string> = {
+    ...SANDBOX_SECRETS,
+    FRONTEND_URL: "http://localhost:5173,http://127.0.0.1:5173",
+    SUPABASE_ANON_KEY: await signToken(secret, { role: "anon", iss: "supabase" }, 10 * 365 * 86400),
+    SUPABASE_SERVICE_ROLE_KEY: await signToken(
+      secret,
+      { role: "service_role", iss: "supabase" },
+      10 * 365 * 86400,
+    ),
+  };
+  const embedded = await startEmbedded(`${opts.dataDir}/pglite`);
+  closers.push(embedded.close);
+  env.SUPABASE_DB_URL = embedded.url;
+  // SANDBOX SIMULATORS: each starts on a free loopback port and sets its URL variables here.
+
+  const userToken = await signToken(secret, {
+    sub: SANDBOX_USER.id,
+    email: SANDBOX_USER.email,
+    role: "authenticated",
+    aud: "authenticated",
+  });
+  return {
+    env,
+    banner: (serverUrl) =>
+      [
+        "",
+        "==================================================================================",
+        "  SANDBOX: every upstream below is a local SIMULATOR. No real orders, payments or",
+        "  Discord messages. Set any variable of the contract (or add .env) for production.",
+        "==================================================================================",
+        `  Functions:          ${serverUrl}/functions/v1/<name>`,
+        `  Simulators:         ${
+          Object.entries(env).filter(([k]) => k.endsWith("_URL") && k !== "FRONTEND_URL").map((
+            [k, v],
+          ) => `${k}=${v}`).join("  ")
+        }`,
+        `  Allowed origins:    ${env.FRONTEND_URL}`,
+        `  Sandbox user:       ${SANDBOX_USER.email} / ${SANDBOX_USER.password}`,
+        `  User JWT (24 h):    ${userToken}`,
+        `  Service-role JWT:   ${env.SUPABASE_SERVICE_ROLE_KEY}`,
+        `  JWT secret:         ${secret}`,
+        `  Stripe webhook secret: ${env.STRIPE_WEBHOOK_SECRET}`,
+        "  Try:",
+        `    curl -H "Authorization: Bearer $USER_JWT" -H "Idempotency-Key: first-order-1" \\`,
+        `      -H "Content-Type: application/json" -d '{"symbol":"AAPL","side":"buy","type":"market","qty":1,"time_in_force":"day"}' \\`,
+        `      ${serverUrl}/functions/v1/broker-order`,
+        "==================================================================================",
+        "",
+      ].join("\n"),
+    async close() {
+      for (const close of closers.reverse()) await close();
+    },
+  };
+}

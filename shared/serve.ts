@@ -1,0 +1,193 @@
+/**
+ * The local server behind `npm start`: one process mounts every folder of `functions/` at
+ * `/functions/v1/<name>` on `PORT` (54321), as `supabase functions serve` does.
+ *
+ * Profile, chosen once at start: the **sandbox** (embedded Postgres, simulated upstreams on
+ * loopback, printed development secrets) only when no contract variable is set and no env file
+ * exists; otherwise **production**, where every function validates its own variables and one
+ * whose configuration is invalid answers `503 BOOT_ERROR` while the others serve.
+ *
+ * @example
+ * const server = await startServer({ port: 0, env: { ...vars } });
+ * await fetch(`${server.url}/functions/v1/status`);
+ * await server.close();
+ */
+import { parse as parseDotenv } from "dotenv";
+import { bootFunction, type FetchHandler, type FunctionDefinition } from "./app.ts";
+import { ConfigError } from "./env.ts";
+import { errorResponse, NotFound } from "./errors.ts";
+import { createLogger, type Logger } from "./logger.ts";
+import { createPlatform, type RunningPlatform } from "./platform.ts";
+import { CONTRACT_VARIABLES, type Sandbox, startSandbox } from "./sandbox/index.ts";
+
+const ROOT = new URL("../", import.meta.url);
+const ENV_FILES = [".env", "supabase/functions/.env"];
+
+export interface ServerOptions {
+  /** 0 picks a free port. Default `PORT` or 54321. */
+  port?: number;
+  hostname?: string;
+  /** The environment; default the process's merged with the env files. */
+  env?: Record<string, string | undefined>;
+  /** Embedded database folder (sandbox and tests). */
+  dataDir?: string;
+  log?: Logger;
+  /** Only these functions (tests); default every folder of `functions/`. */
+  only?: string[];
+  /** Told the profile as soon as it is chosen, before anything else prints. */
+  announce?: (line: string) => void;
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  profile: "sandbox" | "production";
+  platform: RunningPlatform;
+  sandbox?: Sandbox;
+  /** Stops accepting, finishes in-flight requests, closes the pool. */
+  close(): Promise<void>;
+}
+
+/** Reads the env files that exist (later files do not override earlier ones or the process). */
+export async function loadEnvFiles(
+  root: URL = ROOT,
+): Promise<{ vars: Record<string, string>; files: string[] }> {
+  const vars: Record<string, string> = {};
+  const files: string[] = [];
+  for (const name of ENV_FILES) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(new URL(name, root));
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) continue;
+      throw err;
+    }
+    files.push(name);
+    for (const [k, v] of Object.entries(parseDotenv(text))) vars[k] ??= v;
+  }
+  return { vars, files };
+}
+
+/** The functions: every folder of `functions/` with an `index.ts` exporting a definition. */
+export async function loadFunctions(only?: string[]): Promise<FunctionDefinition[]> {
+  const dir = new URL("functions/", ROOT);
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(dir)) {
+    if (entry.isDirectory && (!only || only.includes(entry.name))) names.push(entry.name);
+  }
+  const defs: FunctionDefinition[] = [];
+  for (const name of names.sort()) {
+    const mod = await import(new URL(`${name}/index.ts`, dir).href);
+    defs.push(mod.default as FunctionDefinition);
+  }
+  return defs;
+}
+
+export async function startServer(opts: ServerOptions = {}): Promise<RunningServer> {
+  const log = opts.log ?? createLogger();
+  let env = opts.env;
+  let envFiles: string[] = [];
+  if (!env) {
+    const loaded = await loadEnvFiles();
+    envFiles = loaded.files;
+    env = { ...loaded.vars, ...Deno.env.toObject() };
+  }
+  const sandboxed = envFiles.length === 0 && !CONTRACT_VARIABLES.some((k) => env![k]);
+  opts.announce?.(
+    sandboxed
+      ? "*** SANDBOX PROFILE: embedded Postgres and SIMULATED broker, market data, Discord and Supabase Auth. Not for real money. ***"
+      : `Profile: production (configuration from the environment${
+        envFiles.length ? ` and ${envFiles.join(", ")}` : ""
+      })`,
+  );
+  let sandbox: Sandbox | undefined;
+  if (sandboxed) {
+    sandbox = await startSandbox({ dataDir: opts.dataDir ?? ".data" });
+    env = { ...env, ...sandbox.env };
+  }
+  const platform = await createPlatform(env, { log, embeddedFallback: false });
+
+  const handlers = new Map<string, FetchHandler>();
+  for (const def of await loadFunctions(opts.only)) {
+    const booted = await bootFunction(def, platform);
+    handlers.set(def.name, booted.fetch);
+    if (booted.problems.length) {
+      printLine(`✗ ${def.name} did not boot: ${booted.problems.join("; ")}`);
+    }
+  }
+
+  const handler = (req: Request): Response | Promise<Response> => {
+    const url = new URL(req.url);
+    const match = /^\/functions\/v1\/([\w-]+)(\/.*)?$/.exec(url.pathname);
+    const fn = match && handlers.get(match[1]);
+    if (!fn) {
+      const id = req.headers.get("x-request-id") ?? crypto.randomUUID();
+      const res = errorResponse(new NotFound("No such function."), id);
+      res.headers.set("x-request-id", id);
+      return res;
+    }
+    // Supabase's runtime hands a function the path after /functions/v1.
+    url.pathname = `/${match[1]}${match[2] ?? ""}`;
+    // Not `new Request(url, req)`: that would tie the request's abort signal to the client, and
+    // an order already sent to the broker must be recorded even if the client goes away.
+    return fn(
+      new Request(url, {
+        method: req.method,
+        headers: req.headers,
+        body: req.body,
+        duplex: "half",
+      } as RequestInit),
+    );
+  };
+
+  const server = Deno.serve({
+    port: opts.port ?? Number(env.PORT ?? 54321),
+    hostname: opts.hostname ?? "127.0.0.1",
+    onListen: () => {},
+  }, handler);
+  const port = server.addr.port;
+  const url = `http://127.0.0.1:${port}`;
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    profile: sandboxed ? "sandbox" : "production",
+    platform,
+    sandbox,
+    close() {
+      closing ??= (async () => {
+        await server.shutdown();
+        await platform.close();
+        await sandbox?.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+const encoder = new TextEncoder();
+function printLine(line: string) {
+  Deno.stdout.writeSync(encoder.encode(line + "\n"));
+}
+
+if (import.meta.main) {
+  let server: RunningServer;
+  try {
+    server = await startServer({ announce: printLine });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    printLine(`✗ Configuration is invalid: ${err.problems.join("; ")}`);
+    Deno.exit(1);
+  }
+  if (server.sandbox) printLine(server.sandbox.banner(server.url));
+  printLine(`Serving ${server.url}/functions/v1/<name>`);
+  const stop = async () => {
+    printLine("Shutting down: finishing in-flight requests…");
+    const grace = setTimeout(() => Deno.exit(1), server.platform.limits.SHUTDOWN_GRACE_MS);
+    await server.close();
+    clearTimeout(grace);
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+}

@@ -1,0 +1,114 @@
+/**
+ * The real local server for integration tests: in this process (`startTestServer`), or as a
+ * separate `deno run shared/serve.ts` process (`spawnServer`) for tests across instances, kills
+ * and graceful shutdown. Both capture every log line so tests can check what was logged.
+ */
+import { createLogger } from "../../shared/logger.ts";
+import { type RunningServer, startServer } from "../../shared/serve.ts";
+
+export interface TestServer extends RunningServer {
+  logs: string[];
+  /** `fetch` relative to `/functions/v1/`. */
+  call(path: string, init?: RequestInit): Promise<Response>;
+}
+
+/** Starts the real server in-process on a free port with `env` (no env files, no sandbox). */
+export async function startTestServer(
+  env: Record<string, string>,
+  opts: { only?: string[] } = {},
+): Promise<TestServer> {
+  const logs: string[] = [];
+  const server = await startServer({
+    port: 0,
+    env,
+    only: opts.only,
+    log: createLogger({ write: (line) => logs.push(line) }),
+  });
+  return Object.assign(server, {
+    logs,
+    call: (path: string, init?: RequestInit) => fetch(`${server.url}/functions/v1/${path}`, init),
+  });
+}
+
+export interface SpawnedServer {
+  url: string;
+  output: string[];
+  call(path: string, init?: RequestInit): Promise<Response>;
+  /** Sends a signal and waits for the exit code. */
+  stop(signal?: Deno.Signal): Promise<number>;
+}
+
+const ROOT = new URL("../../", import.meta.url);
+
+/** Runs `npm start`'s entry point as its own process with exactly `env` (plus PATH and HOME). */
+export async function spawnServer(env: Record<string, string>): Promise<SpawnedServer> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "shared/serve.ts"],
+    cwd: ROOT,
+    clearEnv: true,
+    env: {
+      PATH: Deno.env.get("PATH") ?? "",
+      HOME: Deno.env.get("HOME") ?? "/tmp",
+      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
+      PORT: "0",
+      ...env,
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output: string[] = [];
+  let resolveUrl: (url: string) => void;
+  let rejectUrl: (err: Error) => void;
+  const ready = new Promise<string>((res, rej) => {
+    resolveUrl = res;
+    rejectUrl = rej;
+  });
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    let buffered = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      buffered += chunk;
+      const lines = buffered.split("\n");
+      buffered = lines.pop()!;
+      for (const line of lines) {
+        output.push(line);
+        const m = /^Serving (http:\/\/[\d.:]+)\/functions\/v1/.exec(line);
+        if (m) resolveUrl(m[1]);
+      }
+    }
+  };
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  const status = child.status.then((s) => {
+    rejectUrl(new Error(`server exited with ${s.code} before listening:\n${output.join("\n")}`));
+    return s;
+  });
+  const timer = setTimeout(
+    () => rejectUrl(new Error(`server did not start:\n${output.join("\n")}`)),
+    60_000,
+  );
+  let url: string;
+  try {
+    url = await ready;
+  } catch (err) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await status;
+    await pumps;
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
+  return {
+    url,
+    output,
+    call: (path, init) => fetch(`${url}/functions/v1/${path}`, init),
+    async stop(signal: Deno.Signal = "SIGTERM") {
+      try {
+        child.kill(signal);
+      } catch { /* already gone */ }
+      const s = await status;
+      await pumps;
+      return s.code;
+    },
+  };
+}
