@@ -3,6 +3,7 @@
  * `SUPABASE_DB_URL`) when set, else a fresh embedded PGlite in a temporary folder. Tests that
  * need concurrency, locking or network faults run only on the server (`onServer`).
  */
+import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
 import { startEmbedded } from "../../shared/embedded_db.ts";
 
@@ -17,6 +18,25 @@ export interface TestDatabase {
   kind: "server" | "embedded";
   /** Drops the database (server) or closes and removes the embedded one. */
   close(): Promise<void>;
+}
+
+let template: Promise<string> | undefined;
+
+/** An initialized, empty PGlite folder, made once per test process (initdb takes seconds). */
+function embeddedTemplate(): Promise<string> {
+  template ??= (async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pglite-template-" });
+    const pg = await PGlite.create(dir);
+    await pg.close();
+    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+    return dir;
+  })();
+  return template;
+}
+
+async function copyDir(from: string, to: string) {
+  const { success } = await new Deno.Command("cp", { args: ["-a", `${from}/.`, to] }).output();
+  if (!success) throw new Error(`Could not copy ${from} to ${to}`);
 }
 
 /** A new, empty database. */
@@ -39,6 +59,7 @@ export async function freshDatabase(opts: { embedded?: boolean } = {}): Promise<
     };
   }
   const dir = await Deno.makeTempDir({ prefix: "pglite-test-" });
+  await copyDir(await embeddedTemplate(), dir);
   const embedded = await startEmbedded(dir);
   return {
     url: embedded.url,

@@ -26,7 +26,7 @@ export async function startFaultProxy(
 ): Promise<FaultProxy> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
-  let mode: Mode = { kind: "pass" };
+  let mode = { kind: "pass" } as Mode;
   const open = new Set<Deno.Conn>();
   const tasks = new Set<Promise<void>>();
 

@@ -1,0 +1,246 @@
+import { assert, assertEquals, assertLess, assertRejects } from "@std/assert";
+import { classifyDbError, Database, fullJitter } from "../../shared/db.ts";
+import { DatabaseBusy, DatabaseUnavailable } from "../../shared/errors.ts";
+import { parseLimits } from "../../shared/limits.ts";
+import { loadMigrations, migrate } from "../../shared/migrate.ts";
+import { freshDatabase, onServer, type TestDatabase } from "../support/db.ts";
+import { FAST_LIMITS } from "../support/env.ts";
+import { startFaultProxy } from "../support/fault_proxy.ts";
+
+function openDb(url: string, extra: Record<string, string> = {}) {
+  return new Database({ url, limits: parseLimits({ ...FAST_LIMITS, ...extra }) });
+}
+
+async function withDb(
+  fn: (db: Database, t: TestDatabase) => Promise<void>,
+  extra: Record<string, string> = {},
+) {
+  const t = await freshDatabase();
+  const db = openDb(t.url, extra);
+  try {
+    await db.start();
+    assert(db.up, "the database should be up after start");
+    await fn(db, t);
+  } finally {
+    await db.close();
+    await t.close();
+  }
+}
+
+/** Resolves once `n` parties have arrived. */
+function barrier(n: number) {
+  let arrived = 0;
+  let release!: () => void;
+  const all = new Promise<void>((r) => (release = r));
+  return () => {
+    if (++arrived === n) release();
+    return all;
+  };
+}
+
+Deno.test("classifyDbError sorts SQLSTATEs and socket failures", () => {
+  for (const code of ["40P01", "40001", "53300", "55P03"]) {
+    assertEquals(classifyDbError({ code }), "transient", code);
+  }
+  for (const code of ["08006", "08001", "28P01", "3D000", "57P01", "57P03", "ECONNREFUSED", "CONNECTION_CLOSED"]) {
+    assertEquals(classifyDbError({ code }), "connection", code);
+  }
+  for (const code of ["23505", "42P01", "22P02", undefined]) {
+    assertEquals(classifyDbError({ code }), "other", String(code));
+  }
+});
+
+Deno.test("fullJitter stays within [0, min(cap, base·2^attempt))", () => {
+  assertEquals(fullJitter(3, 10, 1000, () => 0), 0);
+  assertEquals(fullJitter(3, 10, 1000, () => 0.999999), 79);
+  assertEquals(fullJitter(20, 10, 1000, () => 0.999999), 999);
+});
+
+Deno.test("migrations run once each, and a second run applies nothing", async () => {
+  const t = await freshDatabase();
+  const db = openDb(t.url);
+  try {
+    await db.start();
+    const migrations = await loadMigrations();
+    const first = await db.query((sql) => migrate(sql, migrations));
+    assertEquals(first, migrations.map((m) => m.version));
+    const second = await db.query((sql) => migrate(sql, migrations));
+    assertEquals(second, []);
+    const rows = await db.query((sql) => sql`select version from internal.schema_migrations order by version`);
+    assertEquals(rows.map((r) => r.version), migrations.map((m) => m.version));
+    const [uid] = await db.query((sql) => sql`select count(*)::int as n from pg_proc where proname = 'uid'`);
+    assertEquals(uid.n, 1);
+  } finally {
+    await db.close();
+    await t.close();
+  }
+});
+
+Deno.test({
+  name: "two migration runners started at once apply each file exactly once",
+  ...onServer,
+  async fn() {
+    const t = await freshDatabase();
+    const a = openDb(t.url);
+    const b = openDb(t.url);
+    try {
+      await Promise.all([a.start(), b.start()]);
+      const migrations = await loadMigrations();
+      const [ra, rb] = await Promise.all([
+        a.query((sql) => migrate(sql, migrations)),
+        b.query((sql) => migrate(sql, migrations)),
+      ]);
+      assertEquals([...ra, ...rb].sort(), migrations.map((m) => m.version).sort());
+      const [row] = await a.query((sql) => sql`select count(*)::int as n from internal.schema_migrations`);
+      assertEquals(row.n, migrations.length);
+    } finally {
+      await a.close();
+      await b.close();
+      await t.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a real deadlock between two connections is retried and both transactions commit",
+  ...onServer,
+  fn: () =>
+    withDb(async (db) => {
+      await db.query((sql) => sql`create table acct (id int primary key, n int not null)`);
+      await db.query((sql) => sql`insert into acct values (1, 0), (2, 0)`);
+      const [before] = await db.query((sql) => sql`select deadlocks::int as d from pg_stat_database where datname = current_database()`);
+      const meet = barrier(2);
+      let attempts = 0;
+      const transfer = (first: number, second: number) =>
+        db.transaction(async (tx) => {
+          attempts++;
+          await tx`update acct set n = n + 1 where id = ${first}`;
+          if (attempts <= 2) await meet();
+          await tx`update acct set n = n + 1 where id = ${second}`;
+        });
+      await Promise.all([transfer(1, 2), transfer(2, 1)]);
+      const rows = await db.query((sql) => sql`select n from acct order by id`);
+      assertEquals(rows.map((r) => r.n), [2, 2]);
+      assert(db.health().retries >= 1, "the deadlocked transaction should have been re-run");
+      // The stats collector may lag; give it a moment to count the deadlock.
+      let after = before.d;
+      for (let i = 0; i < 20 && after === before.d; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        [{ d: after }] = await db.query((sql) => sql`select deadlocks::int as d from pg_stat_database where datname = current_database()`);
+      }
+      assert(after > before.d, "Postgres should have detected a deadlock");
+    }, { DB_QUERY_TIMEOUT_MS: "5000" }),
+});
+
+Deno.test({
+  name: "a real serialization failure is retried and the transaction commits",
+  ...onServer,
+  fn: () =>
+    withDb(async (db) => {
+      await db.query((sql) => sql`create table shift (id serial primary key, on_call boolean not null)`);
+      const meet = barrier(2);
+      let attempts = 0;
+      const goOnCall = () =>
+        db.transaction(async (tx) => {
+          attempts++;
+          const [{ n }] = await tx`select count(*)::int as n from shift where on_call`;
+          if (attempts <= 2) await meet();
+          if (n < 5) await tx`insert into shift (on_call) values (true)`;
+        }, { isolation: "serializable" });
+      await Promise.all([goOnCall(), goOnCall()]);
+      const [{ n }] = await db.query((sql) => sql`select count(*)::int as n from shift`);
+      assertEquals(n, 2);
+      assert(attempts >= 3, `one transaction should have been re-run (attempts: ${attempts})`);
+      assert(db.health().retries >= 1);
+    }),
+});
+
+Deno.test("a transaction that keeps failing transiently ends in DatabaseBusy after its attempts", () =>
+  withDb(async (db) => {
+    let attempts = 0;
+    await assertRejects(
+      () =>
+        db.transaction(async (tx) => {
+          attempts++;
+          await tx`do $$ begin raise exception 'simulated conflict' using errcode = '40001'; end $$`;
+        }),
+      DatabaseBusy,
+    );
+    assertEquals(attempts, 3);
+    assertEquals(db.health().exhausted, 1);
+  }, { DB_MAX_ATTEMPTS: "3" }));
+
+Deno.test("a non-transient error is thrown as is, not retried, and the transaction rolls back", () =>
+  withDb(async (db) => {
+    await db.query((sql) => sql`create table uniq (id int primary key)`);
+    let attempts = 0;
+    const err = await assertRejects(() =>
+      db.transaction(async (tx) => {
+        attempts++;
+        await tx`insert into uniq values (1)`;
+        await tx`insert into uniq values (1)`;
+      })
+    );
+    assertEquals((err as unknown as { code: string }).code, "23505");
+    assertEquals(attempts, 1);
+    const [{ n }] = await db.query((sql) => sql`select count(*)::int as n from uniq`);
+    assertEquals(n, 0);
+  }));
+
+Deno.test("a cut database fails fast with DatabaseUnavailable, the gate holds, and it recovers by itself", async () => {
+  const t = await freshDatabase();
+  const target = new URL(t.url);
+  const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port || 5432) });
+  const db = openDb(proxy.url(t.url));
+  try {
+    await db.start();
+    await db.query((sql) => sql`create table if not exists written (id int)`);
+    proxy.cut();
+    const started = performance.now();
+    await assertRejects(() => db.transaction((tx) => tx`insert into written values (1)`), DatabaseUnavailable);
+    assertLess(performance.now() - started, 2000);
+    assertEquals(db.health().state, "down");
+    assert(db.health().nextProbeAt !== null, "a probe should be scheduled");
+    // While down, calls fail at once without touching the database, with a retry delay.
+    const err = await assertRejects(() => db.query((sql) => sql`select 1`), DatabaseUnavailable) as DatabaseUnavailable;
+    assert(err.retryAfterMs >= 0 && err.retryAfterMs <= 2000);
+    proxy.heal();
+    const healed = performance.now();
+    while (!db.up) {
+      assertLess(performance.now() - healed, 5000, "the database should be back within 5 s");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const rows = await db.query((sql) => sql`select count(*)::int as n from written`);
+    assertEquals(rows[0].n, 0, "nothing was written while the database was cut");
+    assert(db.health().failures >= 1);
+  } finally {
+    await db.close();
+    await proxy.close();
+    await t.close();
+  }
+});
+
+Deno.test("a stalled database connection ends within the query deadline as DatabaseUnavailable", async () => {
+  const t = await freshDatabase();
+  const target = new URL(t.url);
+  const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port || 5432) });
+  const db = openDb(proxy.url(t.url));
+  try {
+    await db.start();
+    proxy.stall();
+    const started = performance.now();
+    await assertRejects(() => db.query((sql) => sql`select 1`), DatabaseUnavailable);
+    assertLess(performance.now() - started, 2000);
+    proxy.heal();
+    const healed = performance.now();
+    while (!db.up) {
+      assertLess(performance.now() - healed, 5000);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertEquals((await db.query((sql) => sql`select 1 as x`))[0].x, 1);
+  } finally {
+    await db.close();
+    await proxy.close();
+    await t.close();
+  }
+});

@@ -1,0 +1,76 @@
+import { Hono } from "hono";
+import { assert, assertEquals } from "@std/assert";
+import { Database } from "../../shared/db.ts";
+import { errorParts } from "../../shared/errors.ts";
+import { parseLimits } from "../../shared/limits.ts";
+import { loadMigrations, migrate } from "../../shared/migrate.ts";
+import { RateLimiter, rateLimit } from "../../shared/rate_limit.ts";
+import { freshDatabase, onServer } from "../support/db.ts";
+
+async function withDb(fn: (db: Database, url: string) => Promise<void>) {
+  const t = await freshDatabase();
+  const migrations = await loadMigrations();
+  const db = new Database({ url: t.url, limits: parseLimits({}), onConnect: (sql) => migrate(sql, migrations).then(() => {}) });
+  try {
+    await db.start();
+    await fn(db, t.url);
+  } finally {
+    await db.close();
+    await t.close();
+  }
+}
+
+Deno.test("rateLimit() sends the RateLimit fields on every answer and 429 with Retry-After past the quota", () =>
+  withDb(async (db) => {
+    const app = new Hono();
+    app.onError((err, c) => {
+      const { status, headers, body } = errorParts(err, "t");
+      return c.body(body, status as 400, headers);
+    });
+    app.use(rateLimit({ db, policy: "demo", quota: 3, windowSeconds: 60, key: (c) => c.req.header("x-user") }));
+    app.get("/", (c) => c.text("ok"));
+    const call = (user: string) => app.fetch(new Request("http://fn/", { headers: { "x-user": user } }));
+    for (let i = 0; i < 3; i++) {
+      const res = await call("a");
+      assertEquals(res.status, 200);
+      assertEquals(res.headers.get("ratelimit-policy"), '"demo";q=3;w=60');
+      assertEquals(res.headers.get("ratelimit"), `"demo";r=${2 - i};t=60`);
+    }
+    const limited = await call("a");
+    assertEquals(limited.status, 429);
+    assertEquals((await limited.json()).error.code, "RATE_LIMITED");
+    assert(Number(limited.headers.get("retry-after")) >= 59);
+    assertEquals(limited.headers.get("ratelimit"), '"demo";r=0;t=60');
+    assertEquals((await call("b")).status, 200, "another key has its own quota");
+  }));
+
+Deno.test("the sliding log never lets more than the quota through in any window", () =>
+  withDb(async (db) => {
+    const limiter = new RateLimiter(db, { policy: "slide", quota: 4, windowSeconds: 1 });
+    let allowed = 0;
+    const started = Date.now();
+    while (Date.now() - started < 1500) {
+      if ((await limiter.hit("k")).allowed) allowed++;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    // 1.5 s of steady hits over a 1 s window of 4: at most 4 in the first second, 4 more after.
+    assert(allowed >= 4 && allowed <= 8, `allowed ${allowed}`);
+  }));
+
+Deno.test({
+  name: "limits hold across instances: two pools over one database share one quota",
+  ...onServer,
+  fn: () =>
+    withDb(async (db, url) => {
+      const other = new Database({ url, limits: parseLimits({}) });
+      try {
+        await other.start();
+        const a = new RateLimiter(db, { policy: "shared", quota: 10, windowSeconds: 60 });
+        const b = new RateLimiter(other, { policy: "shared", quota: 10, windowSeconds: 60 });
+        const results = await Promise.all(Array.from({ length: 30 }, (_, i) => (i % 2 ? a : b).hit("user")));
+        assertEquals(results.filter((r) => r.allowed).length, 10);
+      } finally {
+        await other.close();
+      }
+    }),
+});
