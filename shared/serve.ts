@@ -13,6 +13,7 @@
  * await server.close();
  */
 import { parse as parseDotenv } from "dotenv";
+import { z } from "zod";
 import { bootFunction, type FetchHandler, type FunctionDefinition } from "./app.ts";
 import { ConfigError } from "./env.ts";
 import { errorResponse, NotFound } from "./errors.ts";
@@ -68,19 +69,24 @@ export async function loadEnvFiles(
   return { vars, files };
 }
 
-/** The functions: every folder of `functions/` with an `index.ts` exporting a definition. */
-export async function loadFunctions(only?: string[]): Promise<FunctionDefinition[]> {
+/** A function folder: its definition, or why its module could not be loaded. */
+export type LoadedFunction = { name: string; def?: FunctionDefinition; error?: unknown };
+
+/** The functions: every folder of `functions/`, each `index.ts` exporting a definition. */
+export async function loadFunctions(only?: string[]): Promise<LoadedFunction[]> {
   const dir = new URL("functions/", ROOT);
   const names: string[] = [];
   for await (const entry of Deno.readDir(dir)) {
     if (entry.isDirectory && (!only || only.includes(entry.name))) names.push(entry.name);
   }
-  const defs: FunctionDefinition[] = [];
-  for (const name of names.sort()) {
-    const mod = await import(new URL(`${name}/index.ts`, dir).href);
-    defs.push(mod.default as FunctionDefinition);
-  }
-  return defs;
+  return await Promise.all(names.sort().map(async (name): Promise<LoadedFunction> => {
+    try {
+      const mod = await import(new URL(`${name}/index.ts`, dir).href);
+      return { name, def: mod.default as FunctionDefinition };
+    } catch (error) {
+      return { name, error };
+    }
+  }));
 }
 
 export async function startServer(opts: ServerOptions = {}): Promise<RunningServer> {
@@ -108,12 +114,11 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   const platform = await createPlatform(env, { log, embeddedFallback: false });
 
   const handlers = new Map<string, FetchHandler>();
-  for (const def of await loadFunctions(opts.only)) {
-    const booted = await bootFunction(def, platform);
-    handlers.set(def.name, booted.fetch);
-    if (booted.problems.length) {
-      printLine(`✗ ${def.name} did not boot: ${booted.problems.join("; ")}`);
-    }
+  for (const { name, def, error } of await loadFunctions(opts.only)) {
+    if (error) log.error("function module failed to load", { fn: name, error });
+    const booted = await bootFunction(def ?? unloadable(name), platform);
+    handlers.set(name, booted.fetch);
+    if (booted.problems.length) printLine(`✗ ${name} did not boot: ${booted.problems.join("; ")}`);
   }
 
   const handler = (req: Request): Response | Promise<Response> => {
@@ -161,6 +166,18 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         await sandbox?.close();
       })();
       return closing;
+    },
+  };
+}
+
+/** A stand-in definition for a folder whose module failed to load: it boots into BOOT_ERROR. */
+function unloadable(name: string): FunctionDefinition {
+  return {
+    name,
+    env: z.object({}),
+    browser: false,
+    build() {
+      throw new ConfigError(["its module failed to load (see the log)"]);
     },
   };
 }

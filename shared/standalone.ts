@@ -12,7 +12,12 @@ export async function serveStandalone(def: FunctionDefinition): Promise<void> {
   const platform = await createPlatform(Deno.env.toObject());
   const { fetch } = await bootFunction(def, platform);
   const port = Number(Deno.env.get("PORT") ?? 8000);
-  const server = Deno.serve({ port, hostname: Deno.env.get("HOST") ?? "0.0.0.0" }, fetch);
+  const hostname = Deno.env.get("HOST") ?? "0.0.0.0";
+  const server = Deno.serve({
+    port,
+    hostname,
+    onListen: (addr) => platform.log.info("listening", { url: `http://${addr.hostname}:${addr.port}/${def.name}` }),
+  }, fetch);
   const stop = async () => {
     await server.shutdown();
     await platform.close();

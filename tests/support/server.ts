@@ -40,11 +40,26 @@ export interface SpawnedServer {
 
 const ROOT = new URL("../../", import.meta.url);
 
+export interface SpawnOptions {
+  /** Working directory (the sandbox keeps `.data/` there). Default the project root. */
+  cwd?: string;
+  /** Entry point relative to the project root. Default `shared/serve.ts` (`npm start`). */
+  entry?: string;
+  /** A line that says the server listens; its first group is the base URL. */
+  ready?: RegExp;
+}
+
 /** Runs `npm start`'s entry point as its own process with exactly `env` (plus PATH and HOME). */
-export async function spawnServer(env: Record<string, string>): Promise<SpawnedServer> {
+export async function spawnServer(env: Record<string, string>, opts: SpawnOptions = {}): Promise<SpawnedServer> {
+  const readyLine = opts.ready ?? /^Serving (http:\/\/[\d.:]+)\/functions\/v1/;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "shared/serve.ts"],
-    cwd: ROOT,
+    args: [
+      "run",
+      "-A",
+      `--config=${new URL("deno.json", ROOT).pathname}`,
+      new URL(opts.entry ?? "shared/serve.ts", ROOT).pathname,
+    ],
+    cwd: opts.cwd ?? ROOT,
     clearEnv: true,
     env: {
       PATH: Deno.env.get("PATH") ?? "",
@@ -71,7 +86,7 @@ export async function spawnServer(env: Record<string, string>): Promise<SpawnedS
       buffered = lines.pop()!;
       for (const line of lines) {
         output.push(line);
-        const m = /^Serving (http:\/\/[\d.:]+)\/functions\/v1/.exec(line);
+        const m = readyLine.exec(line);
         if (m) resolveUrl(m[1]);
       }
     }

@@ -1,0 +1,166 @@
+/**
+ * The local server (`npm start`) end to end: profiles, boot errors, request ids, fail-fast when
+ * the database is cut and recovery, shutdown, and that no log line carries a secret.
+ */
+import { assert, assertEquals, assertLess, assertMatch, assertStringIncludes } from "@std/assert";
+import { freshDatabase } from "./support/db.ts";
+import { JWT_SECRET, serviceToken, testEnv, userToken } from "./support/env.ts";
+import { startFaultProxy } from "./support/fault_proxy.ts";
+import { spawnServer, startTestServer } from "./support/server.ts";
+
+Deno.test("status answers 200 through the real server, with a request id, and 404/405 are JSON", async () => {
+  const db = await freshDatabase();
+  const server = await startTestServer(testEnv(db.url), { only: ["status"] });
+  try {
+    const ok = await server.call("status", { headers: { "x-request-id": "client-chosen-id-1" } });
+    assertEquals(ok.status, 200);
+    assertEquals(await ok.json(), { status: "ok" });
+    assertEquals(ok.headers.get("x-request-id"), "client-chosen-id-1", "a well-formed caller id is kept");
+    const odd = await server.call("status", { headers: { "x-request-id": "bad id with spaces <>" } });
+    await odd.body?.cancel();
+    assertMatch(odd.headers.get("x-request-id")!, /^[0-9a-f-]{36}$/, "a malformed caller id is replaced");
+    const missing = await server.call("no-such-function");
+    assertEquals(missing.status, 404);
+    assertEquals((await missing.json()).error.code, "NOT_FOUND");
+    assert(missing.headers.get("x-request-id"));
+    const wrong = await server.call("status", { method: "DELETE" });
+    assertEquals(wrong.status, 405);
+    assertEquals((await wrong.json()).error.code, "METHOD_NOT_ALLOWED");
+  } finally {
+    await server.close();
+    await db.close();
+  }
+});
+
+Deno.test("status shows each dependency's state only to a service-role token", async () => {
+  const db = await freshDatabase();
+  const server = await startTestServer(testEnv(db.url), { only: ["status"] });
+  try {
+    const operator = await server.call("status", { headers: { authorization: `Bearer ${await serviceToken()}` } });
+    const body = await operator.json();
+    assertEquals(body.status, "ok");
+    assertEquals(body.dependencies.database.state, "up");
+    assertEquals(typeof body.dependencies.database.latencyMs, "number");
+    assertEquals(typeof body.dependencies.database.retries, "number");
+    assert(Array.isArray(body.dependencies.breakers));
+    const user = await server.call("status", { headers: { authorization: `Bearer ${await userToken()}` } });
+    assertEquals(await user.json(), { status: "ok" }, "a user token sees no details");
+  } finally {
+    await server.close();
+    await db.close();
+  }
+});
+
+Deno.test("a cut database gives 503 with Retry-After in under 2 s, no request hangs, and status is 200 within 5 s of its return", async () => {
+  const db = await freshDatabase();
+  const target = new URL(db.url);
+  const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port || 5432) });
+  const server = await startTestServer(testEnv(proxy.url(db.url)), { only: ["status"] });
+  try {
+    assertEquals((await (await server.call("status")).json()).status, "ok");
+    proxy.cut();
+    const started = performance.now();
+    const answers = await Promise.all(Array.from({ length: 20 }, async () => {
+      const res = await server.call("status");
+      return { status: res.status, retryAfter: res.headers.get("retry-after"), body: await res.json() };
+    }));
+    assertLess(performance.now() - started, 2000);
+    for (const a of answers) {
+      assertEquals(a.status, 503);
+      assert(Number(a.retryAfter) >= 1, "Retry-After in seconds");
+      assertEquals(a.body.status, "fail_safe");
+    }
+    proxy.heal();
+    const healed = performance.now();
+    while ((await (await server.call("status")).json()).status !== "ok") {
+      assertLess(performance.now() - healed, 5000, "status should be 200 within 5 s");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await server.close();
+    await proxy.close();
+    await db.close();
+  }
+});
+
+Deno.test("bad configuration names every missing or malformed variable, prints no secret, and only that function fails", async () => {
+  const db = await freshDatabase();
+  const brokerSecret = "broker-secret-value-never-printed";
+  const server = await spawnServer({
+    SUPABASE_DB_URL: db.url,
+    SUPABASE_JWT_SECRET: JWT_SECRET,
+    FRONTEND_URL: "https://app.example.com/not-an-origin",
+    BROKER_API_URL: "not a url",
+    BROKER_API_SECRET_KEY: brokerSecret,
+  });
+  try {
+    assertEquals((await server.call("status")).status, 200, "a function with a good configuration serves");
+    const boot = await server.call("broker-order");
+    assertEquals(boot.status, 503);
+    assert(boot.headers.get("retry-after"));
+    const body = await boot.json();
+    assertEquals(body.error.code, "BOOT_ERROR");
+    for (const name of ["FRONTEND_URL", "BROKER_API_URL", "BROKER_API_KEY_ID"]) {
+      assertStringIncludes(body.error.message, name);
+    }
+    const printed = server.output.join("\n");
+    assertStringIncludes(printed, "broker-order did not boot");
+    for (const name of ["FRONTEND_URL", "BROKER_API_URL", "BROKER_API_KEY_ID"]) assertStringIncludes(printed, name);
+    for (const value of [brokerSecret, JWT_SECRET, "not-an-origin"]) {
+      assert(!printed.includes(value), "no value is printed");
+      assert(!body.error.message.includes(value));
+    }
+  } finally {
+    assertEquals(await server.stop("SIGTERM"), 0, "SIGTERM exits 0");
+    await db.close();
+  }
+});
+
+Deno.test("with nothing configured, npm start runs the sandbox, says so first, and serves status", async () => {
+  const cwd = await Deno.makeTempDir({ prefix: "sandbox-" });
+  const server = await spawnServer({}, { cwd });
+  try {
+    assertStringIncludes(server.output[0], "SANDBOX");
+    const res = await server.call("status");
+    assertEquals(res.status, 200);
+    assertEquals(await res.json(), { status: "ok" });
+    assertStringIncludes(server.output.join("\n"), "JWT secret");
+  } finally {
+    assertEquals(await server.stop("SIGINT"), 0, "SIGINT exits 0");
+    await Deno.remove(cwd, { recursive: true });
+  }
+});
+
+Deno.test("a function also runs on its own with Deno.serve, as Supabase's runtime runs it", async () => {
+  const db = await freshDatabase();
+  const server = await spawnServer(testEnv(db.url), {
+    entry: "functions/status/index.ts",
+    ready: /"msg":"listening","url":"(http:\/\/[\d.:]+)\/status"/,
+  });
+  try {
+    const res = await fetch(`${server.url.replace("0.0.0.0", "127.0.0.1")}/status`);
+    assertEquals(res.status, 200);
+    assertEquals(await res.json(), { status: "ok" });
+  } finally {
+    assertEquals(await server.stop("SIGTERM"), 0);
+    await db.close();
+  }
+});
+
+Deno.test("no log line of the server carries a secret or an Authorization value", async () => {
+  const db = await freshDatabase();
+  const server = await startTestServer(testEnv(db.url), { only: ["status"] });
+  const token = await serviceToken();
+  try {
+    await (await server.call("status", { headers: { authorization: `Bearer ${token}` } })).body?.cancel();
+    await (await server.call("status", { headers: { authorization: "Bearer garbage.token.value" } })).body?.cancel();
+  } finally {
+    await server.close();
+    await db.close();
+  }
+  const all = server.logs.join("\n");
+  assert(server.logs.length >= 2);
+  for (const secret of [JWT_SECRET, token, "garbage.token.value"]) {
+    assert(!all.includes(secret), `a log line carries ${secret.slice(0, 12)}…`);
+  }
+});
