@@ -68,8 +68,9 @@ export interface DatabaseOptions {
     | "DB_RETRY_MAX_MS"
     | "DB_PROBE_BASE_MS"
     | "DB_PROBE_MAX_MS"
+    | "DB_MIGRATE_TIMEOUT_MS"
   >;
-  /** Runs once before the gate first opens, and again after each recovery (migrations). */
+  /** Runs (under `DB_MIGRATE_TIMEOUT_MS`) until it succeeds once, before the gate first opens (migrations). */
   onConnect?: (sql: Sql) => Promise<void>;
   /** Told when the gate closes and when it reopens (operators' direct alerts). */
   onStateChange?: (state: GateState, cause?: unknown) => void;
@@ -122,6 +123,7 @@ export class Database {
   #lastError: string | null = null;
   /** Whether the gate has ever closed after being open (so a reopening is a recovery). */
   #tripped = false;
+  #connected = false;
 
   constructor(opts: DatabaseOptions) {
     this.#opts = { ...opts };
@@ -238,7 +240,7 @@ export class Database {
   }
 
   /** Bounds a database call in time: a stalled connection counts as a connection failure. */
-  async #withDeadline<T>(work: Promise<T>): Promise<T> {
+  async #withDeadline<T>(work: Promise<T>, ms = this.#opts.limits.DB_QUERY_TIMEOUT_MS): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -246,7 +248,7 @@ export class Database {
           code: "QUERY_DEADLINE",
         });
         reject(err);
-      }, this.#opts.limits.DB_QUERY_TIMEOUT_MS);
+      }, ms);
     });
     try {
       return await Promise.race([work, deadline]);
@@ -293,7 +295,10 @@ export class Database {
       const sql = this.#sql;
       try {
         await this.#withDeadline(sql`select 1`);
-        if (this.#opts.onConnect) await this.#opts.onConnect(sql);
+        if (this.#opts.onConnect && !this.#connected) {
+          await this.#withDeadline(this.#opts.onConnect(sql), this.#opts.limits.DB_MIGRATE_TIMEOUT_MS);
+        }
+        this.#connected = true;
         if (this.#closed) return;
         this.#state = "up";
         this.#probeFailures = 0;

@@ -23,6 +23,7 @@ export const LimitsSchema = z.object({
   DB_RETRY_MAX_MS: ms(500),
   DB_PROBE_BASE_MS: ms(100),
   DB_PROBE_MAX_MS: ms(2_000),
+  DB_MIGRATE_TIMEOUT_MS: ms(60_000),
   // HTTP in and out (shared/body_limit.ts, shared/http_client.ts, shared/cors.ts)
   BODY_LIMIT_BYTES: count(16 * 1024),
   HTTP_TIMEOUT_MS: ms(10_000),
@@ -36,12 +37,20 @@ export const LimitsSchema = z.object({
   WEBHOOK_BODY_LIMIT_BYTES: count(512 * 1024),
   WEBHOOK_TOLERANCE_SECONDS: count(300),
   WEBHOOK_RETENTION_DAYS: count(30),
+  // Stripe event ids older than the retention are purged at most this often per instance, in
+  // batches small enough never to hold locks for long (shared/webhook_dedup.ts).
+  WEBHOOK_PURGE_INTERVAL_SECONDS: count(3600),
+  WEBHOOK_PURGE_BATCH_SIZE: count(500),
   // broker-order
   BROKER_TIMEOUT_MS: ms(10_000),
   ORDER_RATE_LIMIT: count(60),
   ORDER_RATE_WINDOW_SECONDS: count(60),
   IDEMPOTENCY_TTL_SECONDS: count(24 * 3600),
   IDEMPOTENCY_LOCK_SECONDS: count(30),
+  // Expired idempotency keys are purged at most this often per instance, in small batches
+  // (shared/idempotency.ts).
+  IDEMPOTENCY_PURGE_INTERVAL_SECONDS: count(300),
+  IDEMPOTENCY_PURGE_BATCH_SIZE: count(500),
   ORDERS_PAGE_MAX: count(100),
   // auth
   AUTH_TIMEOUT_MS: ms(5_000),
@@ -49,6 +58,8 @@ export const LimitsSchema = z.object({
   LOGIN_IP_LIMIT: count(20),
   LOGIN_WINDOW_SECONDS: count(60),
   OAUTH_STATE_TTL_SECONDS: count(600),
+  // Entries of X-Forwarded-For appended by proxies we trust; the client IP is this many from the right.
+  LOGIN_TRUSTED_PROXY_HOPS: count(1),
   // market-data (names fixed by the contract)
   MARKET_DATA_CACHE_TTL_SECONDS: count(300),
   MARKET_DATA_MAX_STALE_SECONDS: count(900),
@@ -62,6 +73,18 @@ export const LimitsSchema = z.object({
   ALERT_MAX_ATTEMPTS: count(8),
   ALERT_DRAIN_BUDGET_MS: ms(10_000),
   ALERT_DIRECT_COOLDOWN_SECONDS: count(300),
+  // Alert bodies carry up to 16,000 characters of text (truncated to Discord's limits on send).
+  ALERT_BODY_LIMIT_BYTES: count(64 * 1024),
+  // An alert with a dedupKey waits this long before its first send so a burst becomes one
+  // message (Prometheus Alertmanager's group_wait); alerts without a key go out at once.
+  ALERT_GROUP_WAIT_MS: ms(2_000),
+  // Backoff between delivery attempts (full jitter), after 5xx or timeouts.
+  ALERT_RETRY_BASE_MS: ms(1_000),
+  ALERT_RETRY_MAX_MS: ms(60_000),
+  // A drainer's claim on an alert; a drainer that died releases it when this passes.
+  ALERT_LEASE_MS: ms(30_000),
+  // Sent alerts are kept this long (dead ones until an operator removes them).
+  ALERT_RETENTION_DAYS: count(7),
   // Local server (shared/serve.ts)
   SHUTDOWN_GRACE_MS: ms(10_000),
 });

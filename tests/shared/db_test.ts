@@ -244,3 +244,44 @@ Deno.test("a stalled database connection ends within the query deadline as Datab
     await t.close();
   }
 });
+
+Deno.test("a start while the database stalls does not hang: migrations run once it answers", async () => {
+  const t = await freshDatabase();
+  const target = new URL(t.url);
+  const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port || 5432) });
+  const migrations = await loadMigrations();
+  let runs = 0;
+  const db = new Database({
+    url: proxy.url(t.url),
+    limits: parseLimits({ ...FAST_LIMITS, DB_MIGRATE_TIMEOUT_MS: "1500" }),
+    onConnect: async (sql) => {
+      runs++;
+      await migrate(sql, migrations);
+    },
+  });
+  try {
+    proxy.stall();
+    const started = performance.now();
+    await db.start();
+    assertLess(performance.now() - started, 3000, "start gives up within its deadlines");
+    assertEquals(db.up, false);
+    proxy.heal();
+    while (!db.up) {
+      assertLess(performance.now() - started, 10_000, "up once the network heals");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const [{ n }] = await db.query((sql) => sql`select count(*)::int as n from internal.schema_migrations`);
+    assertEquals(n, migrations.length);
+    // A later outage does not re-run the migrations.
+    const before = runs;
+    proxy.cut();
+    await assertRejects(() => db.query((sql) => sql`select 1`), DatabaseUnavailable);
+    proxy.heal();
+    while (!db.up) await new Promise((r) => setTimeout(r, 50));
+    assertEquals(runs, before);
+  } finally {
+    await db.close();
+    await proxy.close();
+    await t.close();
+  }
+});
