@@ -1,0 +1,158 @@
+/**
+ * payment-webhook: Stripe → us. Verifies `Stripe-Signature` against the raw body, then records
+ * the event and applies its effect in one transaction, so each event id takes effect exactly once
+ * however often, however concurrently and on however many instances it is delivered.
+ *
+ * Answers: `200 {"received":true}` (applied, or recorded as ignored: unknown type, no user,
+ * malformed object), `200 {"received":true,"duplicate":true}` for an id already committed,
+ * `400 INVALID_SIGNATURE` (nothing recorded), `503` with `Retry-After` when the database is
+ * unavailable (nothing written; Stripe retries for three days:
+ * https://docs.stripe.com/webhooks#retries).
+ */
+import Stripe from "stripe";
+import { z } from "zod";
+import { defineFunction } from "../../shared/app.ts";
+import { BaseEnv } from "../../shared/base_env.ts";
+import { bodyLimit } from "../../shared/body_limit.ts";
+import { BadRequest } from "../../shared/errors.ts";
+import { route } from "../../shared/methods.ts";
+import { serveStandalone } from "../../shared/standalone.ts";
+import { webhookDedup } from "../../shared/webhook_dedup.ts";
+import { applyStripeEvent, type StripeEventInput } from "./effects.ts";
+
+/**
+ * `STRIPE_WEBHOOK_SECRET`: one or more signing secrets, comma-separated. While a secret is being
+ * rolled, Stripe signs with both the old and the new one
+ * (https://docs.stripe.com/webhooks#roll-endpoint-secrets); accepting a list lets us switch
+ * without dropping events.
+ */
+const webhookSecrets = z.string().transform((value, ctx) => {
+  const list = value.split(",").map((s) => s.trim()).filter(Boolean);
+  if (list.length === 0 || !list.every((s) => /^whsec_\S+$/.test(s))) {
+    ctx.addIssue({ code: "custom", message: "must be whsec_ secrets, comma-separated" });
+    return z.NEVER;
+  }
+  return list;
+});
+
+const Env = BaseEnv.extend({
+  STRIPE_SECRET_KEY: z.string().regex(/^(sk|rk)_(test|live)_\S+$/, "must start with sk_ or rk_"),
+  STRIPE_WEBHOOK_SECRET: webhookSecrets,
+});
+
+/** The envelope fields needed to record an event; the rest is validated per type in effects.ts. */
+const Envelope = z.object({
+  id: z.string().min(1).max(255),
+  type: z.string().min(1).max(255).catch("(invalid type)"),
+  created: z.number().int().positive().nullable().catch(null),
+  data: z.object({ object: z.unknown() }).nullable().catch(null),
+});
+
+const paymentWebhook = defineFunction({
+  name: "payment-webhook",
+  env: Env,
+  browser: false,
+  build(app, ctx) {
+    const { limits, db, log, config } = ctx;
+    // One client per instance; only its webhook helpers are used, with Web Crypto so it runs
+    // on the Edge Runtime (https://docs.stripe.com/webhooks/quickstart?lang=node, Deno example).
+    const stripe = new Stripe(config.STRIPE_SECRET_KEY, {
+      httpClient: Stripe.createFetchHttpClient(),
+    });
+    const cryptoProvider = Stripe.createSubtleCryptoProvider();
+    const dedup = webhookDedup({ table: "internal.stripe_events" });
+    // The first purge falls at a random point of the first interval: instances are short-lived
+    // and start together, so across many of them purges happen regularly but not all at once.
+    const purgeIntervalMs = limits.WEBHOOK_PURGE_INTERVAL_SECONDS * 1000;
+    let lastPurge = ctx.now() - Math.random() * purgeIntervalMs;
+
+    /** The event, if any configured secret signed this exact body recently enough. */
+    async function verify(body: Uint8Array, header: string | undefined): Promise<unknown> {
+      if (!header) throw invalidSignature();
+      let reason = "";
+      for (const secret of config.STRIPE_WEBHOOK_SECRET) {
+        try {
+          return await stripe.webhooks.constructEventAsync(
+            body,
+            header,
+            secret,
+            limits.WEBHOOK_TOLERANCE_SECONDS,
+            cryptoProvider,
+            ctx.now(),
+          );
+        } catch (err) {
+          if (err instanceof Stripe.errors.StripeSignatureVerificationError) {
+            reason = err.message.split("\n")[0];
+            continue;
+          }
+          // The signature matched but the body is not JSON: nothing to record it by.
+          throw new BadRequest("The signed body is not a JSON event.", "MALFORMED_EVENT");
+        }
+      }
+      log.warn("stripe signature rejected", { reason });
+      throw invalidSignature();
+    }
+
+    /** Purges old event ids at most once per interval per instance, off the request's path. */
+    function maybePurge() {
+      const now = ctx.now();
+      if (now - lastPurge < purgeIntervalMs) return;
+      lastPurge = now;
+      ctx.background(
+        dedup.purge(db, {
+          retentionDays: limits.WEBHOOK_RETENTION_DAYS,
+          batchSize: limits.WEBHOOK_PURGE_BATCH_SIZE,
+        }).then((purged) => {
+          if (purged) log.info("old stripe event ids purged", { purged });
+        }),
+      );
+    }
+
+    route(app, "/", {
+      POST: [bodyLimit(limits.WEBHOOK_BODY_LIMIT_BYTES), async function receive(c) {
+        const body = new Uint8Array(await c.req.arrayBuffer());
+        const verified = await verify(body, c.req.header("stripe-signature"));
+        const envelope = Envelope.safeParse(verified);
+        if (!envelope.success) {
+          throw new BadRequest("The signed event has no id.", "MALFORMED_EVENT");
+        }
+        const { id, type, created, data } = envelope.data;
+        const event: StripeEventInput = { id, type, created: created ?? 0, object: data?.object };
+
+        const result = await db.transaction(async (tx) => {
+          const createdAt = created === null ? null : new Date(created * 1000);
+          if (!await dedup.claim(tx, { id, type, createdAt })) return "duplicate" as const;
+          const outcome = created === null || data === null
+            ? { outcome: "ignored" as const, reason: "malformed event: no created time or data" }
+            : await applyStripeEvent(tx, event);
+          await dedup.record(tx, id, outcome);
+          return outcome;
+        });
+
+        maybePurge();
+        if (result === "duplicate") {
+          log.info("stripe event duplicate", { requestId: c.var.requestId, eventId: id, type });
+          return c.json({ received: true, duplicate: true });
+        }
+        log.info("stripe event recorded", {
+          requestId: c.var.requestId,
+          eventId: id,
+          type,
+          ...result,
+        });
+        return c.json({ received: true });
+      }],
+    });
+  },
+});
+
+function invalidSignature(): BadRequest {
+  return new BadRequest(
+    "The Stripe-Signature header does not match the body with any configured secret, or is too old.",
+    "INVALID_SIGNATURE",
+  );
+}
+
+export default paymentWebhook;
+
+if (import.meta.main) await serveStandalone(paymentWebhook);
