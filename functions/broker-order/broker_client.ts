@@ -1,0 +1,225 @@
+/**
+ * The broker: a client of Alpaca's Trading API v2 (or any compatible one) for the two calls
+ * broker-order makes, `POST /v2/orders` and `GET /v2/orders:by_client_order_id`
+ * (https://docs.alpaca.markets/reference/postorder, .../getorderbyclientorderid), authenticated
+ * with the `APCA-API-KEY-ID` and `APCA-API-SECRET-KEY` headers.
+ *
+ * Every call has a deadline (`fetchWithDeadline`) and goes through the instance's "broker"
+ * breaker. Failures come back typed, by what they say about the order:
+ * - `BrokerRejected`: the broker refused the order (a 4xx such as 403 "insufficient buying power"
+ *   or 422 invalid). Final, and healthy for the breaker (the broker answered).
+ * - `BrokerOutcomeUnknown`: the deadline passed, the connection dropped or the broker failed
+ *   (5xx) after the order was sent; it may or may not exist: look it up by client_order_id.
+ * - `BrokerUnavailable`: the broker turned the call away (429, 401 bad credentials) and did
+ *   nothing. Counts toward the breaker; so do timeouts and 5xx.
+ * - `CircuitOpen` (503): the breaker is open; nothing was sent.
+ *
+ * @example
+ * const broker = new BrokerClient({ baseUrl, keyId, secretKey, timeoutMs: 10_000, breaker: ctx.breakers.get("broker", { isHealthy: isBrokerHealthy }) });
+ * const order = await broker.placeOrder({ symbol: "AAPL", side: "buy", type: "market", qty: "1", time_in_force: "day", client_order_id });
+ */
+import type { Breaker } from "../../shared/circuit_breaker.ts";
+import {
+  fetchWithDeadline,
+  UpstreamTimeout,
+  UpstreamUnreachable,
+} from "../../shared/http_client.ts";
+
+/** What broker-order sends to `POST /v2/orders`. */
+export interface BrokerOrderRequest {
+  symbol: string;
+  side: "buy" | "sell";
+  type: "market" | "limit" | "stop" | "stop_limit";
+  qty?: string;
+  notional?: string;
+  limit_price?: string;
+  stop_price?: string;
+  time_in_force: string;
+  client_order_id: string;
+}
+
+/** The fields of Alpaca's order object that broker-order reads. */
+export interface BrokerOrder {
+  id: string;
+  client_order_id: string;
+  status: string;
+  symbol?: string;
+  created_at?: string;
+}
+
+/** The broker refused the order; `reason` is its message in plain words. */
+export class BrokerRejected extends Error {
+  constructor(readonly status: number, readonly reason: string) {
+    super(`The broker rejected the order (${status}): ${reason}`);
+    this.name = "BrokerRejected";
+  }
+  /** Alpaca answers a reused client_order_id with 422 "client_order_id must be unique". */
+  get duplicateClientOrderId(): boolean {
+    return this.status === 422 && /client_order_id must be unique/i.test(this.reason);
+  }
+}
+
+/**
+ * The order may or may not exist at the broker. `answered`: the broker did answer (a 5xx), so the
+ * call is over; otherwise (deadline, dropped connection) it may still be in flight there.
+ */
+export class BrokerOutcomeUnknown extends Error {
+  constructor(readonly why: string, cause?: unknown, readonly answered = false) {
+    super(`The broker's answer was lost (${why})`, { cause });
+    this.name = "BrokerOutcomeUnknown";
+  }
+}
+
+/** The broker did not take the call (429, 401, a failed lookup); nothing was done. */
+export class BrokerUnavailable extends Error {
+  constructor(readonly why: string, readonly retryAfterMs = 1000, cause?: unknown) {
+    super(`The broker is unavailable (${why})`, { cause });
+    this.name = "BrokerUnavailable";
+  }
+}
+
+/** For the breaker: a rejection says the broker is up (it answered); anything else does not. */
+export function isBrokerHealthy(err: unknown): boolean {
+  return err instanceof BrokerRejected;
+}
+
+export interface BrokerClientOptions {
+  /** `BROKER_API_URL`, e.g. https://paper-api.alpaca.markets (no trailing slash). */
+  baseUrl: string;
+  keyId: string;
+  secretKey: string;
+  /** Deadline of each call (BROKER_TIMEOUT_MS). */
+  timeoutMs: number;
+  breaker: Breaker;
+  fetch?: typeof fetch;
+}
+
+/** Plain words from a broker error body: its `message`, without markup or control characters. */
+function reasonOf(status: number, text: string): string {
+  let message = "";
+  try {
+    const body = JSON.parse(text);
+    if (typeof body?.message === "string") message = body.message;
+  } catch { /* not JSON: never echo a raw body */ }
+  message = message.replace(/<[^>]*>/g, " ").replace(/[^\p{L}\p{N}\p{P}\p{Zs}$+<=>^`|~]/gu, "")
+    .replace(/\s+/g, " ").trim().slice(0, 200);
+  return message || `status ${status}`;
+}
+
+/** `Retry-After` (seconds) of a 429, in ms; 1 s when absent. */
+function retryAfterMs(res: Response): number {
+  const seconds = Number(res.headers.get("retry-after"));
+  return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 3600) * 1000 : 1000;
+}
+
+export class BrokerClient {
+  readonly #opts: BrokerClientOptions;
+  readonly #headers: Record<string, string>;
+
+  constructor(options: BrokerClientOptions) {
+    this.#opts = { ...options, baseUrl: options.baseUrl.replace(/\/+$/, "") };
+    this.#headers = {
+      "apca-api-key-id": options.keyId,
+      "apca-api-secret-key": options.secretKey,
+      "accept": "application/json",
+    };
+  }
+
+  /**
+   * Places an order. Returns the broker's order; throws BrokerRejected, BrokerOutcomeUnknown,
+   * BrokerUnavailable or CircuitOpen (see the module's summary).
+   */
+  placeOrder(order: BrokerOrderRequest, signal?: AbortSignal): Promise<BrokerOrder> {
+    return this.#opts.breaker.run(async () => {
+      let res: Response;
+      let text: string;
+      try {
+        [res, text] = await fetchWithDeadline(
+          `${this.#opts.baseUrl}/v2/orders`,
+          {
+            method: "POST",
+            headers: { ...this.#headers, "content-type": "application/json" },
+            body: JSON.stringify(order),
+          },
+          { timeoutMs: this.#opts.timeoutMs, upstream: "broker", signal, fetch: this.#opts.fetch },
+          async (r) => [r, await r.text()] as [Response, string],
+        );
+      } catch (err) {
+        // Refused: nothing reached the broker. Anything else may have reached it.
+        if (refused(err)) throw new BrokerUnavailable("connection refused", 1000, err);
+        throw unknownOutcome(err);
+      }
+      if (res.ok) return parseOrder(text, () => new BrokerOutcomeUnknown("unreadable order"));
+      if (res.status === 429 || res.status === 401) {
+        const why = res.status === 429 ? "rate limited" : "credentials refused";
+        throw new BrokerUnavailable(why, retryAfterMs(res));
+      }
+      if (res.status >= 400 && res.status < 500) {
+        throw new BrokerRejected(res.status, reasonOf(res.status, text));
+      }
+      // A 5xx may come after the order was taken (a gateway timing out on the broker's backend).
+      throw new BrokerOutcomeUnknown(`status ${res.status}`, undefined, true);
+    });
+  }
+
+  /**
+   * The order with `clientOrderId`, or null when the broker has none (404). Throws
+   * BrokerUnavailable when the broker cannot say (timeout, 5xx, 429…), or CircuitOpen.
+   */
+  orderByClientOrderId(clientOrderId: string, signal?: AbortSignal): Promise<BrokerOrder | null> {
+    return this.#opts.breaker.run(async () => {
+      const url = `${this.#opts.baseUrl}/v2/orders:by_client_order_id?client_order_id=${
+        encodeURIComponent(clientOrderId)
+      }`;
+      let res: Response;
+      let text: string;
+      try {
+        [res, text] = await fetchWithDeadline(
+          url,
+          { method: "GET", headers: this.#headers },
+          { timeoutMs: this.#opts.timeoutMs, upstream: "broker", signal, fetch: this.#opts.fetch },
+          async (r) => [r, await r.text()] as [Response, string],
+        );
+      } catch (err) {
+        throw new BrokerUnavailable(`lookup failed: ${unknownOutcome(err).why}`, 1000, err);
+      }
+      if (res.status === 404) return null;
+      if (res.ok) {
+        return parseOrder(text, () => new BrokerUnavailable("unreadable order on lookup"));
+      }
+      throw new BrokerUnavailable(`lookup answered status ${res.status}`, retryAfterMs(res));
+    });
+  }
+}
+
+/** Errors of the call itself: a deadline or a dropped connection leaves the outcome unknown. */
+function unknownOutcome(err: unknown): BrokerOutcomeUnknown {
+  if (err instanceof UpstreamTimeout) return new BrokerOutcomeUnknown("deadline passed", err);
+  if (err instanceof UpstreamUnreachable) return new BrokerOutcomeUnknown("connection failed", err);
+  return new BrokerOutcomeUnknown("call failed", err);
+}
+
+/** The connection was refused: the request never left this instance. */
+function refused(err: unknown): boolean {
+  if (!(err instanceof UpstreamUnreachable)) return false;
+  const cause = err.cause as { name?: string; message?: string; cause?: { name?: string } };
+  return cause?.name === "ConnectionRefused" || cause?.cause?.name === "ConnectionRefused" ||
+    /connection refused|os error 111/i.test(String(cause?.message));
+}
+
+function parseOrder(text: string, fail: () => Error): BrokerOrder {
+  let body: Partial<BrokerOrder>;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw fail();
+  }
+  if (typeof body?.id !== "string" || typeof body.client_order_id !== "string") throw fail();
+  return {
+    id: body.id,
+    client_order_id: body.client_order_id,
+    status: typeof body.status === "string" ? body.status : "new",
+    symbol: body.symbol,
+    created_at: body.created_at,
+  };
+}
