@@ -36,6 +36,9 @@ const CONNECTION_CODES = new Set([
   "QUERY_DEADLINE",
 ]);
 
+/** A deadline timer later than this was held up by a blocked event loop, not by the database. */
+const LOOP_LAG_MS = 50;
+
 export type DbErrorKind = "transient" | "connection" | "other";
 
 /** Which failures are which: SQLSTATE classes first, then socket and driver codes. */
@@ -124,6 +127,13 @@ export class Database {
   /** Whether the gate has ever closed after being open (so a reopening is a recovery). */
   #tripped = false;
   #connected = false;
+  #turn: Promise<void> = Promise.resolve();
+  /**
+   * One call at a time, for the embedded database (found by the first probe, before the gate
+   * ever opens): postgres.js pipelines queries on a busy connection, and PGlite's socket server
+   * can lose an answer when messages interleave.
+   */
+  #serial = false;
 
   constructor(opts: DatabaseOptions) {
     this.#opts = { ...opts };
@@ -152,6 +162,11 @@ export class Database {
   /** Opens the gate: runs `onConnect` once; on failure schedules probes. Never throws. */
   start(): Promise<void> {
     return this.#probe();
+  }
+
+  /** Whether calls run one at a time (the embedded database). */
+  get serial(): boolean {
+    return this.#serial;
   }
 
   /** Whether the gate is open. */
@@ -194,7 +209,7 @@ export class Database {
     for (let attempt = 0;; attempt++) {
       this.#assertUp();
       try {
-        return await this.#withDeadline(work(this.#sql));
+        return await this.#exclusive(() => this.#withDeadline(work(this.#sql)));
       } catch (err) {
         const kind = classifyDbError(err);
         if (kind === "connection") throw this.#trip(err);
@@ -214,7 +229,7 @@ export class Database {
     this.#assertUp();
     const started = performance.now();
     try {
-      await this.#withDeadline(this.#sql`select 1`);
+      await this.#exclusive(() => this.#withDeadline(this.#sql`select 1`));
     } catch (err) {
       if (classifyDbError(err) === "connection") throw this.#trip(err);
       throw err;
@@ -239,15 +254,35 @@ export class Database {
     throw new DatabaseUnavailable(Math.max(0, this.#nextProbeAt - this.#now()));
   }
 
-  /** Bounds a database call in time: a stalled connection counts as a connection failure. */
+  /** Runs `fn` after every earlier call has ended, when calls must not overlap (`serial`). */
+  async #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.#serial) return fn();
+    const before = this.#turn;
+    let done!: () => void;
+    this.#turn = new Promise((resolve) => (done = resolve));
+    try {
+      await before;
+      return await fn();
+    } finally {
+      done();
+    }
+  }
+
+  /**
+   * Bounds a database call in time: a stalled connection counts as a connection failure. A timer
+   * that fires late means the event loop itself was blocked (a synchronous load, a GC pause), not
+   * the database: the answer may be waiting in the socket, so it gets one more turn of the loop.
+   */
   async #withDeadline<T>(work: Promise<T>, ms = this.#opts.limits.DB_QUERY_TIMEOUT_MS): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<never>((_, reject) => {
+      const fail = () =>
+        reject(Object.assign(new Error("Database call passed its deadline"), { code: "QUERY_DEADLINE" }));
+      const due = performance.now() + ms;
       timer = setTimeout(() => {
-        const err = Object.assign(new Error("Database call passed its deadline"), {
-          code: "QUERY_DEADLINE",
-        });
-        reject(err);
+        const lateBy = performance.now() - due;
+        if (lateBy > LOOP_LAG_MS) timer = setTimeout(fail, LOOP_LAG_MS);
+        else fail();
       }, ms);
     });
     try {
@@ -294,9 +329,11 @@ export class Database {
     this.#probing = (async () => {
       const sql = this.#sql;
       try {
-        await this.#withDeadline(sql`select 1`);
+        const [{ version }] = await this.#exclusive(() => this.#withDeadline(sql`select version()`));
+        this.#serial ||= String(version).includes("PGlite");
         if (this.#opts.onConnect && !this.#connected) {
-          await this.#withDeadline(this.#opts.onConnect(sql), this.#opts.limits.DB_MIGRATE_TIMEOUT_MS);
+          const limit = this.#opts.limits.DB_MIGRATE_TIMEOUT_MS;
+          await this.#exclusive(() => this.#withDeadline(this.#opts.onConnect!(sql), limit));
         }
         this.#connected = true;
         if (this.#closed) return;

@@ -14,6 +14,7 @@ import { postgresUrl } from "./env.ts";
 import { parseLimits } from "./limits.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { loadMigrations, migrate } from "./migrate.ts";
+import { operatorAlerts } from "./operator_alerts.ts";
 
 export interface PlatformOptions {
   /** Where the embedded database lives when `SUPABASE_DB_URL` is not set. */
@@ -54,6 +55,16 @@ export async function createPlatform(
       .finally(() => pending.delete(tracked));
     pending.add(tracked);
   };
+  // Straight to Discord when DISCORD_WEBHOOK_URL is set (the queue needs the database).
+  const direct = operatorAlerts({
+    env,
+    limits,
+    log,
+    fetch: opts.fetch,
+    now: opts.now,
+    db: () => platform.db,
+    background,
+  });
   const platform: RunningPlatform = {
     env,
     limits,
@@ -62,7 +73,8 @@ export async function createPlatform(
     now: opts.now ?? Date.now,
     breakers: new Breakers(limits),
     background,
-    alertOperators: (kind, title, message) => log.error("operator alert", { kind, title, message }),
+    alertOperators: direct?.alert ??
+      ((kind, title, message) => log.error("operator alert", { kind, title, message })),
     db: undefined as unknown as Database,
     async close() {
       await Promise.allSettled([...pending]);
@@ -91,6 +103,7 @@ export async function createPlatform(
         );
       } else {
         log.info("database available again");
+        direct?.databaseUp();
       }
     },
   });

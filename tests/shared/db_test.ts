@@ -285,3 +285,33 @@ Deno.test("a start while the database stalls does not hang: migrations run once 
     await t.close();
   }
 });
+
+Deno.test("overlapping calls on the embedded database are run one at a time and all answered", async () => {
+  const t = await freshDatabase({ embedded: true });
+  const db = openDb(t.url);
+  try {
+    await db.start();
+    assert(db.serial, "PGlite is recognized by its version()");
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, (_, i) =>
+        i % 2
+          ? db.query((sql) => sql`select ${i}::int as i, pg_sleep(0.001)`).then((r) => r[0].i)
+          : db.transaction(async (tx) => (await tx`select ${i}::int as i`)[0].i)
+      ),
+    );
+    assertEquals(answers, Array.from({ length: 40 }, (_, i) => i));
+  } finally {
+    await db.close();
+    await t.close();
+  }
+});
+
+Deno.test("a blocked event loop past the deadline does not count as a database failure", () =>
+  withDb(async (db) => {
+    const pending = db.query((sql) => sql`select 1 as x`);
+    const until = performance.now() + 1300; // longer than the 1000 ms deadline of FAST_LIMITS
+    while (performance.now() < until) { /* a synchronous load, as jsdom's first import */ }
+    assertEquals((await pending)[0].x, 1);
+    assert(db.up, "the gate stays open");
+    assertEquals(db.health().failures, 0);
+  }));
