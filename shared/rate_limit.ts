@@ -1,6 +1,7 @@
 /**
- * Rate limiting that holds across all instances: an exact sliding log per key in Postgres,
- * checked and updated in one round trip (`internal.rate_limit_hit`). Named policies per route,
+ * Rate limiting that holds across all instances: a sliding window per key in Postgres (60
+ * sub-buckets, the oldest counted in full, so never looser than the quota), checked and updated
+ * in one round trip (`internal.rate_limit_hit`). Idle keys are purged in the background. Named policies per route,
  * the IETF httpapi RateLimit fields (draft -11) on every response, `429` with `Retry-After`.
  *
  * Written here rather than with rate-limiter-flexible: its Postgres store needs node-postgres
@@ -34,11 +35,14 @@ export interface RateLimitCounters {
   limited: number;
 }
 
-/** Per-instance counters by policy, for `status`. */
+/** Per-instance counters by policy, for `status` (limiters of one policy share theirs). */
 export const rateLimitCounters = new Map<string, RateLimitCounters>();
 
 /** At most this many keys are remembered as blocked in-process. */
 const BLOCKED_CACHE_MAX = 10_000;
+/** Idle keys are purged at most this often per limiter, in batches of this many. */
+const PURGE_INTERVAL_MS = 10 * 60_000;
+const PURGE_BATCH = 1_000;
 
 /** One policy's limiter. */
 export class RateLimiter {
@@ -46,6 +50,7 @@ export class RateLimiter {
   readonly #p: RateLimitPolicy;
   readonly #now: () => number;
   readonly #blocked = new Map<string, number>();
+  #nextPurge: number;
   readonly policyHeader: string;
   readonly counters: RateLimitCounters;
 
@@ -60,8 +65,19 @@ export class RateLimiter {
     this.#p = { ...policy };
     this.#now = now;
     this.policyHeader = `"${policy.policy}";q=${policy.quota};w=${policy.windowSeconds}`;
-    this.counters = { allowed: 0, limited: 0 };
+    this.counters = rateLimitCounters.get(policy.policy) ?? { allowed: 0, limited: 0 };
     rateLimitCounters.set(policy.policy, this.counters);
+    // The first purge at a random point of the first interval, so instances do not align.
+    this.#nextPurge = now() + Math.random() * PURGE_INTERVAL_MS;
+  }
+
+  /** Deletes this policy's keys idle past its window; safe from any number of instances. */
+  purge(): Promise<number> {
+    return this.#db.query(async (sql) => {
+      const [{ n }] = await sql<{ n: number }[]>`
+        select internal.rate_limits_purge(${`${this.#p.policy}:`}, ${this.#p.windowSeconds * 1000}, ${PURGE_BATCH}) as n`;
+      return n;
+    });
   }
 
   /** Counts one hit for `key`. Throws DatabaseUnavailable when the database is down. */
@@ -82,6 +98,10 @@ export class RateLimiter {
       })`
     );
     const decision = { allowed: row.allowed, remaining: row.remaining, resetMs: row.reset_ms };
+    if (now >= this.#nextPurge) {
+      this.#nextPurge = now + PURGE_INTERVAL_MS;
+      this.purge().catch(() => {}); // housekeeping: a failure only means the next one does more
+    }
     if (decision.allowed) {
       this.counters.allowed++;
     } else {

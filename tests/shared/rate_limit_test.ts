@@ -74,3 +74,24 @@ Deno.test({
       }
     }),
 });
+
+Deno.test("purge() drops a policy's idle keys and keeps the live ones and other policies'", () =>
+  withDb(async (db) => {
+    const short = new RateLimiter(db, { policy: "short", quota: 5, windowSeconds: 1 });
+    const long = new RateLimiter(db, { policy: "long", quota: 5, windowSeconds: 60 });
+    await short.hit("idle");
+    await long.hit("idle");
+    await new Promise((r) => setTimeout(r, 1100));
+    await short.hit("live");
+    assertEquals(await short.purge(), 1);
+    const keys = await db.query((sql) => sql`select key from internal.rate_limits order by key`);
+    assertEquals(keys.map((k) => k.key), ["long:idle", "short:live"]);
+  }));
+
+Deno.test("a very large quota keeps the stored state small", () =>
+  withDb(async (db) => {
+    const limiter = new RateLimiter(db, { policy: "bulk", quota: 1_000_000, windowSeconds: 60 });
+    for (let i = 0; i < 200; i++) assert((await limiter.hit("k")).allowed);
+    const [row] = await db.query((sql) => sql`select cardinality(buckets)::int as n from internal.rate_limits where key = 'bulk:k'`);
+    assert(row.n <= 60, `buckets stored: ${row.n}`);
+  }));
