@@ -72,6 +72,7 @@ export interface DatabaseOptions {
     | "DB_PROBE_BASE_MS"
     | "DB_PROBE_MAX_MS"
     | "DB_MIGRATE_TIMEOUT_MS"
+    | "DB_QUEUE_TIMEOUT_MS"
   >;
   /** Runs (under `DB_MIGRATE_TIMEOUT_MS`) until it succeeds once, before the gate first opens (migrations). */
   onConnect?: (sql: Sql) => Promise<void>;
@@ -93,6 +94,11 @@ export interface DatabaseHealth {
   retries: number;
   /** Transactions that exhausted their attempts. */
   exhausted: number;
+  /** Calls shed because no connection came free within `DB_QUEUE_TIMEOUT_MS`. */
+  shed: number;
+  /** Calls running and waiting for a connection now. */
+  busy: number;
+  waiting: number;
   /** Consecutive failed probes in the current outage. */
   probeFailures: number;
   /** When the next probe runs (ISO), while down. */
@@ -122,30 +128,38 @@ export class Database {
   #failures = 0;
   #retries = 0;
   #exhausted = 0;
+  #shed = 0;
   #probeFailures = 0;
   #lastError: string | null = null;
   /** Whether the gate has ever closed after being open (so a reopening is a recovery). */
   #tripped = false;
   #connected = false;
-  #turn: Promise<void> = Promise.resolve();
   /**
-   * One call at a time, for the embedded database (found by the first probe, before the gate
-   * ever opens): postgres.js pipelines queries on a busy connection, and PGlite's socket server
-   * can lose an answer when messages interleave.
+   * Admission: at most one call per pooled connection runs at once, so a call's deadline starts
+   * when it holds a connection (waiting for one is load, not an outage, and has its own bound).
+   * The embedded database gets one slot (found by the first probe, before the gate ever opens):
+   * postgres.js pipelines queries on a busy connection and PGlite's socket server can lose an
+   * answer when messages interleave.
    */
+  #slots: Slots;
   #serial = false;
 
   constructor(opts: DatabaseOptions) {
     this.#opts = { ...opts };
     this.#now = opts.now ?? Date.now;
     this.#random = opts.random ?? Math.random;
+    this.#slots = new Slots(this.#poolSize());
     this.#sql = this.#createPool();
+  }
+
+  #poolSize(): number {
+    return this.#serial ? 1 : this.#opts.max ?? this.#opts.limits.DB_POOL_MAX;
   }
 
   #createPool(): Sql {
     const l = this.#opts.limits;
     return postgres(this.#opts.url, {
-      max: this.#opts.max ?? l.DB_POOL_MAX,
+      max: this.#poolSize(),
       prepare: false,
       connect_timeout: l.DB_CONNECT_TIMEOUT_MS / 1000,
       idle_timeout: l.DB_IDLE_TIMEOUT_SECONDS,
@@ -180,6 +194,9 @@ export class Database {
       failures: this.#failures,
       retries: this.#retries,
       exhausted: this.#exhausted,
+      shed: this.#shed,
+      busy: this.#slots.busy,
+      waiting: this.#slots.waiting,
       probeFailures: this.#probeFailures,
       nextProbeAt: this.#state === "down" && this.#nextProbeAt
         ? new Date(this.#nextProbeAt).toISOString()
@@ -209,14 +226,14 @@ export class Database {
     for (let attempt = 0;; attempt++) {
       this.#assertUp();
       try {
-        return await this.#exclusive(() => this.#withDeadline(work(this.#sql)));
+        return await this.#admitted(() => this.#withDeadline(work(this.#sql)));
       } catch (err) {
         const kind = classifyDbError(err);
         if (kind === "connection") throw this.#trip(err);
         if (kind !== "transient") throw err;
         if (attempt + 1 >= l.DB_MAX_ATTEMPTS) {
           this.#exhausted++;
-          throw new DatabaseBusy(l.DB_MAX_ATTEMPTS, err);
+          throw new DatabaseBusy(`still conflicting after ${l.DB_MAX_ATTEMPTS} attempts`, err);
         }
         this.#retries++;
         await sleep(fullJitter(attempt, l.DB_RETRY_BASE_MS, l.DB_RETRY_MAX_MS, this.#random));
@@ -229,7 +246,7 @@ export class Database {
     this.#assertUp();
     const started = performance.now();
     try {
-      await this.#exclusive(() => this.#withDeadline(this.#sql`select 1`));
+      await this.#admitted(() => this.#withDeadline(this.#sql`select 1`));
     } catch (err) {
       if (classifyDbError(err) === "connection") throw this.#trip(err);
       throw err;
@@ -254,17 +271,21 @@ export class Database {
     throw new DatabaseUnavailable(Math.max(0, this.#nextProbeAt - this.#now()));
   }
 
-  /** Runs `fn` after every earlier call has ended, when calls must not overlap (`serial`). */
-  async #exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    if (!this.#serial) return fn();
-    const before = this.#turn;
-    let done!: () => void;
-    this.#turn = new Promise((resolve) => (done = resolve));
+  /** Runs `fn` holding a slot; waiting longer than `DB_QUEUE_TIMEOUT_MS` sheds the call. */
+  async #admitted<T>(fn: () => Promise<T>): Promise<T> {
+    const release = await this.#slots.acquire(this.#opts.limits.DB_QUEUE_TIMEOUT_MS);
+    if (!release) {
+      this.#shed++;
+      throw new DatabaseBusy("no connection came free in time");
+    }
+    if (this.#state !== "up") {
+      release(); // the gate closed while this call waited
+      this.#assertUp();
+    }
     try {
-      await before;
       return await fn();
     } finally {
-      done();
+      release();
     }
   }
 
@@ -301,13 +322,18 @@ export class Database {
       this.#state = "down";
       this.#tripped = true;
       this.#probeFailures = 0;
-      const old = this.#sql;
-      this.#sql = this.#createPool();
-      old.end({ timeout: 0 }).catch(() => {});
+      this.#recycle();
       this.#schedule();
       this.#opts.onStateChange?.("down", cause);
     }
     return new DatabaseUnavailable(Math.max(0, this.#nextProbeAt - this.#now()), cause);
+  }
+
+  /** A new pool; the old one's connections are destroyed (their calls fail as connection errors). */
+  #recycle(): void {
+    const old = this.#sql;
+    this.#sql = this.#createPool();
+    old.end({ timeout: 0 }).catch(() => {});
   }
 
   #schedule(): void {
@@ -329,11 +355,15 @@ export class Database {
     this.#probing = (async () => {
       const sql = this.#sql;
       try {
-        const [{ version }] = await this.#exclusive(() => this.#withDeadline(sql`select version()`));
-        this.#serial ||= String(version).includes("PGlite");
+        const [{ version }] = await this.#withDeadline(sql`select version()`);
+        if (!this.#serial && String(version).includes("PGlite")) {
+          this.#serial = true;
+          this.#slots = new Slots(1);
+          this.#recycle();
+        }
         if (this.#opts.onConnect && !this.#connected) {
           const limit = this.#opts.limits.DB_MIGRATE_TIMEOUT_MS;
-          await this.#exclusive(() => this.#withDeadline(this.#opts.onConnect!(sql), limit));
+          await this.#withDeadline(this.#opts.onConnect(this.#sql), limit);
         }
         this.#connected = true;
         if (this.#closed) return;
@@ -346,11 +376,7 @@ export class Database {
         this.#failures++;
         this.#probeFailures++;
         this.#lastError = describe(err);
-        if (classifyDbError(err) === "connection") {
-          const old = this.#sql;
-          this.#sql = this.#createPool();
-          old.end({ timeout: 0 }).catch(() => {});
-        }
+        if (classifyDbError(err) === "connection") this.#recycle();
         this.#schedule();
       } finally {
         this.#probing = undefined;
@@ -367,4 +393,55 @@ function describe(err: unknown): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A counting semaphore with a FIFO queue and a bounded wait (`null` when the wait ran out). */
+class Slots {
+  readonly #size: number;
+  #free: number;
+  readonly #queue: { grant: (release: () => void) => void }[] = [];
+
+  constructor(size: number) {
+    this.#size = size;
+    this.#free = size;
+  }
+
+  get busy(): number {
+    return this.#size - this.#free;
+  }
+
+  get waiting(): number {
+    return this.#queue.length;
+  }
+
+  acquire(timeoutMs: number): Promise<(() => void) | null> {
+    if (this.#free > 0) {
+      this.#free--;
+      return Promise.resolve(this.#releaser());
+    }
+    return new Promise((resolve) => {
+      const entry = {
+        grant: (release: () => void) => {
+          clearTimeout(timer);
+          resolve(release);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.#queue.splice(this.#queue.indexOf(entry), 1);
+        resolve(null);
+      }, timeoutMs);
+      this.#queue.push(entry);
+    });
+  }
+
+  #releaser(): () => void {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.#queue.shift();
+      if (next) next.grant(this.#releaser());
+      else this.#free++;
+    };
+  }
 }

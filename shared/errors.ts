@@ -64,15 +64,13 @@ export class DatabaseUnavailable extends ServiceUnavailable {
   }
 }
 
-/** A transaction kept failing on transient errors (deadlock, serialization) past its attempts. */
+/**
+ * The database is up but too busy: a transaction kept failing on transient errors past its
+ * attempts, or no connection came free in time. Sheds load; does not close the recovery gate.
+ */
 export class DatabaseBusy extends ServiceUnavailable {
-  constructor(attempts: number, cause?: unknown) {
-    super(
-      "DB_BUSY",
-      `The database stayed busy after ${attempts} attempts; nothing was changed.`,
-      1000,
-      cause,
-    );
+  constructor(reason: string, cause?: unknown) {
+    super("DB_BUSY", `The database is busy (${reason}); nothing was changed.`, 1000, cause);
   }
 }
 

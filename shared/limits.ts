@@ -24,6 +24,7 @@ export const LimitsSchema = z.object({
   DB_PROBE_BASE_MS: ms(100),
   DB_PROBE_MAX_MS: ms(2_000),
   DB_MIGRATE_TIMEOUT_MS: ms(60_000),
+  DB_QUEUE_TIMEOUT_MS: ms(1_000),
   // HTTP in and out (shared/body_limit.ts, shared/http_client.ts, shared/cors.ts)
   BODY_LIMIT_BYTES: count(16 * 1024),
   HTTP_TIMEOUT_MS: ms(10_000),

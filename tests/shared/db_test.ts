@@ -315,3 +315,33 @@ Deno.test("a blocked event loop past the deadline does not count as a database f
     assert(db.up, "the gate stays open");
     assertEquals(db.health().failures, 0);
   }));
+
+Deno.test({
+  name: "waiting for a connection under load is not an outage: queued calls run, or are shed as DB_BUSY, and the gate stays open",
+  ...onServer,
+  fn: () =>
+    withDb(async (db) => {
+      // 24 calls of 200 ms on 2 connections: the last wait 2.2 s, past the 1 s call deadline.
+      const calls = () => Array.from({ length: 24 }, () => db.query((sql) => sql`select pg_sleep(0.2)`).then(() => "ok", (e) => e));
+      const results = await Promise.all(calls());
+      assertEquals(results.filter((r) => r !== "ok").map(String), []);
+      assert(db.up);
+      assertEquals(db.health().failures, 0);
+    }, { DB_POOL_MAX: "2", DB_QUEUE_TIMEOUT_MS: "10000" }),
+});
+
+Deno.test({
+  name: "a call that cannot get a connection within DB_QUEUE_TIMEOUT_MS is shed with DatabaseBusy, not DatabaseUnavailable",
+  ...onServer,
+  fn: () =>
+    withDb(async (db) => {
+      const results = await Promise.all(
+        Array.from({ length: 12 }, () => db.query((sql) => sql`select pg_sleep(0.3)`).then(() => "ok", (e) => e)),
+      );
+      const shed = results.filter((r) => r instanceof DatabaseBusy);
+      assert(shed.length > 0, "some calls were shed");
+      assertEquals(results.filter((r) => r !== "ok" && !(r instanceof DatabaseBusy)), []);
+      assert(db.up, "load never closes the gate");
+      assertEquals(db.health().shed, shed.length);
+    }, { DB_POOL_MAX: "2", DB_QUEUE_TIMEOUT_MS: "400" }),
+});
