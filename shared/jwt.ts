@@ -57,7 +57,9 @@ export async function verifyJwt(token: string, opts: JwtOptions): Promise<Claims
 }
 
 /** Reads `Authorization: Bearer …` and puts the verified claims in `c.var.claims`. */
-export function requireJwt(opts: JwtOptions): MiddlewareHandler<{ Variables: { claims: Claims } }> {
+export function requireJwt<E extends { Variables: { claims: Claims } }>(
+  opts: JwtOptions,
+): MiddlewareHandler<E> {
   if (opts.secret.length < 32) throw new Error("JWT secret must be at least 32 characters");
   const options = { ...opts };
   return async function jwtGuard(c, next) {
