@@ -1,0 +1,253 @@
+/**
+ * Connecting a broker account with OAuth 2.0 (authorization code grant, as Alpaca's OAuth:
+ * https://docs.alpaca.markets/docs/using-oauth2-and-trading-api): the authorize URL with a signed,
+ * single-use, expiring `state`; and the callback, which checks the state, exchanges the code and
+ * stores the connection with its encrypted tokens.
+ *
+ * Order of the callback, so that nothing is ever half done: (1) the state is verified and found
+ * unconsumed (no side effect yet); (2) the code is exchanged at the broker, outside any
+ * transaction (a transaction may be re-run; a code may be exchanged once); (3) ONE transaction
+ * consumes the state (`consumed_at is null` in the update, so two racing callbacks cannot both
+ * win), and writes the connection and its tokens. A failed exchange stops at (2) and writes
+ * nothing; a replay loses at (1) or (3).
+ *
+ * @example
+ * const oauth = await BrokerOAuth.create({ db, config, limits, breaker, now });
+ * const url = await oauth.authorizeUrl(userId);
+ * const outcome = await oauth.complete({ code, state }); // { ok: true } | { ok: false, reason }
+ */
+import { z } from "zod";
+import type { Breaker } from "../../shared/circuit_breaker.ts";
+import type { Database } from "../../shared/db.ts";
+import { UpstreamUnavailable } from "../../shared/errors.ts";
+import { fetchWithDeadline } from "../../shared/http_client.ts";
+import { OAuthStateSigner } from "./oauth_state.ts";
+import { encryptToken, importTokenKey, tokenContext } from "./token_crypto.ts";
+
+/** The broker these connections are with (the suite's broker is Alpaca-compatible). */
+export const BROKER = "alpaca";
+/** Scopes asked for: Alpaca's account read/write and trading. */
+const SCOPE = "account:write trading";
+
+export interface BrokerOAuthConfig {
+  BROKER_OAUTH_CLIENT_ID: string;
+  BROKER_OAUTH_CLIENT_SECRET: string;
+  BROKER_OAUTH_AUTHORIZE_URL: string;
+  BROKER_OAUTH_TOKEN_URL: string;
+  BROKER_OAUTH_REDIRECT_URL: string;
+  BROKER_TOKEN_KEY: string;
+}
+
+export interface BrokerOAuthOptions {
+  db: Database;
+  config: BrokerOAuthConfig;
+  stateTtlSeconds: number;
+  timeoutMs: number;
+  breaker: Breaker;
+  fetch?: typeof fetch;
+  now: () => number;
+}
+
+/** Why a callback did not connect; goes to the frontend as `reason`. */
+export type FailureReason =
+  | "invalid_request"
+  | "access_denied"
+  | "invalid_state"
+  | "expired_state"
+  | "exchange_refused"
+  | "broker_unavailable";
+
+export type CallbackOutcome = { ok: true; userId: string } | { ok: false; reason: FailureReason };
+
+/** The token endpoint's answer (RFC 6749 §5.1); Alpaca omits refresh_token and expires_in. */
+const TokenResponse = z.object({
+  access_token: z.string().min(1).max(4096),
+  token_type: z.string().min(1).max(40),
+  scope: z.string().max(1000).optional(),
+  refresh_token: z.string().min(1).max(4096).optional(),
+  expires_in: z.number().int().positive().optional(),
+});
+type Tokens = z.infer<typeof TokenResponse>;
+
+/** The broker refused the code (4xx): the user's flow failed, the broker is fine. */
+class ExchangeRefused extends Error {
+  constructor(readonly status: number) {
+    super(`The broker refused the authorization code (HTTP ${status})`);
+    this.name = "ExchangeRefused";
+  }
+}
+
+/** A state that lost the race to another callback between the check and the write. */
+class StateAlreadyUsed extends Error {}
+
+export class BrokerOAuth {
+  readonly #o: BrokerOAuthOptions;
+  readonly #signer: OAuthStateSigner;
+  readonly #key: CryptoKey;
+
+  private constructor(o: BrokerOAuthOptions, signer: OAuthStateSigner, key: CryptoKey) {
+    this.#o = o;
+    this.#signer = signer;
+    this.#key = key;
+  }
+
+  static async create(opts: BrokerOAuthOptions): Promise<BrokerOAuth> {
+    const o = { ...opts };
+    return new BrokerOAuth(
+      o,
+      await OAuthStateSigner.create(o.config.BROKER_TOKEN_KEY),
+      await importTokenKey(o.config.BROKER_TOKEN_KEY),
+    );
+  }
+
+  /** Issues and stores a state for `userId`; returns the broker's authorize URL carrying it. */
+  async authorizeUrl(userId: string): Promise<string> {
+    const c = this.#o.config;
+    const { state, nonce, expiresAt } = await this.#signer.issue(
+      userId,
+      this.#o.now(),
+      this.#o.stateTtlSeconds,
+    );
+    await this.#o.db.transaction(async (tx) => {
+      // The user's own dead states go as new ones come: the table stays bounded per user.
+      await tx`delete from internal.oauth_states
+        where user_id = ${userId} and (expires_at < now() or consumed_at is not null)`;
+      await tx`insert into internal.oauth_states (nonce, user_id, broker, expires_at)
+        values (${nonce}, ${userId}, ${BROKER}, to_timestamp(${expiresAt}))`;
+    });
+    const url = new URL(c.BROKER_OAUTH_AUTHORIZE_URL);
+    url.searchParams.set("response_type", "code");
+    url.searchParams.set("client_id", c.BROKER_OAUTH_CLIENT_ID);
+    url.searchParams.set("redirect_uri", c.BROKER_OAUTH_REDIRECT_URL);
+    url.searchParams.set("scope", SCOPE);
+    url.searchParams.set("state", state);
+    return url.toString();
+  }
+
+  /**
+   * Completes a callback. `callerId` is the user of a JWT sent along with it, if any: it must be
+   * the user the state was issued to. Throws DatabaseUnavailable (503) when the database is down.
+   */
+  async complete(
+    params: { code?: string; state?: string; error?: string },
+    callerId?: string,
+  ): Promise<CallbackOutcome> {
+    if (params.error) return { ok: false, reason: "access_denied" };
+    if (!params.code || !params.state || params.code.length > 2048) {
+      return { ok: false, reason: "invalid_request" };
+    }
+    const parsed = this.#signer.parse(params.state);
+    if (!parsed) return { ok: false, reason: "invalid_state" };
+    const nowSeconds = this.#o.now() / 1000;
+
+    // (1) The state must be ours, signed for its row's user, unconsumed and unexpired.
+    const [row] = await this.#o.db.query((sql) =>
+      sql<{ user_id: string; expires_at: number; consumed: boolean; live: boolean }[]>`
+        select user_id::text, extract(epoch from expires_at)::bigint as expires_at,
+          consumed_at is not null as consumed, expires_at > now() as live
+        from internal.oauth_states where nonce = ${parsed.nonce}`
+    );
+    if (!row || Number(row.expires_at) !== parsed.expiresAt) {
+      return { ok: false, reason: "invalid_state" };
+    }
+    if (!(await this.#signer.verify(parsed, row.user_id))) {
+      return { ok: false, reason: "invalid_state" };
+    }
+    if (callerId !== undefined && callerId.toLowerCase() !== row.user_id.toLowerCase()) {
+      return { ok: false, reason: "invalid_state" };
+    }
+    if (row.consumed) return { ok: false, reason: "invalid_state" };
+    if (!row.live || parsed.expiresAt <= nowSeconds) return { ok: false, reason: "expired_state" };
+
+    // (2) The exchange, outside any transaction.
+    let tokens: Tokens;
+    try {
+      tokens = await this.#o.breaker.run(() => this.#exchange(params.code!));
+    } catch (err) {
+      return {
+        ok: false,
+        reason: err instanceof ExchangeRefused ? "exchange_refused" : "broker_unavailable",
+      };
+    }
+
+    // (3) Consume the state and store the connection, together or not at all.
+    const userId = row.user_id;
+    const access = await encryptToken(
+      this.#key,
+      tokens.access_token,
+      tokenContext(userId, BROKER, "access"),
+    );
+    const refresh = tokens.refresh_token
+      ? await encryptToken(this.#key, tokens.refresh_token, tokenContext(userId, BROKER, "refresh"))
+      : null;
+    try {
+      await this.#o.db.transaction(async (tx) => {
+        const consumed = await tx`update internal.oauth_states set consumed_at = now()
+          where nonce = ${parsed.nonce} and user_id = ${userId}
+            and consumed_at is null and expires_at > now()
+          returning 1`;
+        if (consumed.length !== 1) throw new StateAlreadyUsed();
+        await tx`insert into public.broker_connections (user_id, broker, status, connected_at)
+          values (${userId}, ${BROKER}, 'connected', now())
+          on conflict (user_id, broker) do update
+            set status = 'connected', connected_at = excluded.connected_at`;
+        await tx`insert into internal.broker_tokens
+            (user_id, broker, access_token, refresh_token, token_type, scope, expires_at, updated_at)
+          values (${userId}, ${BROKER}, ${access}, ${refresh}, ${tokens.token_type},
+            ${tokens.scope ?? null},
+            ${tokens.expires_in ? new Date(this.#o.now() + tokens.expires_in * 1000) : null}, now())
+          on conflict (user_id, broker) do update set access_token = excluded.access_token,
+            refresh_token = excluded.refresh_token, token_type = excluded.token_type,
+            scope = excluded.scope, expires_at = excluded.expires_at, updated_at = now()`;
+      });
+    } catch (err) {
+      if (err instanceof StateAlreadyUsed) return { ok: false, reason: "invalid_state" };
+      throw err;
+    }
+    return { ok: true, userId };
+  }
+
+  /** POSTs the code, form-encoded (RFC 6749 §4.1.3), within the deadline. */
+  async #exchange(code: string): Promise<Tokens> {
+    const c = this.#o.config;
+    const body = new URLSearchParams({
+      grant_type: "authorization_code",
+      code,
+      client_id: c.BROKER_OAUTH_CLIENT_ID,
+      client_secret: c.BROKER_OAUTH_CLIENT_SECRET,
+      redirect_uri: c.BROKER_OAUTH_REDIRECT_URL,
+    });
+    let result: { status: number; json: unknown };
+    try {
+      result = await fetchWithDeadline(
+        c.BROKER_OAUTH_TOKEN_URL,
+        {
+          method: "POST",
+          headers: {
+            "content-type": "application/x-www-form-urlencoded",
+            accept: "application/json",
+          },
+          body,
+        },
+        { timeoutMs: this.#o.timeoutMs, upstream: "broker OAuth", fetch: this.#o.fetch },
+        async (res) => ({ status: res.status, json: await res.json().catch(() => undefined) }),
+      );
+    } catch (err) {
+      throw new UpstreamUnavailable("broker OAuth", "unreachable or timed out", 1000, err);
+    }
+    if (result.status >= 400 && result.status < 500 && result.status !== 429) {
+      throw new ExchangeRefused(result.status);
+    }
+    if (result.status !== 200) {
+      throw new UpstreamUnavailable("broker OAuth", `HTTP ${result.status}`);
+    }
+    const parsed = TokenResponse.safeParse(result.json);
+    if (!parsed.success) throw new UpstreamUnavailable("broker OAuth", "unusable answer");
+    return parsed.data;
+  }
+
+  /** Whether an error says nothing about the broker's health (for the breaker). */
+  static isHealthy(err: unknown): boolean {
+    return err instanceof ExchangeRefused;
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * Supabase Auth (GoTrue) through `@supabase/supabase-js`, made safe for a server shared by many
+ * users: every call has a deadline (`AUTH_TIMEOUT_MS`, through `fetchWithDeadline` as the
+ * client's `global.fetch`), runs through the "supabase-auth" breaker, and keeps no session.
+ *
+ * Why no shared session: supabase-js is a browser client; `signInWithPassword` saves the session
+ * it gets into the client's storage, and `refreshSession` coalesces concurrent refreshes into one
+ * (auth-js `_callRefreshToken` hands every caller the in-flight result), so on one shared client
+ * two users refreshing at once could receive the same session. The instance therefore keeps ONE
+ * `SupabaseClient` (configuration, and `auth.admin.signOut(jwt)`, which is stateless), and runs
+ * each token grant on a request-scoped `AuthClient` with the same URL, key and fetch whose memory
+ * storage is dropped with the request (https://supabase.com/docs/reference/javascript/initializing,
+ * "persistSession: false" for server-side use).
+ *
+ * @example
+ * const auth = new SupabaseAuth({ url, anonKey, timeoutMs: 5000, breaker, fetch });
+ * const outcome = await auth.signIn(email, password); // { session } | { rejected: true }
+ */
+import { AuthClient, createClient, type SupabaseClient } from "@supabase/supabase-js";
+import type { Breaker } from "../../shared/circuit_breaker.ts";
+import { UpstreamUnavailable } from "../../shared/errors.ts";
+import { fetchWithDeadline } from "../../shared/http_client.ts";
+
+export interface SupabaseAuthOptions {
+  /** `SUPABASE_URL` (the project; Auth is at `/auth/v1`). */
+  url: string;
+  anonKey: string;
+  timeoutMs: number;
+  breaker: Breaker;
+  fetch?: typeof fetch;
+}
+
+/** What the function answers with after a grant. */
+export interface SessionOut {
+  access_token: string;
+  token_type: string;
+  expires_in: number;
+  expires_at?: number;
+  refresh_token: string;
+  user: { id: string; email?: string };
+}
+
+export type GrantOutcome = { session: SessionOut } | { rejected: true };
+
+const UPSTREAM = "Supabase Auth";
+
+export class SupabaseAuth {
+  readonly #client: SupabaseClient;
+  readonly #breaker: Breaker;
+  readonly #authUrl: string;
+  readonly #headers: Record<string, string>;
+  readonly #fetch: typeof fetch;
+
+  constructor(opts: SupabaseAuthOptions) {
+    const base = opts.fetch ?? fetch;
+    this.#fetch =
+      ((input: RequestInfo | URL, init?: RequestInit) =>
+        fetchWithDeadline(input instanceof Request ? input.url : input, init ?? {}, {
+          timeoutMs: opts.timeoutMs,
+          upstream: UPSTREAM,
+          fetch: base,
+        })) as typeof fetch;
+    this.#client = createClient(opts.url, opts.anonKey, {
+      auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+      global: { fetch: this.#fetch },
+    });
+    this.#breaker = opts.breaker;
+    this.#authUrl = `${opts.url}/auth/v1`;
+    this.#headers = { apikey: opts.anonKey, authorization: `Bearer ${opts.anonKey}` };
+  }
+
+  /** The password grant. Wrong password and unknown email are the same `rejected`. */
+  signIn(email: string, password: string): Promise<GrantOutcome> {
+    return this.#grant((auth) => auth.signInWithPassword({ email, password }));
+  }
+
+  /** The refresh-token grant (GoTrue rotates the refresh token). */
+  refresh(refreshToken: string): Promise<GrantOutcome> {
+    return this.#grant((auth) => auth.refreshSession({ refresh_token: refreshToken }));
+  }
+
+  /** Revokes the session of `jwt` (all of the user's refresh tokens: scope global). */
+  async signOut(jwt: string): Promise<{ rejected: boolean }> {
+    return await this.#breaker.run(async () => {
+      const { error } = await this.#client.auth.admin.signOut(jwt, "global");
+      if (!error) return { rejected: false };
+      throwIfUnavailable(error);
+      return { rejected: true };
+    });
+  }
+
+  /** One grant on a request-scoped client; 5xx, 429 and network failures throw 503. */
+  #grant(
+    call: (
+      auth: InstanceType<typeof AuthClient>,
+    ) => Promise<{ data: { session: unknown }; error: unknown }>,
+  ): Promise<GrantOutcome> {
+    return this.#breaker.run(async () => {
+      const auth = new AuthClient({
+        url: this.#authUrl,
+        headers: this.#headers,
+        fetch: this.#fetch,
+        persistSession: false,
+        autoRefreshToken: false,
+        detectSessionInUrl: false,
+      });
+      const { data, error } = await call(auth);
+      if (error) {
+        throwIfUnavailable(error);
+        return { rejected: true as const };
+      }
+      const s = data.session as SessionOut | null;
+      if (!s?.access_token || !s.refresh_token || !s.user?.id) {
+        throw new UpstreamUnavailable(UPSTREAM, "unusable answer");
+      }
+      return {
+        session: {
+          access_token: s.access_token,
+          token_type: s.token_type,
+          expires_in: s.expires_in,
+          expires_at: s.expires_at,
+          refresh_token: s.refresh_token,
+          user: { id: s.user.id, email: s.user.email },
+        },
+      };
+    });
+  }
+}
+
+/** A 4xx other than 429 is a rejection of the credentials; anything else is Auth being unwell. */
+function throwIfUnavailable(error: unknown): void {
+  const status = (error as { status?: unknown })?.status;
+  const name = (error as { name?: unknown })?.name;
+  if (name === "AuthRetryableFetchError" || typeof status !== "number" || status === 0) {
+    throw new UpstreamUnavailable(UPSTREAM, "unreachable or timed out", 1000, error);
+  }
+  if (status === 429) throw new UpstreamUnavailable(UPSTREAM, "rate limited", 10_000, error);
+  if (status >= 500) throw new UpstreamUnavailable(UPSTREAM, `HTTP ${status}`, 1000, error);
+}

@@ -1,0 +1,135 @@
+/**
+ * The market-data provider: Alpaca Market Data API v2 latest quotes,
+ * `GET /v2/stocks/quotes/latest?symbols=A,B` with the `APCA-API-KEY-ID` / `APCA-API-SECRET-KEY`
+ * headers (https://docs.alpaca.markets/reference/stocklatestquotes-1). One call per batch; the
+ * answer is validated field by field, so nothing but the provider's own numbers is ever served.
+ *
+ * Alpaca's fields: `bp`/`bs` bid price/size, `ap`/`as` ask price/size, `t` RFC 3339 timestamp.
+ * Symbols it has no quote for are absent from `quotes` (we report them as not found). Its rate
+ * limit answers `429`; the pause comes from `Retry-After`, else `X-RateLimit-Reset` (epoch
+ * seconds, https://docs.alpaca.markets/docs/about-market-data-api#rate-limit), else one minute
+ * (Alpaca's limits are per minute).
+ *
+ * @example
+ * const provider = new QuoteProvider({ url, keyId, secretKey, timeoutMs: 5000 });
+ * const quotes = await provider.latest(["AAPL", "MSFT"]); // Map<symbol, Quote>
+ */
+import { z } from "zod";
+import { UpstreamUnavailable } from "../../shared/errors.ts";
+import { fetchWithDeadline } from "../../shared/http_client.ts";
+
+/** A quote as this API serves it. */
+export interface Quote {
+  bid: number;
+  ask: number;
+  bidSize: number;
+  askSize: number;
+  timestamp: string;
+}
+
+/** The provider's own rate limit: no call before `retryAfterMs` from now. */
+export class ProviderRateLimited extends Error {
+  constructor(readonly retryAfterMs: number) {
+    super(`The market-data provider is rate limiting us for ${retryAfterMs} ms`);
+    this.name = "ProviderRateLimited";
+  }
+}
+
+export interface ProviderOptions {
+  url: string;
+  keyId: string;
+  secretKey: string;
+  timeoutMs: number;
+  fetch?: typeof fetch;
+  now?: () => number;
+}
+
+const UPSTREAM = "market-data provider";
+const DEFAULT_PAUSE_MS = 60_000;
+const MAX_PAUSE_MS = 10 * 60_000;
+
+const price = z.number().finite().nonnegative();
+const size = z.number().finite().nonnegative();
+const AlpacaQuote = z.object({
+  bp: price,
+  bs: size,
+  ap: price,
+  as: size,
+  t: z.string().min(1).max(64).refine((v) => !Number.isNaN(Date.parse(v)), "must be a time"),
+});
+const AlpacaLatest = z.object({ quotes: z.record(z.string(), z.unknown()) });
+
+export class QuoteProvider {
+  readonly #o: ProviderOptions;
+  readonly #now: () => number;
+
+  constructor(opts: ProviderOptions) {
+    this.#o = { ...opts };
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /**
+   * Latest quotes of `symbols` in ONE call. Throws ProviderRateLimited on `429`, and
+   * UpstreamUnavailable on a timeout, a failed connection, another error status or an answer
+   * that does not validate.
+   */
+  async latest(symbols: readonly string[]): Promise<Map<string, Quote>> {
+    const url = new URL(`${this.#o.url}/v2/stocks/quotes/latest`);
+    url.searchParams.set("symbols", symbols.join(","));
+    let res: { status: number; headers: Headers; body: unknown };
+    try {
+      res = await fetchWithDeadline(
+        url,
+        {
+          headers: {
+            "apca-api-key-id": this.#o.keyId,
+            "apca-api-secret-key": this.#o.secretKey,
+            accept: "application/json",
+          },
+        },
+        { timeoutMs: this.#o.timeoutMs, upstream: UPSTREAM, fetch: this.#o.fetch },
+        async (r) => ({
+          status: r.status,
+          headers: r.headers,
+          body: r.ok ? await r.json().catch(() => undefined) : await r.body?.cancel(),
+        }),
+      );
+    } catch (err) {
+      throw new UpstreamUnavailable(UPSTREAM, "unreachable or timed out", 1000, err);
+    }
+    if (res.status === 429) throw new ProviderRateLimited(this.#pauseMs(res.headers));
+    if (res.status !== 200) throw new UpstreamUnavailable(UPSTREAM, `HTTP ${res.status}`);
+    const parsed = AlpacaLatest.safeParse(res.body);
+    if (!parsed.success) throw new UpstreamUnavailable(UPSTREAM, "unusable answer");
+    const wanted = new Set(symbols);
+    const out = new Map<string, Quote>();
+    for (const [symbol, raw] of Object.entries(parsed.data.quotes)) {
+      if (!wanted.has(symbol)) continue;
+      const q = AlpacaQuote.safeParse(raw);
+      // One malformed quote makes the answer untrustworthy: no partial guesses.
+      if (!q.success) throw new UpstreamUnavailable(UPSTREAM, "unusable answer");
+      out.set(symbol, {
+        bid: q.data.bp,
+        ask: q.data.ap,
+        bidSize: q.data.bs,
+        askSize: q.data.as,
+        timestamp: q.data.t,
+      });
+    }
+    return out;
+  }
+
+  #pauseMs(headers: Headers): number {
+    const retryAfter = headers.get("retry-after");
+    let ms: number | undefined;
+    if (retryAfter && /^\d+$/.test(retryAfter.trim())) {
+      ms = Number(retryAfter.trim()) * 1000;
+    } else if (retryAfter && !Number.isNaN(Date.parse(retryAfter))) {
+      ms = Date.parse(retryAfter) - this.#now();
+    } else {
+      const reset = headers.get("x-ratelimit-reset");
+      if (reset && /^\d+$/.test(reset)) ms = Number(reset) * 1000 - this.#now();
+    }
+    return Math.min(MAX_PAUSE_MS, Math.max(1000, ms ?? DEFAULT_PAUSE_MS));
+  }
+}

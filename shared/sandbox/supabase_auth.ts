@@ -1,0 +1,175 @@
+/**
+ * A simulated Supabase Auth (GoTrue) on loopback, for the tests and the sandbox: the password and
+ * refresh-token grants of `POST /auth/v1/token` and `POST /auth/v1/logout`, with GoTrue's answers.
+ *
+ * As GoTrue: every call needs the project's `apikey` header; the access token is an HS256 JWT
+ * signed with the project's JWT secret (`role` and `aud` `authenticated`, `sub`, `email`, `exp`);
+ * a wrong password and an unknown email both answer `400 {"error": "invalid_grant",
+ * "error_description": "Invalid login credentials"}`; refresh tokens rotate (a used one is
+ * refused); logout revokes the user's refresh tokens and answers `204`.
+ * (https://supabase.com/docs/reference/api/auth, https://github.com/supabase/auth)
+ *
+ * @example
+ * const sim = await startSupabaseAuthSimulator({ jwtSecret, anonKey, users: [{ id, email, password }] });
+ * createClient(sim.url, anonKey).auth.signInWithPassword({ email, password });
+ */
+import { sign, verify } from "hono/jwt";
+
+export interface SimulatedUser {
+  id: string;
+  email: string;
+  password: string;
+}
+
+export interface SupabaseAuthSimulatorOptions {
+  jwtSecret: string;
+  /** The `apikey` callers must send (the project's anon key). */
+  anonKey: string;
+  users: SimulatedUser[];
+  /** Access token lifetime. Default 3600 s. */
+  expiresIn?: number;
+}
+
+export interface SupabaseAuthSimulator {
+  /** The project URL (`SUPABASE_URL`); Auth is at `${url}/auth/v1`. */
+  url: string;
+  /** Calls received, by path and grant (e.g. `token:password`, `logout`). */
+  readonly calls: string[];
+  /** While true, every call answers `503`. */
+  down: boolean;
+  delayMs: number;
+  /** The next `n` calls answer `500`. */
+  failNext(n: number): void;
+  close(): Promise<void>;
+}
+
+export function startSupabaseAuthSimulator(
+  opts: SupabaseAuthSimulatorOptions,
+): Promise<SupabaseAuthSimulator> {
+  const users = new Map(opts.users.map((u) => [u.email.toLowerCase(), { ...u }]));
+  const expiresIn = opts.expiresIn ?? 3600;
+  /** Live refresh tokens → user id. */
+  const refreshTokens = new Map<string, string>();
+  const calls: string[] = [];
+  const state = { down: false, delayMs: 0, failures: 0 };
+  const controller = new AbortController();
+  const json = (status: number, body: unknown) =>
+    new Response(JSON.stringify(body), {
+      status,
+      headers: { "content-type": "application/json" },
+    });
+  const invalidGrant = (description: string) =>
+    json(400, { error: "invalid_grant", error_description: description });
+
+  const session = async (user: SimulatedUser) => {
+    const now = Math.floor(Date.now() / 1000);
+    const refresh = crypto.randomUUID().replaceAll("-", "");
+    refreshTokens.set(refresh, user.id);
+    return {
+      access_token: await sign(
+        {
+          aud: "authenticated",
+          role: "authenticated",
+          sub: user.id,
+          email: user.email,
+          iat: now,
+          exp: now + expiresIn,
+          session_id: crypto.randomUUID(),
+          is_anonymous: false,
+        },
+        opts.jwtSecret,
+        "HS256",
+      ),
+      token_type: "bearer",
+      expires_in: expiresIn,
+      expires_at: now + expiresIn,
+      refresh_token: refresh,
+      user: {
+        id: user.id,
+        aud: "authenticated",
+        role: "authenticated",
+        email: user.email,
+        app_metadata: { provider: "email", providers: ["email"] },
+        user_metadata: {},
+        created_at: "2026-01-01T00:00:00Z",
+      },
+    };
+  };
+
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    signal: controller.signal,
+    onListen: () => {},
+  }, async (req) => {
+    const url = new URL(req.url);
+    if (req.headers.get("apikey") !== opts.anonKey) {
+      return json(401, { message: "No API key found in request" });
+    }
+    const grant = url.searchParams.get("grant_type");
+    calls.push(url.pathname === "/auth/v1/token" ? `token:${grant}` : url.pathname.slice(9));
+    if (state.delayMs > 0) await new Promise((r) => setTimeout(r, state.delayMs));
+    if (state.down) return json(503, { message: "upstream unavailable" });
+    if (state.failures > 0) {
+      state.failures--;
+      return json(500, { code: 500, msg: "Internal Server Error" });
+    }
+    if (req.method !== "POST") return json(405, { message: "Method Not Allowed" });
+    let body: Record<string, unknown> = {};
+    try {
+      const text = await req.text();
+      body = text ? JSON.parse(text) : {};
+    } catch {
+      return json(400, { error: "invalid_request", error_description: "Could not read body" });
+    }
+    if (url.pathname === "/auth/v1/token" && grant === "password") {
+      const user = users.get(String(body.email ?? "").toLowerCase());
+      if (!user || user.password !== body.password) {
+        return invalidGrant("Invalid login credentials");
+      }
+      return json(200, await session(user));
+    }
+    if (url.pathname === "/auth/v1/token" && grant === "refresh_token") {
+      const userId = refreshTokens.get(String(body.refresh_token ?? ""));
+      const user = [...users.values()].find((u) => u.id === userId);
+      if (!user) return invalidGrant("Invalid Refresh Token: Refresh Token Not Found");
+      refreshTokens.delete(String(body.refresh_token));
+      return json(200, await session(user));
+    }
+    if (url.pathname === "/auth/v1/logout") {
+      const token = /^Bearer (\S+)$/.exec(req.headers.get("authorization") ?? "")?.[1];
+      let sub: string | undefined;
+      try {
+        sub = token ? (await verify(token, opts.jwtSecret, "HS256")).sub as string : undefined;
+      } catch { /* answered below */ }
+      if (!sub) return json(401, { code: 401, msg: "invalid JWT" });
+      for (const [t, id] of refreshTokens) if (id === sub) refreshTokens.delete(t);
+      return new Response(null, { status: 204 });
+    }
+    return json(404, { code: 404, msg: "Not Found" });
+  });
+
+  return Promise.resolve({
+    url: `http://127.0.0.1:${server.addr.port}`,
+    calls,
+    get down() {
+      return state.down;
+    },
+    set down(v: boolean) {
+      state.down = v;
+    },
+    get delayMs() {
+      return state.delayMs;
+    },
+    set delayMs(v: number) {
+      state.delayMs = v;
+    },
+    failNext(n: number) {
+      state.failures = n;
+    },
+    async close() {
+      controller.abort();
+      await server.finished;
+    },
+  });
+}
