@@ -5,8 +5,24 @@
  * @example
  * const details = await statusDetails(platform); // { alerts: {...}, rateLimits: {...} }
  */
+import { alertQueueStats } from "./alert_queue.ts";
 import type { Platform } from "./app.ts";
+import { ServiceUnavailable } from "./errors.ts";
+import { rateLimitCounters } from "./rate_limit.ts";
 
-export function statusDetails(_platform: Platform): Promise<Record<string, unknown>> {
-  return Promise.resolve({});
+/**
+ * `alerts`: the alert queue by state (queued, sending, retrying, dead with the latest reasons,
+ * sent in the last hour), from the database, shared by every instance. `rateLimits`: this
+ * instance's allowed/limited counts per policy.
+ */
+export async function statusDetails(platform: Platform): Promise<Record<string, unknown>> {
+  let alerts: unknown;
+  try {
+    alerts = await alertQueueStats(platform.db);
+  } catch (err) {
+    // The database went away between status's ping and this read: say so, keep the rest.
+    if (!(err instanceof ServiceUnavailable)) throw err;
+    alerts = { unavailable: err.code };
+  }
+  return { alerts, rateLimits: Object.fromEntries(rateLimitCounters) };
 }
