@@ -108,7 +108,11 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   );
   let sandbox: Sandbox | undefined;
   if (sandboxed) {
-    sandbox = await startSandbox({ dataDir: opts.dataDir ?? ".data" });
+    sandbox = await startSandbox({
+      dataDir: opts.dataDir ?? ".data",
+      port: opts.port || Number(env.PORT ?? 54321),
+      print: printLine,
+    });
     env = { ...env, ...sandbox.env };
   }
   const platform = await createPlatform(env, { log, embeddedFallback: false });

@@ -9,8 +9,13 @@
  */
 import { sign } from "hono/jwt";
 import { startEmbedded } from "../embedded_db.ts";
+import { type BrokerSimulator, startBrokerSimulator } from "./broker.ts";
+import { type BrokerOAuthSimulator, startBrokerOAuthSimulator } from "./broker_oauth.ts";
+import { type DiscordSimulator, startDiscordSimulator } from "./discord.ts";
+import { type MarketDataSimulator, startMarketDataSimulator } from "./market_data.ts";
+import { startSupabaseAuthSimulator, type SupabaseAuthSimulator } from "./supabase_auth.ts";
 
-/** The contract's variables: any one of them set means the production profile. */
+/** The contract's variables (and the other upstream credentials): any one set means production. */
 export const CONTRACT_VARIABLES = [
   "FRONTEND_URL",
   "SUPABASE_URL",
@@ -27,6 +32,14 @@ export const CONTRACT_VARIABLES = [
   "MARKET_DATA_API_KEY_ID",
   "MARKET_DATA_API_SECRET_KEY",
   "DISCORD_WEBHOOK_URL",
+  // Not in the contract's table, but upstream credentials all the same: setting any of them
+  // means production, so a real OAuth client is never mixed with simulated upstreams.
+  "BROKER_OAUTH_CLIENT_ID",
+  "BROKER_OAUTH_CLIENT_SECRET",
+  "BROKER_OAUTH_AUTHORIZE_URL",
+  "BROKER_OAUTH_TOKEN_URL",
+  "BROKER_OAUTH_REDIRECT_URL",
+  "BROKER_TOKEN_KEY",
 ];
 
 /** Well-known development secrets: printed, fixed, and worthless outside the sandbox. */
@@ -50,6 +63,7 @@ export const SANDBOX_USER = {
 
 export interface Sandbox {
   env: Record<string, string>;
+  simulators: Simulators;
   banner(serverUrl: string): string;
   close(): Promise<void>;
 }
@@ -60,23 +74,85 @@ export function signToken(secret: string, claims: Record<string, unknown>, ttlSe
   return sign({ iat: now, exp: now + ttlSeconds, ...claims }, secret, "HS256");
 }
 
-export async function startSandbox(opts: { dataDir: string }): Promise<Sandbox> {
-  const secret = SANDBOX_SECRETS.SUPABASE_JWT_SECRET;
+export interface SandboxOptions {
+  /** Where the embedded database lives (`<dataDir>/pglite`). */
+  dataDir?: string;
+  /** Use this database instead of the embedded one (tests, benchmarks). */
+  databaseUrl?: string;
+  /** Signs the sandbox's tokens; default the well-known sandbox secret. */
+  jwtSecret?: string;
+  /** Allowed origins; default the Vite dev server's. */
+  frontendUrl?: string;
+  /** The port the functions are served on (for the OAuth redirect URL). */
+  port?: number;
+  /** Where the Discord simulator prints each message it receives; default nowhere. */
+  print?: (line: string) => void;
+}
+
+/** Handles on the simulators, for tests that steer them. */
+export interface Simulators {
+  broker: BrokerSimulator;
+  auth: SupabaseAuthSimulator;
+  oauth: BrokerOAuthSimulator;
+  quotes: MarketDataSimulator;
+  discord: DiscordSimulator;
+}
+
+export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> {
+  const secret = opts.jwtSecret ?? SANDBOX_SECRETS.SUPABASE_JWT_SECRET;
   const closers: (() => Promise<void>)[] = [];
+  const longLived = 10 * 365 * 86400;
   const env: Record<string, string> = {
     ...SANDBOX_SECRETS,
-    FRONTEND_URL: "http://localhost:5173,http://127.0.0.1:5173",
-    SUPABASE_ANON_KEY: await signToken(secret, { role: "anon", iss: "supabase" }, 10 * 365 * 86400),
+    SUPABASE_JWT_SECRET: secret,
+    FRONTEND_URL: opts.frontendUrl ?? "http://localhost:5173,http://127.0.0.1:5173",
+    SUPABASE_ANON_KEY: await signToken(secret, { role: "anon", iss: "supabase" }, longLived),
     SUPABASE_SERVICE_ROLE_KEY: await signToken(
       secret,
       { role: "service_role", iss: "supabase" },
-      10 * 365 * 86400,
+      longLived,
     ),
   };
-  const embedded = await startEmbedded(`${opts.dataDir}/pglite`);
-  closers.push(embedded.close);
-  env.SUPABASE_DB_URL = embedded.url;
+  if (opts.databaseUrl) {
+    env.SUPABASE_DB_URL = opts.databaseUrl;
+  } else {
+    const embedded = await startEmbedded(`${opts.dataDir ?? ".data"}/pglite`);
+    closers.push(embedded.close);
+    env.SUPABASE_DB_URL = embedded.url;
+  }
   // SANDBOX SIMULATORS: each starts on a free loopback port and sets its URL variables here.
+  const oauthClient = { clientId: "sandbox-oauth-client", clientSecret: "sandbox-oauth-secret" };
+  const simulators: Simulators = {
+    broker: await startBrokerSimulator({
+      keyId: SANDBOX_SECRETS.BROKER_API_KEY_ID,
+      secretKey: SANDBOX_SECRETS.BROKER_API_SECRET_KEY,
+    }),
+    auth: await startSupabaseAuthSimulator({
+      jwtSecret: secret,
+      anonKey: env.SUPABASE_ANON_KEY,
+      users: [SANDBOX_USER],
+    }),
+    oauth: await startBrokerOAuthSimulator(oauthClient),
+    quotes: await startMarketDataSimulator({
+      keyId: SANDBOX_SECRETS.MARKET_DATA_API_KEY_ID,
+      secretKey: SANDBOX_SECRETS.MARKET_DATA_API_SECRET_KEY,
+    }),
+    discord: await startDiscordSimulator({ print: opts.print }),
+  };
+  for (const sim of Object.values(simulators)) closers.push(() => sim.close());
+  Object.assign(env, {
+    BROKER_API_URL: simulators.broker.url,
+    SUPABASE_URL: simulators.auth.url,
+    BROKER_OAUTH_CLIENT_ID: oauthClient.clientId,
+    BROKER_OAUTH_CLIENT_SECRET: oauthClient.clientSecret,
+    BROKER_OAUTH_AUTHORIZE_URL: simulators.oauth.authorizeUrl,
+    BROKER_OAUTH_TOKEN_URL: simulators.oauth.tokenUrl,
+    BROKER_OAUTH_REDIRECT_URL: `http://127.0.0.1:${
+      opts.port ?? 54321
+    }/functions/v1/auth/oauth/callback`,
+    MARKET_DATA_API_URL: simulators.quotes.url,
+    DISCORD_WEBHOOK_URL: simulators.discord.url,
+  });
 
   const userToken = await signToken(secret, {
     sub: SANDBOX_USER.id,
@@ -86,6 +162,7 @@ export async function startSandbox(opts: { dataDir: string }): Promise<Sandbox> 
   });
   return {
     env,
+    simulators,
     banner: (serverUrl) =>
       [
         "",
