@@ -3,7 +3,8 @@
  * the database is cut and recovery, shutdown, and that no log line carries a secret.
  */
 import { assert, assertEquals, assertLess, assertMatch, assertStringIncludes } from "@std/assert";
-import { freshDatabase } from "./support/db.ts";
+import { freshDatabase, onServer } from "./support/db.ts";
+import { startStack } from "./support/stack.ts";
 import { JWT_SECRET, serviceToken, testEnv, userToken } from "./support/env.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { spawnServer, startTestServer } from "./support/server.ts";
@@ -163,4 +164,36 @@ Deno.test("no log line of the server carries a secret or an Authorization value"
   for (const secret of [JWT_SECRET, token, "garbage.token.value"]) {
     assert(!all.includes(secret), `a log line carries ${secret.slice(0, 12)}…`);
   }
+});
+
+Deno.test({
+  name: "SIGTERM stops accepting, finishes the request in flight, and exits 0",
+  ...onServer,
+  async fn() {
+    const stack = await startStack({ processes: 1 });
+    try {
+      const [server] = stack.processes;
+      stack.sims.broker.delayMs = 1500; // the order is in flight at the broker when SIGTERM lands
+      const inFlight = server.call("broker-order", {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await stack.userToken()}`,
+          "idempotency-key": "shutdown-order-1",
+          "content-type": "application/json",
+        },
+        body: JSON.stringify({ symbol: "AAPL", side: "buy", type: "market", qty: "1", time_in_force: "day" }),
+      });
+      while (stack.sims.broker.placed === 0) await new Promise((r) => setTimeout(r, 20));
+      const exit = server.stop("SIGTERM");
+      const res = await inFlight;
+      assertEquals(res.status, 201, "the in-flight order was answered");
+      assertEquals(await exit, 0);
+      const [{ n }] = await stack.sql`select count(*)::int as n from orders where status <> 'pending_confirmation'`;
+      assertEquals(n, 1, "and recorded before the process exited");
+      const refused = await fetch(`${server.url}/functions/v1/status`).then(() => "answered", () => "refused");
+      assertEquals(refused, "refused", "a stopped server accepts nothing");
+    } finally {
+      await stack.close();
+    }
+  },
 });
