@@ -9,8 +9,8 @@
 import { z } from "zod";
 import { ConfigError } from "./env.ts";
 
-const ms = (fallback: number) => z.coerce.number().int().positive().default(fallback);
-const count = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+const ms = (byDefault: number) => z.coerce.number().int().positive().default(byDefault);
+const count = (byDefault: number) => z.coerce.number().int().positive().default(byDefault);
 
 export const LimitsSchema = z.object({
   // Database (shared/db.ts)

@@ -23,7 +23,7 @@ export interface PlatformOptions {
    * Whether a missing `SUPABASE_DB_URL` means the embedded database (sandbox, standalone runs)
    * or no database at all (production profile: every function then fails to boot naming it).
    */
-  embeddedFallback?: boolean;
+  allowEmbedded?: boolean;
   log?: Logger;
   fetch?: typeof fetch;
   now?: () => number;
@@ -44,7 +44,7 @@ export async function createPlatform(
   // A malformed URL is reported by each function's own schema (they then answer BOOT_ERROR).
   const configured = postgresUrl.safeParse(env.SUPABASE_DB_URL).success;
   let url = configured ? env.SUPABASE_DB_URL : undefined;
-  const useEmbedded = !url && opts.embeddedFallback !== false;
+  const useEmbedded = !url && opts.allowEmbedded !== false;
   const embedded = useEmbedded ? await startEmbedded(opts.dataDir ?? ".data/pglite") : undefined;
   // Without a database the gate simply never opens: nothing is faked, every call answers 503.
   url ??= embedded?.url ?? "postgres://unconfigured@127.0.0.1:1/unconfigured";

@@ -115,7 +115,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     });
     env = { ...env, ...sandbox.env };
   }
-  const platform = await createPlatform(env, { log, embeddedFallback: false });
+  const platform = await createPlatform(env, { log, allowEmbedded: false });
 
   const handlers = new Map<string, FetchHandler>();
   for (const { name, def, error } of await loadFunctions(opts.only)) {
