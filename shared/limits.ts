@@ -17,7 +17,9 @@ export const LimitsSchema = z.object({
   DB_POOL_MAX: count(10),
   DB_CONNECT_TIMEOUT_MS: ms(2_000),
   DB_QUERY_TIMEOUT_MS: ms(1_500),
-  DB_IDLE_TIMEOUT_SECONDS: count(30),
+  // 0 keeps idle connections (the default): postgres.js re-arms a Node timer after every query
+  // to enforce it, which costs a measurable share of CPU under Deno; max_lifetime still recycles.
+  DB_IDLE_TIMEOUT_SECONDS: z.coerce.number().int().min(0).default(0),
   DB_MAX_ATTEMPTS: count(5),
   DB_RETRY_BASE_MS: ms(10),
   DB_RETRY_MAX_MS: ms(500),
@@ -102,7 +104,7 @@ export function parseLimits(env: Record<string, string | undefined>): Limits {
   const result = LimitsSchema.safeParse(picked);
   if (!result.success) {
     throw new ConfigError(
-      result.error.issues.map((i) => `${String(i.path[0])} must be a positive integer`),
+      result.error.issues.map((i) => `${String(i.path[0])} must be a whole number (positive unless documented)`),
     );
   }
   return result.data;
