@@ -13,6 +13,7 @@
  */
 import { Hono } from "hono";
 import { requestId } from "hono/request-id";
+import { getPath } from "hono/utils/url";
 import type { z } from "zod";
 import { cors } from "./cors.ts";
 import type { Database } from "./db.ts";
@@ -108,9 +109,20 @@ export async function bootFunction(
   }
 }
 
+/**
+ * The path a function routes on: Supabase's runtime hands it `/<name>/…`; the local server
+ * passes requests as they came (`/functions/v1/<name>/…`), and the prefix is dropped here rather
+ * than by re-creating every request.
+ */
+function functionPath(req: Request): string {
+  const path = getPath(req);
+  return path.startsWith(LOCAL_PREFIX) ? path.slice(LOCAL_PREFIX.length - 1) : path;
+}
+const LOCAL_PREFIX = "/functions/v1/";
+
 /** The standard stack under every function's routes. */
 function baseApp(name: string, log: Logger): App {
-  const app = new Hono<AppEnv>().basePath(`/${name}`);
+  const app = new Hono<AppEnv>({ getPath: functionPath }).basePath(`/${name}`);
   app.use(requestId({ headerName: "x-request-id", limitLength: 128 }));
   app.use(async function accessLog(c, next) {
     const started = performance.now();

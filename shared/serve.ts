@@ -13,6 +13,7 @@
  * await server.close();
  */
 import { parse as parseDotenv } from "dotenv";
+import { getPath } from "hono/utils/url";
 import { z } from "zod";
 import { bootFunction, type FetchHandler, type FunctionDefinition } from "./app.ts";
 import { ConfigError } from "./env.ts";
@@ -126,27 +127,18 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   }
 
   const handler = (req: Request): Response | Promise<Response> => {
-    const url = new URL(req.url);
-    const match = /^\/functions\/v1\/([\w-]+)(\/.*)?$/.exec(url.pathname);
+    const match = /^\/functions\/v1\/([\w-]+)(\/|$)/.exec(getPath(req));
     const fn = match && handlers.get(match[1]);
     if (!fn) {
-      const id = req.headers.get("x-request-id") ?? crypto.randomUUID();
+      const given = req.headers.get("x-request-id") ?? "";
+      const id = /^[\w\-=]{1,128}$/.test(given) ? given : crypto.randomUUID();
       const res = errorResponse(new NotFound("No such function."), id);
       res.headers.set("x-request-id", id);
       return res;
     }
-    // Supabase's runtime hands a function the path after /functions/v1.
-    url.pathname = `/${match[1]}${match[2] ?? ""}`;
-    // Not `new Request(url, req)`: that would tie the request's abort signal to the client, and
-    // an order already sent to the broker must be recorded even if the client goes away.
-    return fn(
-      new Request(url, {
-        method: req.method,
-        headers: req.headers,
-        body: req.body,
-        duplex: "half",
-      } as RequestInit),
-    );
+    // The function drops the /functions/v1 prefix itself (see app.ts), as Supabase's runtime
+    // hands it the path after it.
+    return fn(req);
   };
 
   const server = Deno.serve({
