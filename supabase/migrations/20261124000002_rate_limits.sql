@@ -1,5 +1,6 @@
 -- Rate limits shared by every instance: a sliding window kept as 60 sub-buckets per key (bucket
--- ids and their hit counts), checked and updated in one round trip by one function. The oldest
+-- ids and their hit counts), checked and updated in one round trip by one function. Idle keys are
+-- purged by a (rare) sequential scan: an index on updated_at would cost every hit an index write. The oldest
 -- bucket counts in full even where it has partly left the window, so the limit is exact or
 -- stricter, never looser, and the state stays small whatever the quota.
 create table if not exists internal.rate_limits (
@@ -7,48 +8,70 @@ create table if not exists internal.rate_limits (
   buckets bigint[] not null default '{}',
   counts int[] not null default '{}',
   updated_at timestamptz not null default now()
-);
-create index if not exists rate_limits_updated_at on internal.rate_limits (updated_at);
+) with (fillfactor = 70); -- room for HOT updates: a hit rewrites its row in place, no index churn
 
 -- Whether this hit is allowed, the quota left, and ms until the oldest counted bucket leaves the
 -- window (when a slot frees up). The row lock serializes hits on one key across instances; the
--- database clock is the only clock.
+-- database clock is the only clock. Buckets are kept in ascending order, so expiry is a slice.
 create or replace function internal.rate_limit_hit(p_key text, p_quota int, p_window_ms int)
 returns table (allowed boolean, remaining int, reset_ms int)
 language plpgsql as $$
 declare
-  now_ms bigint := floor(extract(epoch from clock_timestamp()) * 1000);
+  now_ms bigint := (extract(epoch from clock_timestamp()) * 1000)::bigint;
   width bigint := greatest(p_window_ms / 60, 1);
   cur bigint := now_ms / width;
-  oldest bigint := cur - (p_window_ms + width - 1) / width + 1;
+  span bigint := (p_window_ms + width - 1) / width;
   b bigint[];
   c int[];
+  n int;
+  keep int := 0;
   total int := 0;
-  i int;
 begin
-  insert into internal.rate_limits as r (key) values (p_key) on conflict (key) do nothing;
+  -- A hit lost in a crash only forgets one request: not worth waiting for the WAL flush.
+  perform set_config('synchronous_commit', 'off', true);
   select r.buckets, r.counts into b, c from internal.rate_limits r where r.key = p_key for update;
-  -- Keep only the buckets still inside the window.
-  for i in 1 .. coalesce(array_length(b, 1), 0) loop
-    if b[i] >= oldest then
+  if not found then
+    insert into internal.rate_limits (key, buckets, counts) values (p_key, array[cur], array[1])
+      on conflict (key) do nothing;
+    if found then
+      allowed := true;
+      remaining := p_quota - 1;
+      reset_ms := ((cur + span) * width - now_ms)::int;
+      return next;
+      return;
+    end if;
+    -- Another instance created the key in between: count on its row.
+    select r.buckets, r.counts into b, c from internal.rate_limits r where r.key = p_key for update;
+  end if;
+  n := coalesce(array_length(b, 1), 0);
+  for i in 1 .. n loop
+    if b[i] > cur - span then
+      if keep = 0 then keep := i; end if;
       total := total + c[i];
     end if;
   end loop;
-  select coalesce(array_agg(x.bk order by x.bk), '{}'), coalesce(array_agg(x.ct order by x.bk), '{}')
-    into b, c from unnest(b, c) as x(bk, ct) where x.bk >= oldest;
+  if keep = 0 then
+    b := '{}';
+    c := '{}';
+  elsif keep > 1 then
+    b := b[keep:n];
+    c := c[keep:n];
+  end if;
   allowed := total < p_quota;
   if allowed then
     total := total + 1;
-    if coalesce(b[array_length(b, 1)], -1) = cur then
-      c[array_length(c, 1)] := c[array_length(c, 1)] + 1;
+    n := coalesce(array_length(b, 1), 0);
+    if n > 0 and b[n] = cur then
+      c[n] := c[n] + 1;
     else
       b := b || cur;
       c := c || 1;
     end if;
   end if;
-  update internal.rate_limits set buckets = b, counts = c, updated_at = clock_timestamp() where key = p_key;
+  update internal.rate_limits set buckets = b, counts = c, updated_at = clock_timestamp()
+    where key = p_key;
   remaining := greatest(p_quota - total, 0);
-  reset_ms := greatest((coalesce(b[1], cur) + (p_window_ms + width - 1) / width) * width - now_ms, 0)::int;
+  reset_ms := greatest((coalesce(b[1], cur) + span) * width - now_ms, 0)::int;
   return next;
 end
 $$;
