@@ -30,11 +30,28 @@ export interface JwtOptions {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** The HMAC key per secret, imported once rather than on every request. */
+const keys = new Map<string, Promise<CryptoKey>>();
+function hmacKey(secret: string): Promise<CryptoKey> {
+  let key = keys.get(secret);
+  if (!key) {
+    key = crypto.subtle.importKey(
+      "raw",
+      new TextEncoder().encode(secret),
+      { name: "HMAC", hash: "SHA-256" },
+      false,
+      ["verify"],
+    );
+    keys.set(secret, key);
+  }
+  return key;
+}
+
 /** Verifies a bearer token; throws Unauthorized (bad token) or Forbidden (wrong role). */
 export async function verifyJwt(token: string, opts: JwtOptions): Promise<Claims> {
   let claims: Claims;
   try {
-    claims = await verify(token, opts.secret, "HS256") as Claims;
+    claims = await verify(token, await hmacKey(opts.secret), "HS256") as Claims;
   } catch {
     throw new Unauthorized("The token is invalid or expired.", "INVALID_TOKEN");
   }
