@@ -285,8 +285,8 @@ Deno.test("hostile text arrives neutralized and within Discord's limits", async 
   }
 });
 
-Deno.test("while Discord is down alerts wait; all are delivered once after it returns", async () => {
-  const s = await setup({ ALERT_DRAIN_BUDGET_MS: "2000" });
+Deno.test("while Discord is down for 10 s alerts wait; all are delivered once after it returns", async () => {
+  const s = await setup({ ALERT_DRAIN_BUDGET_MS: "2000", ALERT_RETRY_MAX_MS: "2000" });
   try {
     s.sim.down = true;
     for (let i = 0; i < 12; i++) {
@@ -294,7 +294,7 @@ Deno.test("while Discord is down alerts wait; all are delivered once after it re
       assertEquals(res.status, 202);
       await res.body?.cancel();
     }
-    await new Promise((r) => setTimeout(r, 2500));
+    await new Promise((r) => setTimeout(r, 10_000));
     assert(s.sim.unavailable > 0, "delivery was attempted while Discord was down");
     assertEquals(s.sim.messages.length, 0);
     const status = await s.server.call("status", {
