@@ -2,7 +2,8 @@
  * How a function is declared and booted. A function names the environment it needs and builds
  * its routes on a Hono app that already has the suite's standard stack: request id, access log,
  * strict CORS for browser-facing functions, the one error boundary and a JSON `404`. A function
- * whose configuration is invalid boots into a handler that answers `503 BOOT_ERROR`.
+ * whose configuration is invalid boots into a handler that answers `503 BOOT_ERROR`. Past
+ * `MAX_IN_FLIGHT_REQUESTS` concurrent requests an instance sheds load with `503 OVERLOADED`.
  *
  * @example
  * export default defineFunction({
@@ -16,6 +17,7 @@ import { requestId } from "hono/request-id";
 import { getPath } from "hono/utils/url";
 import type { z } from "zod";
 import { cors } from "./cors.ts";
+import { loadShed } from "./load_shed.ts";
 import type { Database } from "./db.ts";
 import { ConfigError, parseEnv } from "./env.ts";
 import { BootError, errorParts, HttpError, NotFound } from "./errors.ts";
@@ -82,7 +84,7 @@ export async function bootFunction(
   platform: Platform,
 ): Promise<{ fetch: FetchHandler; problems: string[] }> {
   const log = platform.log.child({ fn: def.name });
-  const app = baseApp(def.name, log);
+  const app = baseApp(def.name, log, platform.limits.MAX_IN_FLIGHT_REQUESTS);
   try {
     const config = parseEnv(def.env, platform.env) as { FRONTEND_URL?: string[] };
     if (def.browser) {
@@ -101,7 +103,7 @@ export async function bootFunction(
       problems,
       error: err instanceof ConfigError ? undefined : err,
     });
-    const failed = baseApp(def.name, log);
+    const failed = baseApp(def.name, log, platform.limits.MAX_IN_FLIGHT_REQUESTS);
     failed.all("*", () => {
       throw new BootError(def.name, problems);
     });
@@ -121,7 +123,7 @@ function functionPath(req: Request): string {
 const LOCAL_PREFIX = "/functions/v1/";
 
 /** The standard stack under every function's routes. */
-function baseApp(name: string, log: Logger): App {
+function baseApp(name: string, log: Logger, maxInFlight: number): App {
   const app = new Hono<AppEnv>({ getPath: functionPath }).basePath(`/${name}`);
   app.use(requestId({ headerName: "x-request-id", limitLength: 128 }));
   app.use(async function accessLog(c, next) {
@@ -135,6 +137,7 @@ function baseApp(name: string, log: Logger): App {
       durationMs: Math.round((performance.now() - started) * 100) / 100,
     });
   });
+  app.use(loadShed({ maxInFlight }));
   app.notFound(() => {
     throw new NotFound();
   });

@@ -29,6 +29,7 @@ export const LimitsSchema = z.object({
   DB_QUEUE_TIMEOUT_MS: ms(1_000),
   // HTTP in and out (shared/body_limit.ts, shared/http_client.ts, shared/cors.ts)
   BODY_LIMIT_BYTES: count(16 * 1024),
+  MAX_IN_FLIGHT_REQUESTS: count(256),
   HTTP_TIMEOUT_MS: ms(10_000),
   CORS_MAX_AGE_SECONDS: count(600),
   // Circuit breakers (shared/circuit_breaker.ts)
