@@ -298,7 +298,9 @@ export class Database {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<never>((_, reject) => {
       const fail = () =>
-        reject(Object.assign(new Error("Database call passed its deadline"), { code: "QUERY_DEADLINE" }));
+        reject(
+          Object.assign(new Error("Database call passed its deadline"), { code: "QUERY_DEADLINE" }),
+        );
       const due = performance.now() + ms;
       timer = setTimeout(() => {
         const lateBy = performance.now() - due;

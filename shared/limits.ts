@@ -105,7 +105,9 @@ export function parseLimits(env: Record<string, string | undefined>): Limits {
   const result = LimitsSchema.safeParse(picked);
   if (!result.success) {
     throw new ConfigError(
-      result.error.issues.map((i) => `${String(i.path[0])} must be a whole number (positive unless documented)`),
+      result.error.issues.map((i) =>
+        `${String(i.path[0])} must be a whole number (positive unless documented)`
+      ),
     );
   }
   return result.data;

@@ -26,7 +26,11 @@ export function loadShed(opts: LoadShedOptions): MiddlewareHandler {
   return async function shedLoad(_c, next) {
     if (inFlight >= maxInFlight) {
       onShed?.();
-      throw new ServiceUnavailable("OVERLOADED", "This instance is at capacity; nothing was done.", 1000);
+      throw new ServiceUnavailable(
+        "OVERLOADED",
+        "This instance is at capacity; nothing was done.",
+        1000,
+      );
     }
     inFlight++;
     try {

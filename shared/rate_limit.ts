@@ -75,7 +75,9 @@ export class RateLimiter {
   purge(): Promise<number> {
     return this.#db.query(async (sql) => {
       const [{ n }] = await sql<{ n: number }[]>`
-        select internal.rate_limits_purge(${`${this.#p.policy}:`}, ${this.#p.windowSeconds * 1000}, ${PURGE_BATCH}) as n`;
+        select internal.rate_limits_purge(${`${this.#p.policy}:`}, ${
+        this.#p.windowSeconds * 1000
+      }, ${PURGE_BATCH}) as n`;
       return n;
     });
   }

@@ -27,9 +27,10 @@ export async function toPlainText(input: string): Promise<string> {
     }) as { textContent: string | null };
     text = dom.textContent ?? "";
   }
-  return text
-    // deno-lint-ignore no-control-regex
-    .replace(/[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F\u200B-\u200F\u202A-\u202E\u2066-\u2069]/g, "")
-    .replace(/[ \t]+/g, " ")
-    .trim();
+  return text.replace(INVISIBLE, "").replace(/[ \t]+/g, " ").trim();
 }
+
+/** Control characters (but tab and newlines), zero-width and bidi overrides: invisible tricks. */
+const INVISIBLE =
+  // deno-lint-ignore no-control-regex
+  /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F\u200B-\u200F\u202A-\u202E\u2066-\u2069]/g;

@@ -80,14 +80,16 @@ export async function loadFunctions(only?: string[]): Promise<LoadedFunction[]> 
   for await (const entry of Deno.readDir(dir)) {
     if (entry.isDirectory && (!only || only.includes(entry.name))) names.push(entry.name);
   }
-  return await Promise.all(names.sort().map(async (name): Promise<LoadedFunction> => {
-    try {
-      const mod = await import(new URL(`${name}/index.ts`, dir).href);
-      return { name, def: mod.default as FunctionDefinition };
-    } catch (error) {
-      return { name, error };
-    }
-  }));
+  return await Promise.all(
+    names.sort().map(async (name): Promise<LoadedFunction> => {
+      try {
+        const mod = await import(new URL(`${name}/index.ts`, dir).href);
+        return { name, def: mod.default as FunctionDefinition };
+      } catch (error) {
+        return { name, error };
+      }
+    }),
+  );
 }
 
 export async function startServer(opts: ServerOptions = {}): Promise<RunningServer> {

@@ -16,7 +16,8 @@ export async function serveStandalone(def: FunctionDefinition): Promise<void> {
   const server = Deno.serve({
     port,
     hostname,
-    onListen: (addr) => platform.log.info("listening", { url: `http://${addr.hostname}:${addr.port}/${def.name}` }),
+    onListen: (addr) =>
+      platform.log.info("listening", { url: `http://${addr.hostname}:${addr.port}/${def.name}` }),
   }, fetch);
   const stop = async () => {
     await server.shutdown();

@@ -16,10 +16,20 @@ Deno.test("status answers 200 through the real server, with a request id, and 40
     const ok = await server.call("status", { headers: { "x-request-id": "client-chosen-id-1" } });
     assertEquals(ok.status, 200);
     assertEquals(await ok.json(), { status: "ok" });
-    assertEquals(ok.headers.get("x-request-id"), "client-chosen-id-1", "a well-formed caller id is kept");
-    const odd = await server.call("status", { headers: { "x-request-id": "bad id with spaces <>" } });
+    assertEquals(
+      ok.headers.get("x-request-id"),
+      "client-chosen-id-1",
+      "a well-formed caller id is kept",
+    );
+    const odd = await server.call("status", {
+      headers: { "x-request-id": "bad id with spaces <>" },
+    });
     await odd.body?.cancel();
-    assertMatch(odd.headers.get("x-request-id")!, /^[0-9a-f-]{36}$/, "a malformed caller id is replaced");
+    assertMatch(
+      odd.headers.get("x-request-id")!,
+      /^[0-9a-f-]{36}$/,
+      "a malformed caller id is replaced",
+    );
     const missing = await server.call("no-such-function");
     assertEquals(missing.status, 404);
     assertEquals((await missing.json()).error.code, "NOT_FOUND");
@@ -37,14 +47,18 @@ Deno.test("status shows each dependency's state only to a service-role token", a
   const db = await freshDatabase();
   const server = await startTestServer(testEnv(db.url), { only: ["status"] });
   try {
-    const operator = await server.call("status", { headers: { authorization: `Bearer ${await serviceToken()}` } });
+    const operator = await server.call("status", {
+      headers: { authorization: `Bearer ${await serviceToken()}` },
+    });
     const body = await operator.json();
     assertEquals(body.status, "ok");
     assertEquals(body.dependencies.database.state, "up");
     assertEquals(typeof body.dependencies.database.latencyMs, "number");
     assertEquals(typeof body.dependencies.database.retries, "number");
     assert(Array.isArray(body.dependencies.breakers));
-    const user = await server.call("status", { headers: { authorization: `Bearer ${await userToken()}` } });
+    const user = await server.call("status", {
+      headers: { authorization: `Bearer ${await userToken()}` },
+    });
     assertEquals(await user.json(), { status: "ok" }, "a user token sees no details");
   } finally {
     await server.close();
@@ -55,7 +69,10 @@ Deno.test("status shows each dependency's state only to a service-role token", a
 Deno.test("a cut database gives 503 with Retry-After in under 2 s, no request hangs, and status is 200 within 5 s of its return", async () => {
   const db = await freshDatabase();
   const target = new URL(db.url);
-  const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port || 5432) });
+  const proxy = await startFaultProxy({
+    hostname: target.hostname,
+    port: Number(target.port || 5432),
+  });
   const server = await startTestServer(testEnv(proxy.url(db.url)), { only: ["status"] });
   try {
     assertEquals((await (await server.call("status")).json()).status, "ok");
@@ -63,7 +80,11 @@ Deno.test("a cut database gives 503 with Retry-After in under 2 s, no request ha
     const started = performance.now();
     const answers = await Promise.all(Array.from({ length: 20 }, async () => {
       const res = await server.call("status");
-      return { status: res.status, retryAfter: res.headers.get("retry-after"), body: await res.json() };
+      return {
+        status: res.status,
+        retryAfter: res.headers.get("retry-after"),
+        body: await res.json(),
+      };
     }));
     assertLess(performance.now() - started, 2000);
     for (const a of answers) {
@@ -95,7 +116,11 @@ Deno.test("bad configuration names every missing or malformed variable, prints n
     BROKER_API_SECRET_KEY: brokerSecret,
   });
   try {
-    assertEquals((await server.call("status")).status, 200, "a function with a good configuration serves");
+    assertEquals(
+      (await server.call("status")).status,
+      200,
+      "a function with a good configuration serves",
+    );
     const boot = await server.call("broker-order");
     assertEquals(boot.status, 503);
     assert(boot.headers.get("retry-after"));
@@ -106,7 +131,9 @@ Deno.test("bad configuration names every missing or malformed variable, prints n
     }
     const printed = server.output.join("\n");
     assertStringIncludes(printed, "broker-order did not boot");
-    for (const name of ["FRONTEND_URL", "BROKER_API_URL", "BROKER_API_KEY_ID"]) assertStringIncludes(printed, name);
+    for (const name of ["FRONTEND_URL", "BROKER_API_URL", "BROKER_API_KEY_ID"]) {
+      assertStringIncludes(printed, name);
+    }
     for (const value of [brokerSecret, JWT_SECRET, "not-an-origin"]) {
       assert(!printed.includes(value), "no value is printed");
       assert(!body.error.message.includes(value));
@@ -153,8 +180,11 @@ Deno.test("no log line of the server carries a secret or an Authorization value"
   const server = await startTestServer(testEnv(db.url), { only: ["status"] });
   const token = await serviceToken();
   try {
-    await (await server.call("status", { headers: { authorization: `Bearer ${token}` } })).body?.cancel();
-    await (await server.call("status", { headers: { authorization: "Bearer garbage.token.value" } })).body?.cancel();
+    await (await server.call("status", { headers: { authorization: `Bearer ${token}` } })).body
+      ?.cancel();
+    await (await server.call("status", {
+      headers: { authorization: "Bearer garbage.token.value" },
+    })).body?.cancel();
   } finally {
     await server.close();
     await db.close();
@@ -181,16 +211,26 @@ Deno.test({
           "idempotency-key": "shutdown-order-1",
           "content-type": "application/json",
         },
-        body: JSON.stringify({ symbol: "AAPL", side: "buy", type: "market", qty: "1", time_in_force: "day" }),
+        body: JSON.stringify({
+          symbol: "AAPL",
+          side: "buy",
+          type: "market",
+          qty: "1",
+          time_in_force: "day",
+        }),
       });
       while (stack.sims.broker.placed === 0) await new Promise((r) => setTimeout(r, 20));
       const exit = server.stop("SIGTERM");
       const res = await inFlight;
       assertEquals(res.status, 201, "the in-flight order was answered");
       assertEquals(await exit, 0);
-      const [{ n }] = await stack.sql`select count(*)::int as n from orders where status <> 'pending_confirmation'`;
+      const [{ n }] = await stack
+        .sql`select count(*)::int as n from orders where status <> 'pending_confirmation'`;
       assertEquals(n, 1, "and recorded before the process exited");
-      const refused = await fetch(`${server.url}/functions/v1/status`).then(() => "answered", () => "refused");
+      const refused = await fetch(`${server.url}/functions/v1/status`).then(
+        () => "answered",
+        () => "refused",
+      );
       assertEquals(refused, "refused", "a stopped server accepts nothing");
     } finally {
       await stack.close();

@@ -36,7 +36,8 @@ const TABLES = [
   "internal.broker_tokens",
 ];
 
-const b64 = (o: unknown) => btoa(JSON.stringify(o)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+const b64 = (o: unknown) =>
+  btoa(JSON.stringify(o)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
 
 async function badTokens(stack: Stack): Promise<string[]> {
   const secret = stack.jwtSecret;
@@ -61,26 +62,42 @@ async function badTokens(stack: Stack): Promise<string[]> {
 
 /** Header values fetch can send: visible ASCII and Latin-1, no control characters. */
 const headerValue = fc.string({
-  unit: fc.oneof(fc.integer({ min: 0x20, max: 0x7e }), fc.integer({ min: 0xa0, max: 0xff })).map((c) => String.fromCharCode(c)),
+  unit: fc.oneof(fc.integer({ min: 0x20, max: 0x7e }), fc.integer({ min: 0xa0, max: 0xff })).map((
+    c,
+  ) => String.fromCharCode(c)),
   maxLength: 300,
 });
 
 const nested = fc.integer({ min: 1, max: 200_000 }).chain((depth) =>
-  fc.constantFrom("[".repeat(depth) + "]".repeat(depth), '{"a":'.repeat(depth) + "1" + "}".repeat(depth), "[".repeat(depth))
+  fc.constantFrom(
+    "[".repeat(depth) + "]".repeat(depth),
+    '{"a":'.repeat(depth) + "1" + "}".repeat(depth),
+    "[".repeat(depth),
+  )
 );
 
 const body = fc.oneof(
   fc.json(),
   fc.jsonValue().map((v) => JSON.stringify(v)),
   fc.string({ unit: "binary", maxLength: 2000 }),
-  fc.string({ unit: "grapheme-composite", maxLength: 500 }).map((s) => JSON.stringify({ symbol: s, email: s, title: s, message: s, note: s })),
+  fc.string({ unit: "grapheme-composite", maxLength: 500 }).map((s) =>
+    JSON.stringify({ symbol: s, email: s, title: s, message: s, note: s })
+  ),
   nested,
-  fc.integer({ min: 10_000, max: 2_000_000 }).map((n) => JSON.stringify({ message: "x".repeat(n) })),
+  fc.integer({ min: 10_000, max: 2_000_000 }).map((n) =>
+    JSON.stringify({ message: "x".repeat(n) })
+  ),
   fc.record({
     symbol: fc.oneof(fc.string(), fc.constant("AAPL"), fc.integer()),
     side: fc.oneof(fc.constantFrom("buy", "sell", "hold"), fc.integer()),
     type: fc.oneof(fc.constantFrom("market", "limit", "stop", "stop_limit", "moon"), fc.boolean()),
-    qty: fc.oneof(fc.double(), fc.string(), fc.constant("1e308"), fc.constant("-1"), fc.constant("0.0000000001")),
+    qty: fc.oneof(
+      fc.double(),
+      fc.string(),
+      fc.constant("1e308"),
+      fc.constant("-1"),
+      fc.constant("0.0000000001"),
+    ),
     time_in_force: fc.string(),
     severity: fc.oneof(fc.constantFrom("info", "critical"), fc.string()),
     email: fc.emailAddress(),
@@ -104,13 +121,20 @@ const contentType = fc.constantFrom(
 const query = fc.oneof(
   fc.constant(""),
   fc.string({ maxLength: 300 }).map((s) => `?symbols=${encodeURIComponent(s)}`),
-  fc.array(fc.constantFrom("AAPL", "MSFT", "brk.b", "A".repeat(11), "", ",", "😀"), { maxLength: 80 }).map((a) => `?symbols=${a.join(",")}`),
-  fc.tuple(fc.string(), fc.string()).map(([c, s]) => `?code=${encodeURIComponent(c)}&state=${encodeURIComponent(s)}`),
-  fc.string({ maxLength: 100 }).map((s) => `?limit=${encodeURIComponent(s)}&before=${encodeURIComponent(s)}`),
+  fc.array(fc.constantFrom("AAPL", "MSFT", "brk.b", "A".repeat(11), "", ",", "😀"), {
+    maxLength: 80,
+  }).map((a) => `?symbols=${a.join(",")}`),
+  fc.tuple(fc.string(), fc.string()).map(([c, s]) =>
+    `?code=${encodeURIComponent(c)}&state=${encodeURIComponent(s)}`
+  ),
+  fc.string({ maxLength: 100 }).map((s) =>
+    `?limit=${encodeURIComponent(s)}&before=${encodeURIComponent(s)}`
+  ),
 );
 
 Deno.test({
-  name: "malformed input on every route never gets a 5xx other than 503, never crashes, and writes nothing",
+  name:
+    "malformed input on every route never gets a 5xx other than 503, never crashes, and writes nothing",
   async fn() {
     const stack = await startStack();
     try {
@@ -120,7 +144,14 @@ Deno.test({
       const origin = fc.oneof(
         { weight: 6, arbitrary: fc.constant(undefined) },
         { weight: 3, arbitrary: fc.constant(stack.frontend) },
-        { weight: 1, arbitrary: fc.constantFrom("https://app.example.com.evil.test", "null", "http://localhost:5173.evil.test") },
+        {
+          weight: 1,
+          arbitrary: fc.constantFrom(
+            "https://app.example.com.evil.test",
+            "null",
+            "http://localhost:5173.evil.test",
+          ),
+        },
       );
       const authorization = fc.oneof(
         fc.constant(undefined),
@@ -140,7 +171,9 @@ Deno.test({
         origin,
         idempotencyKey: fc.option(headerValue, { nil: undefined }),
         requestId: fc.option(headerValue, { nil: undefined }),
-        stripeSignature: fc.option(fc.oneof(headerValue, fc.constant("t=1,v1=abc")), { nil: undefined }),
+        stripeSignature: fc.option(fc.oneof(headerValue, fc.constant("t=1,v1=abc")), {
+          nil: undefined,
+        }),
       });
       const seen = new Map<number, number>();
       await fc.assert(
@@ -162,14 +195,21 @@ Deno.test({
           const text = await res.text();
           seen.set(res.status, (seen.get(res.status) ?? 0) + 1);
           if (res.status >= 500) {
-            assertEquals(res.status, 503, `${method} ${r.route.path}: ${res.status} ${text.slice(0, 300)}`);
+            assertEquals(
+              res.status,
+              503,
+              `${method} ${r.route.path}: ${res.status} ${text.slice(0, 300)}`,
+            );
             assert(res.headers.get("retry-after"), "a 503 carries Retry-After");
           }
           assert(res.headers.get("x-request-id"), "every answer has a request id");
           if (res.status >= 400 && text) {
             const parsed = JSON.parse(text);
             assert(/^[A-Z_]+$/.test(parsed.error.code), text.slice(0, 200));
-            assert(!/\bat \S+\.ts:\d+|select |insert |stack/i.test(text), `leaks internals: ${text.slice(0, 300)}`);
+            assert(
+              !/\bat \S+\.ts:\d+|select |insert |stack/i.test(text),
+              `leaks internals: ${text.slice(0, 300)}`,
+            );
           }
         }),
         { numRuns: Number(Deno.env.get("ABUSE_RUNS") ?? 400), endOnFailure: true },
@@ -181,7 +221,9 @@ Deno.test({
         assertEquals(n, 0, `${table} was written to`);
       }
       assert(seen.size > 3, `a variety of answers: ${JSON.stringify([...seen])}`);
-      console.log(`abuse: answers by status ${JSON.stringify(Object.fromEntries([...seen].sort()))}`);
+      console.log(
+        `abuse: answers by status ${JSON.stringify(Object.fromEntries([...seen].sort()))}`,
+      );
       // And no log line carries a token or a secret, whatever the requests held.
       const logs = stack.server.logs.join("\n");
       assert(!/eyJ[\w-]+\.[\w-]+/.test(logs), "a JWT reached the logs");

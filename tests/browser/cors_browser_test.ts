@@ -25,17 +25,24 @@ const haveChromium = (() => {
 function pageServer(hostname: string) {
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
-    () => new Response("<!doctype html><title>app</title><p>app</p>", { headers: { "content-type": "text/html" } }),
+    () =>
+      new Response("<!doctype html><title>app</title><p>app</p>", {
+        headers: { "content-type": "text/html" },
+      }),
   );
   return { origin: `http://${hostname}:${server.addr.port}`, close: () => server.shutdown() };
 }
 
 Deno.test({
-  name: "a page from an allowed origin places an order and reads its headers; from another origin it is blocked and does nothing",
+  name:
+    "a page from an allowed origin places an order and reads its headers; from another origin it is blocked and does nothing",
   ignore: !haveChromium, // .ci/run installs Debian's chromium; a bare machine may lack it
   async fn() {
     const db = await freshDatabase();
-    const broker = await startBrokerSimulator({ keyId: SANDBOX_SECRETS.BROKER_API_KEY_ID, secretKey: SANDBOX_SECRETS.BROKER_API_SECRET_KEY });
+    const broker = await startBrokerSimulator({
+      keyId: SANDBOX_SECRETS.BROKER_API_KEY_ID,
+      secretKey: SANDBOX_SECRETS.BROKER_API_SECRET_KEY,
+    });
     const allowed = pageServer("127.0.0.1");
     const other = pageServer("localhost");
     const server = await startTestServer(
@@ -49,7 +56,16 @@ Deno.test({
     );
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
     });
     const sql = postgres(db.url, { max: 1, onnotice: () => {} });
     try {
@@ -63,8 +79,18 @@ Deno.test({
             try {
               const res = await fetch(endpoint, {
                 method: "POST",
-                headers: { authorization: `Bearer ${token}`, "idempotency-key": key, "content-type": "application/json" },
-                body: JSON.stringify({ symbol: "AAPL", side: "buy", type: "market", qty: "1", time_in_force: "day" }),
+                headers: {
+                  authorization: `Bearer ${token}`,
+                  "idempotency-key": key,
+                  "content-type": "application/json",
+                },
+                body: JSON.stringify({
+                  symbol: "AAPL",
+                  side: "buy",
+                  type: "market",
+                  qty: "1",
+                  time_in_force: "day",
+                }),
               });
               return {
                 ok: true,

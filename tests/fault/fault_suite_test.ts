@@ -40,20 +40,39 @@ class Traffic {
   #stop = false;
   #loops: Promise<void>[] = [];
 
-  constructor(readonly stack: Stack, readonly servers: () => SpawnedServer[], readonly token: string) {}
+  constructor(
+    readonly stack: Stack,
+    readonly servers: () => SpawnedServer[],
+    readonly token: string,
+  ) {}
 
   async #call(route: string, path: string, init: RequestInit = {}): Promise<Response | null> {
     const alive = this.servers();
     const server = alive[Math.floor(Math.random() * alive.length)];
     const started = performance.now();
     try {
-      const res = await fetch(`${server.url}/functions/v1/${path}`, { ...init, signal: AbortSignal.timeout(15_000) });
+      const res = await fetch(`${server.url}/functions/v1/${path}`, {
+        ...init,
+        signal: AbortSignal.timeout(15_000),
+      });
       await res.clone().arrayBuffer();
-      this.seen.push({ phase: this.phase, route, status: res.status, retryAfter: res.headers.get("retry-after"), ms: performance.now() - started });
+      this.seen.push({
+        phase: this.phase,
+        route,
+        status: res.status,
+        retryAfter: res.headers.get("retry-after"),
+        ms: performance.now() - started,
+      });
       return res;
     } catch {
       // A killed process drops its connections: the client retries elsewhere.
-      this.seen.push({ phase: this.phase, route, status: 0, retryAfter: null, ms: performance.now() - started });
+      this.seen.push({
+        phase: this.phase,
+        route,
+        status: 0,
+        retryAfter: null,
+        ms: performance.now() - started,
+      });
       return null;
     }
   }
@@ -66,7 +85,11 @@ class Traffic {
       return { event, userId };
     })();
     const eventId = (entry.event as { id: string }).id;
-    const res = await this.#call("webhook", "payment-webhook", await delivery(entry.event, SANDBOX_SECRETS.STRIPE_WEBHOOK_SECRET));
+    const res = await this.#call(
+      "webhook",
+      "payment-webhook",
+      await delivery(entry.event, SANDBOX_SECRETS.STRIPE_WEBHOOK_SECRET),
+    );
     if (res?.status === 200) {
       this.undelivered.delete(eventId);
       this.delivered.set(eventId, entry);
@@ -76,13 +99,23 @@ class Traffic {
   async order(key?: string) {
     const entry = key ? this.openOrders.get(key)! : {
       user: this.token,
-      body: JSON.stringify({ symbol: "MSFT", side: "buy", type: "market", qty: "1", time_in_force: "day" }),
+      body: JSON.stringify({
+        symbol: "MSFT",
+        side: "buy",
+        type: "market",
+        qty: "1",
+        time_in_force: "day",
+      }),
     };
     key ??= `fault-${crypto.randomUUID()}`;
     this.openOrders.set(key, entry);
     const res = await this.#call("order", "broker-order", {
       method: "POST",
-      headers: { authorization: `Bearer ${entry.user}`, "idempotency-key": key, "content-type": "application/json" },
+      headers: {
+        authorization: `Bearer ${entry.user}`,
+        "idempotency-key": key,
+        "content-type": "application/json",
+      },
       body: entry.body,
     });
     if (res && (res.status === 201 || res.status === 422)) {
@@ -100,7 +133,9 @@ class Traffic {
           else if (pick < 0.7) await this.order();
           else if (pick < 0.85) await this.#call("status", "status");
           else {
-            await this.#call("quotes", "market-data?symbols=AAPL,MSFT", { headers: { authorization: `Bearer ${this.token}` } });
+            await this.#call("quotes", "market-data?symbols=AAPL,MSFT", {
+              headers: { authorization: `Bearer ${this.token}` },
+            });
           }
           await new Promise((r) => setTimeout(r, 20));
         }
@@ -119,10 +154,16 @@ class Traffic {
   async settle(deadlineMs = 30_000) {
     const started = performance.now();
     while (this.undelivered.size || this.openOrders.size) {
-      assertLess(performance.now() - started, deadlineMs, `unsettled: ${this.undelivered.size} webhooks, ${this.openOrders.size} orders`);
+      assertLess(
+        performance.now() - started,
+        deadlineMs,
+        `unsettled: ${this.undelivered.size} webhooks, ${this.openOrders.size} orders`,
+      );
       for (const id of [...this.undelivered.keys()]) await this.webhook(id);
       for (const key of [...this.openOrders.keys()]) await this.order(key);
-      if (this.undelivered.size || this.openOrders.size) await new Promise((r) => setTimeout(r, 300));
+      if (this.undelivered.size || this.openOrders.size) {
+        await new Promise((r) => setTimeout(r, 300));
+      }
     }
   }
 
@@ -143,7 +184,9 @@ async function untilHealthy(servers: SpawnedServer[], limitMs: number): Promise<
       await res?.body?.cancel();
       if (ok) break;
       if (performance.now() - started > limitMs) {
-        const detail = await s.call("status", { headers: { authorization: `Bearer ${operatorToken}` } })
+        const detail = await s.call("status", {
+          headers: { authorization: `Bearer ${operatorToken}` },
+        })
           .then((r) => r.text(), (e) => String(e));
         throw new Error(`service should be back within ${limitMs} ms; status says ${detail}`);
       }
@@ -159,7 +202,9 @@ function assertOnlyFailSafe(seen: Seen[], phase: string) {
     assertEquals(s.status, 503, `${phase}: ${s.route} answered ${s.status}`);
     assert(Number(s.retryAfter) >= 1, `${phase}: a 503 from ${s.route} without Retry-After`);
   }
-  const unexpected = seen.filter((s) => s.status !== 0 && s.status >= 400 && s.status < 500 && s.status !== 409 && s.status !== 429);
+  const unexpected = seen.filter((s) =>
+    s.status !== 0 && s.status >= 400 && s.status < 500 && s.status !== 409 && s.status !== 429
+  );
   assertEquals(unexpected.map((s) => `${s.route}:${s.status}`), [], `${phase}: unexpected 4xx`);
 }
 
@@ -176,8 +221,12 @@ async function assertExactlyOnce(stack: Stack, traffic: Traffic) {
   assertEquals(events, traffic.delivered.size);
 
   const placed = new Map<string, number>();
-  for (const o of stack.sims.broker.orders) placed.set(o.client_order_id, (placed.get(o.client_order_id) ?? 0) + 1);
-  for (const [clientOrderId, n] of placed) assertEquals(n, 1, `broker order ${clientOrderId} placed ${n} times`);
+  for (const o of stack.sims.broker.orders) {
+    placed.set(o.client_order_id, (placed.get(o.client_order_id) ?? 0) + 1);
+  }
+  for (const [clientOrderId, n] of placed) {
+    assertEquals(n, 1, `broker order ${clientOrderId} placed ${n} times`);
+  }
   const [{ n: orders }] = await stack.sql`select count(*)::int as n from orders`;
   const created = [...traffic.finalOrders.values()].filter((s) => s === 201).length;
   assertEquals(orders, created, "one order row per created order");
@@ -185,11 +234,15 @@ async function assertExactlyOnce(stack: Stack, traffic: Traffic) {
 }
 
 Deno.test({
-  name: "fault suite: database cut, stalled and slowed, broker slowed and stalled, a process killed — nothing lost or doubled",
+  name:
+    "fault suite: database cut, stalled and slowed, broker slowed and stalled, a process killed — nothing lost or doubled",
   ...onServer,
   async fn() {
     const server = new URL(SERVER_URL!);
-    const dbProxy: FaultProxy = await startFaultProxy({ hostname: server.hostname, port: Number(server.port || 5432) });
+    const dbProxy: FaultProxy = await startFaultProxy({
+      hostname: server.hostname,
+      port: Number(server.port || 5432),
+    });
     let brokerProxy: FaultProxy | undefined;
     const stack = await startStack({
       processes: 2,
@@ -203,7 +256,10 @@ Deno.test({
       },
       wrapEnv: async (env) => {
         const broker = new URL(env.BROKER_API_URL);
-        brokerProxy = await startFaultProxy({ hostname: broker.hostname, port: Number(broker.port) });
+        brokerProxy = await startFaultProxy({
+          hostname: broker.hostname,
+          port: Number(broker.port),
+        });
         return { ...env, BROKER_API_URL: brokerProxy.url(env.BROKER_API_URL).replace(/\/$/, "") };
       },
     });
@@ -225,7 +281,9 @@ Deno.test({
       const cut = traffic.of("cut");
       assert(cut.length > 20, "traffic kept flowing during the cut");
       assert(cut.some((s) => s.status === 503), "the cut was felt as 503s");
-      for (const s of cut) assertLess(s.ms, 2_000 + SLACK, `a ${s.route} request hung ${s.ms} ms during the cut`);
+      for (const s of cut) {
+        assertLess(s.ms, 2_000 + SLACK, `a ${s.route} request hung ${s.ms} ms during the cut`);
+      }
       assertOnlyFailSafe(cut, "cut");
 
       // 2. The database slowed, then stalled: every request still ends within its deadline.
@@ -239,7 +297,9 @@ Deno.test({
       traffic.phase = "recovering";
       await untilHealthy(alive, 5_000);
       for (const phase of ["db-slow", "db-stall"]) {
-        for (const s of traffic.of(phase)) assertLess(s.ms, DB_DEADLINE * 2 + SLACK, `${phase}: ${s.route} took ${s.ms} ms`);
+        for (const s of traffic.of(phase)) {
+          assertLess(s.ms, DB_DEADLINE * 2 + SLACK, `${phase}: ${s.route} took ${s.ms} ms`);
+        }
         assertOnlyFailSafe(traffic.of(phase), phase);
       }
 
@@ -250,7 +310,11 @@ Deno.test({
       brokerProxy!.heal();
       traffic.phase = "recovering";
       for (const s of traffic.of("broker-slow")) {
-        assertLess(s.ms, BROKER_DEADLINE * 2 + DB_DEADLINE + SLACK, `broker-slow: ${s.route} took ${s.ms} ms`);
+        assertLess(
+          s.ms,
+          BROKER_DEADLINE * 2 + DB_DEADLINE + SLACK,
+          `broker-slow: ${s.route} took ${s.ms} ms`,
+        );
       }
       assertOnlyFailSafe(traffic.of("broker-slow"), "broker-slow");
 
@@ -271,21 +335,31 @@ Deno.test({
       // Redeliver every event once more: all duplicates.
       for (const id of [...traffic.delivered.keys()].slice(0, 50)) {
         const { event } = traffic.delivered.get(id)!;
-        const res = await alive[0].call("payment-webhook", await delivery(event, SANDBOX_SECRETS.STRIPE_WEBHOOK_SECRET));
+        const res = await alive[0].call(
+          "payment-webhook",
+          await delivery(event, SANDBOX_SECRETS.STRIPE_WEBHOOK_SECRET),
+        );
         assertEquals(res.status, 200);
         assertEquals((await res.json()).duplicate, true);
       }
       assertOnlyFailSafe(traffic.of("settle"), "settle");
       assertOnlyFailSafe(traffic.of("recovering"), "recovering");
       await assertExactlyOnce(stack, traffic);
-      assert(traffic.delivered.size > 10 && traffic.finalOrders.size > 10, "enough traffic to mean something");
+      assert(
+        traffic.delivered.size > 10 && traffic.finalOrders.size > 10,
+        "enough traffic to mean something",
+      );
       const fiveHundred = traffic.seen.filter((s) => s.status === 500);
       assertEquals(fiveHundred.length, 0);
       console.log(
-        `fault suite: ${traffic.seen.length} requests, ${traffic.delivered.size} events, ${traffic.finalOrders.size} orders, back ${Math.round(backIn)} ms after the cut`,
+        `fault suite: ${traffic.seen.length} requests, ${traffic.delivered.size} events, ${traffic.finalOrders.size} orders, back ${
+          Math.round(backIn)
+        } ms after the cut`,
       );
     } catch (err) {
-      const unhandled = stack.processes.flatMap((p) => p.output.filter((l) => l.includes('"unhandled error"')));
+      const unhandled = stack.processes.flatMap((p) =>
+        p.output.filter((l) => l.includes('"unhandled error"'))
+      );
       console.error(unhandled.slice(0, 5).join("\n"));
       throw err;
     } finally {

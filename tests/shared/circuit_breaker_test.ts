@@ -2,7 +2,12 @@ import { assert, assertEquals, assertLess, assertRejects } from "@std/assert";
 import { Breakers } from "../../shared/circuit_breaker.ts";
 import { CircuitOpen } from "../../shared/errors.ts";
 
-const limits = { BREAKER_ERROR_PERCENT: 50, BREAKER_VOLUME_THRESHOLD: 3, BREAKER_WINDOW_MS: 10_000, BREAKER_RESET_MS: 300 };
+const limits = {
+  BREAKER_ERROR_PERCENT: 50,
+  BREAKER_VOLUME_THRESHOLD: 3,
+  BREAKER_WINDOW_MS: 10_000,
+  BREAKER_RESET_MS: 300,
+};
 const failing = () => Promise.reject(new Error("upstream 500"));
 
 Deno.test("a breaker opens after repeated failures and then answers CircuitOpen at once", async () => {
@@ -14,7 +19,10 @@ Deno.test("a breaker opens after repeated failures and then answers CircuitOpen 
     for (let i = 0; i < 3; i++) await assertRejects(() => b.run(failing));
     let calls = 0;
     const started = performance.now();
-    const err = await assertRejects(() => b.run(() => Promise.resolve(++calls)), CircuitOpen) as CircuitOpen;
+    const err = await assertRejects(
+      () => b.run(() => Promise.resolve(++calls)),
+      CircuitOpen,
+    ) as CircuitOpen;
     assertLess(performance.now() - started, 50);
     assertEquals(calls, 0, "an open breaker does not call the upstream");
     assertEquals(err.status, 503);
@@ -44,7 +52,9 @@ Deno.test("errors marked healthy (a 4xx rejection) never open the breaker", asyn
   try {
     class Rejected extends Error {}
     const b = breakers.get("broker", { isHealthy: (e) => e instanceof Rejected });
-    for (let i = 0; i < 10; i++) await assertRejects(() => b.run(() => Promise.reject(new Rejected("422"))), Rejected);
+    for (let i = 0; i < 10; i++) {
+      await assertRejects(() => b.run(() => Promise.reject(new Rejected("422"))), Rejected);
+    }
     assertEquals(b.state().state, "closed");
   } finally {
     breakers.shutdown();

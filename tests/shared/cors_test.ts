@@ -26,7 +26,11 @@ function app() {
 const preflight = (origin: string) =>
   new Request("http://fn/", {
     method: "OPTIONS",
-    headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "authorization, idempotency-key" },
+    headers: {
+      origin,
+      "access-control-request-method": "POST",
+      "access-control-request-headers": "authorization, idempotency-key",
+    },
   });
 
 Deno.test("cors() answers a preflight from an allowed origin with that exact origin, never *", async () => {
@@ -36,7 +40,16 @@ Deno.test("cors() answers a preflight from an allowed origin with that exact ori
   assertEquals(res.headers.get("vary"), "Origin");
   assertEquals(res.headers.get("access-control-max-age"), "600");
   const allowHeaders = res.headers.get("access-control-allow-headers")!.split(", ");
-  for (const h of ["authorization", "apikey", "content-type", "x-client-info", "idempotency-key", "x-request-id"]) {
+  for (
+    const h of [
+      "authorization",
+      "apikey",
+      "content-type",
+      "x-client-info",
+      "idempotency-key",
+      "x-request-id",
+    ]
+  ) {
     assert(allowHeaders.includes(h), `allows ${h}`);
   }
   assert(res.headers.get("access-control-allow-methods")!.includes("POST"));
@@ -57,14 +70,21 @@ for (
   Deno.test(`cors() answers 403 to a preflight from ${origin} with no Access-Control-Allow-* header`, async () => {
     const res = await app().fetch(preflight(origin));
     assertEquals(res.status, 403);
-    for (const [name] of res.headers) assert(!name.startsWith("access-control-allow"), `unexpected ${name}`);
+    for (const [name] of res.headers) {
+      assert(!name.startsWith("access-control-allow"), `unexpected ${name}`);
+    }
     assertEquals((await res.json()).error.code, "ORIGIN_NOT_ALLOWED");
   });
 }
 
 Deno.test("cors() refuses a request from another origin with 403 and no effect", async () => {
   const a = app();
-  const res = await a.fetch(new Request("http://fn/", { method: "POST", headers: { origin: "https://app.example.com.evil.test" } }));
+  const res = await a.fetch(
+    new Request("http://fn/", {
+      method: "POST",
+      headers: { origin: "https://app.example.com.evil.test" },
+    }),
+  );
   assertEquals(res.status, 403);
   assertEquals(a.effects(), 0);
   assertEquals(res.headers.get("access-control-allow-origin"), null);
@@ -72,12 +92,22 @@ Deno.test("cors() refuses a request from another origin with 403 and no effect",
 
 Deno.test("cors() lets an allowed origin through and exposes the contract's headers", async () => {
   const a = app();
-  const res = await a.fetch(new Request("http://fn/", { method: "POST", headers: { origin: ALLOWED } }));
+  const res = await a.fetch(
+    new Request("http://fn/", { method: "POST", headers: { origin: ALLOWED } }),
+  );
   assertEquals(res.status, 200);
   assertEquals(a.effects(), 1);
   assertEquals(res.headers.get("access-control-allow-origin"), ALLOWED);
   const exposed = res.headers.get("access-control-expose-headers")!.split(", ");
-  for (const h of ["x-request-id", "retry-after", "idempotent-replayed", "ratelimit", "ratelimit-policy"]) {
+  for (
+    const h of [
+      "x-request-id",
+      "retry-after",
+      "idempotent-replayed",
+      "ratelimit",
+      "ratelimit-policy",
+    ]
+  ) {
     assert(exposed.includes(h), `exposes ${h}`);
   }
 });

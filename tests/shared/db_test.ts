@@ -42,7 +42,18 @@ Deno.test("classifyDbError sorts SQLSTATEs and socket failures", () => {
   for (const code of ["40P01", "40001", "53300", "55P03"]) {
     assertEquals(classifyDbError({ code }), "transient", code);
   }
-  for (const code of ["08006", "08001", "28P01", "3D000", "57P01", "57P03", "ECONNREFUSED", "CONNECTION_CLOSED"]) {
+  for (
+    const code of [
+      "08006",
+      "08001",
+      "28P01",
+      "3D000",
+      "57P01",
+      "57P03",
+      "ECONNREFUSED",
+      "CONNECTION_CLOSED",
+    ]
+  ) {
     assertEquals(classifyDbError({ code }), "connection", code);
   }
   for (const code of ["23505", "42P01", "22P02", undefined]) {
@@ -66,9 +77,13 @@ Deno.test("migrations run once each, and a second run applies nothing", async ()
     assertEquals(first, migrations.map((m) => m.version));
     const second = await db.query((sql) => migrate(sql, migrations));
     assertEquals(second, []);
-    const rows = await db.query((sql) => sql`select version from internal.schema_migrations order by version`);
+    const rows = await db.query((sql) =>
+      sql`select version from internal.schema_migrations order by version`
+    );
     assertEquals(rows.map((r) => r.version), migrations.map((m) => m.version));
-    const [uid] = await db.query((sql) => sql`select count(*)::int as n from pg_proc where proname = 'uid'`);
+    const [uid] = await db.query((sql) =>
+      sql`select count(*)::int as n from pg_proc where proname = 'uid'`
+    );
     assertEquals(uid.n, 1);
   } finally {
     await db.close();
@@ -91,7 +106,9 @@ Deno.test({
         b.query((sql) => migrate(sql, migrations)),
       ]);
       assertEquals([...ra, ...rb].sort(), migrations.map((m) => m.version).sort());
-      const [row] = await a.query((sql) => sql`select count(*)::int as n from internal.schema_migrations`);
+      const [row] = await a.query((sql) =>
+        sql`select count(*)::int as n from internal.schema_migrations`
+      );
       assertEquals(row.n, migrations.length);
     } finally {
       await a.close();
@@ -108,7 +125,9 @@ Deno.test({
     withDb(async (db) => {
       await db.query((sql) => sql`create table acct (id int primary key, n int not null)`);
       await db.query((sql) => sql`insert into acct values (1, 0), (2, 0)`);
-      const [before] = await db.query((sql) => sql`select deadlocks::int as d from pg_stat_database where datname = current_database()`);
+      const [before] = await db.query((sql) =>
+        sql`select deadlocks::int as d from pg_stat_database where datname = current_database()`
+      );
       const meet = barrier(2);
       let attempts = 0;
       const transfer = (first: number, second: number) =>
@@ -126,7 +145,9 @@ Deno.test({
       let after = before.d;
       for (let i = 0; i < 20 && after === before.d; i++) {
         await new Promise((r) => setTimeout(r, 100));
-        [{ d: after }] = await db.query((sql) => sql`select deadlocks::int as d from pg_stat_database where datname = current_database()`);
+        [{ d: after }] = await db.query((sql) =>
+          sql`select deadlocks::int as d from pg_stat_database where datname = current_database()`
+        );
       }
       assert(after > before.d, "Postgres should have detected a deadlock");
     }, { DB_QUERY_TIMEOUT_MS: "5000" }),
@@ -137,7 +158,9 @@ Deno.test({
   ...onServer,
   fn: () =>
     withDb(async (db) => {
-      await db.query((sql) => sql`create table shift (id serial primary key, on_call boolean not null)`);
+      await db.query((sql) =>
+        sql`create table shift (id serial primary key, on_call boolean not null)`
+      );
       const meet = barrier(2);
       let attempts = 0;
       const goOnCall = () =>
@@ -190,19 +213,28 @@ Deno.test("a non-transient error is thrown as is, not retried, and the transacti
 Deno.test("a cut database fails fast with DatabaseUnavailable, the gate holds, and it recovers by itself", async () => {
   const t = await freshDatabase();
   const target = new URL(t.url);
-  const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port || 5432) });
+  const proxy = await startFaultProxy({
+    hostname: target.hostname,
+    port: Number(target.port || 5432),
+  });
   const db = openDb(proxy.url(t.url));
   try {
     await db.start();
     await db.query((sql) => sql`create table if not exists written (id int)`);
     proxy.cut();
     const started = performance.now();
-    await assertRejects(() => db.transaction((tx) => tx`insert into written values (1)`), DatabaseUnavailable);
+    await assertRejects(
+      () => db.transaction((tx) => tx`insert into written values (1)`),
+      DatabaseUnavailable,
+    );
     assertLess(performance.now() - started, 2000);
     assertEquals(db.health().state, "down");
     assert(db.health().nextProbeAt !== null, "a probe should be scheduled");
     // While down, calls fail at once without touching the database, with a retry delay.
-    const err = await assertRejects(() => db.query((sql) => sql`select 1`), DatabaseUnavailable) as DatabaseUnavailable;
+    const err = await assertRejects(
+      () => db.query((sql) => sql`select 1`),
+      DatabaseUnavailable,
+    ) as DatabaseUnavailable;
     assert(err.retryAfterMs >= 0 && err.retryAfterMs <= 2000);
     proxy.heal();
     const healed = performance.now();
@@ -223,7 +255,10 @@ Deno.test("a cut database fails fast with DatabaseUnavailable, the gate holds, a
 Deno.test("a stalled database connection ends within the query deadline as DatabaseUnavailable", async () => {
   const t = await freshDatabase();
   const target = new URL(t.url);
-  const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port || 5432) });
+  const proxy = await startFaultProxy({
+    hostname: target.hostname,
+    port: Number(target.port || 5432),
+  });
   const db = openDb(proxy.url(t.url));
   try {
     await db.start();
@@ -248,7 +283,10 @@ Deno.test("a stalled database connection ends within the query deadline as Datab
 Deno.test("a start while the database stalls does not hang: migrations run once it answers", async () => {
   const t = await freshDatabase();
   const target = new URL(t.url);
-  const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port || 5432) });
+  const proxy = await startFaultProxy({
+    hostname: target.hostname,
+    port: Number(target.port || 5432),
+  });
   const migrations = await loadMigrations();
   let runs = 0;
   const db = new Database({
@@ -270,7 +308,9 @@ Deno.test("a start while the database stalls does not hang: migrations run once 
       assertLess(performance.now() - started, 10_000, "up once the network heals");
       await new Promise((r) => setTimeout(r, 50));
     }
-    const [{ n }] = await db.query((sql) => sql`select count(*)::int as n from internal.schema_migrations`);
+    const [{ n }] = await db.query((sql) =>
+      sql`select count(*)::int as n from internal.schema_migrations`
+    );
     assertEquals(n, migrations.length);
     // A later outage does not re-run the migrations.
     const before = runs;
@@ -293,10 +333,12 @@ Deno.test("overlapping calls on the embedded database are run one at a time and 
     await db.start();
     assert(db.serial, "PGlite is recognized by its version()");
     const answers = await Promise.all(
-      Array.from({ length: 40 }, (_, i) =>
-        i % 2
-          ? db.query((sql) => sql`select ${i}::int as i, pg_sleep(0.001)`).then((r) => r[0].i)
-          : db.transaction(async (tx) => (await tx`select ${i}::int as i`)[0].i)
+      Array.from(
+        { length: 40 },
+        (_, i) =>
+          i % 2
+            ? db.query((sql) => sql`select ${i}::int as i, pg_sleep(0.001)`).then((r) => r[0].i)
+            : db.transaction(async (tx) => (await tx`select ${i}::int as i`)[0].i),
       ),
     );
     assertEquals(answers, Array.from({ length: 40 }, (_, i) => i));
@@ -317,28 +359,40 @@ Deno.test("a blocked event loop past the deadline does not count as a database f
   }));
 
 Deno.test({
-  name: "waiting for a connection under load is not an outage: queued calls run, or are shed as DB_BUSY, and the gate stays open",
+  name:
+    "waiting for a connection under load is not an outage: queued calls run, or are shed as DB_BUSY, and the gate stays open",
   ...onServer,
   fn: () =>
     withDb(async (db) => {
       // 24 calls of 200 ms on 2 connections: the last wait 2.2 s, past the 1 s call deadline.
-      const calls = () => Array.from({ length: 24 }, () => db.query((sql) => sql`select pg_sleep(0.2)`).then(() => "ok", (e) => e));
+      const calls = () =>
+        Array.from({ length: 24 }, () =>
+          db.query((sql) => sql`select pg_sleep(0.2)`).then(() => "ok", (e) => e));
       const results = await Promise.all(calls());
-      assertEquals(results.filter((r) => r !== "ok").map(String), []);
+      assertEquals(
+        results.filter((r) =>
+          r !== "ok"
+        ).map(String),
+        [],
+      );
       assert(db.up);
       assertEquals(db.health().failures, 0);
     }, { DB_POOL_MAX: "2", DB_QUEUE_TIMEOUT_MS: "10000" }),
 });
 
 Deno.test({
-  name: "a call that cannot get a connection within DB_QUEUE_TIMEOUT_MS is shed with DatabaseBusy, not DatabaseUnavailable",
+  name:
+    "a call that cannot get a connection within DB_QUEUE_TIMEOUT_MS is shed with DatabaseBusy, not DatabaseUnavailable",
   ...onServer,
   fn: () =>
     withDb(async (db) => {
       const results = await Promise.all(
-        Array.from({ length: 12 }, () => db.query((sql) => sql`select pg_sleep(0.3)`).then(() => "ok", (e) => e)),
+        Array.from({ length: 12 }, () =>
+          db.query((sql) => sql`select pg_sleep(0.3)`).then(() => "ok", (e) => e)),
       );
-      const shed = results.filter((r) => r instanceof DatabaseBusy);
+      const shed = results.filter((r) =>
+        r instanceof DatabaseBusy
+      );
       assert(shed.length > 0, "some calls were shed");
       assertEquals(results.filter((r) => r !== "ok" && !(r instanceof DatabaseBusy)), []);
       assert(db.up, "load never closes the gate");

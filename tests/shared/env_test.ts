@@ -17,7 +17,10 @@ function problemsOf(fn: () => unknown): string[] {
 Deno.test("parseEnv() names every missing and malformed variable at once, never a value", () => {
   const secretValue = "short-secret";
   const problems = problemsOf(() =>
-    parseEnv(BrowserEnv, { SUPABASE_JWT_SECRET: secretValue, FRONTEND_URL: "https://ok.test,https://bad.test/path" })
+    parseEnv(BrowserEnv, {
+      SUPABASE_JWT_SECRET: secretValue,
+      FRONTEND_URL: "https://ok.test,https://bad.test/path",
+    })
   );
   assertEquals(problems.length, 3, problems.join(" | "));
   assert(problems.some((p) => p.startsWith("SUPABASE_DB_URL is missing")));
@@ -45,5 +48,8 @@ Deno.test("parseLimits() applies defaults and names a malformed limit", () => {
   assertEquals(parseLimits({}).MARKET_DATA_CACHE_TTL_SECONDS, 300);
   assertEquals(parseLimits({}).MARKET_DATA_MAX_STALE_SECONDS, 900);
   assertEquals(parseLimits({ DB_POOL_MAX: "3" }).DB_POOL_MAX, 3);
-  assertEquals(problemsOf(() => parseLimits({ DB_POOL_MAX: "-1", HTTP_TIMEOUT_MS: "soon" })).length, 2);
+  assertEquals(
+    problemsOf(() => parseLimits({ DB_POOL_MAX: "-1", HTTP_TIMEOUT_MS: "soon" })).length,
+    2,
+  );
 });

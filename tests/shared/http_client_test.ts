@@ -1,5 +1,9 @@
 import { assert, assertEquals, assertLess, assertRejects } from "@std/assert";
-import { fetchWithDeadline, UpstreamTimeout, UpstreamUnreachable } from "../../shared/http_client.ts";
+import {
+  fetchWithDeadline,
+  UpstreamTimeout,
+  UpstreamUnreachable,
+} from "../../shared/http_client.ts";
 
 Deno.test("fetchWithDeadline() aborts the upstream call at the deadline, and the upstream sees it", async () => {
   let upstreamAborted!: () => void;
@@ -11,7 +15,11 @@ Deno.test("fetchWithDeadline() aborts the upstream call at the deadline, and the
   try {
     const started = performance.now();
     await assertRejects(
-      () => fetchWithDeadline(`http://127.0.0.1:${server.addr.port}/`, {}, { timeoutMs: 100, upstream: "slow api" }),
+      () =>
+        fetchWithDeadline(`http://127.0.0.1:${server.addr.port}/`, {}, {
+          timeoutMs: 100,
+          upstream: "slow api",
+        }),
       UpstreamTimeout,
     );
     assertLess(performance.now() - started, 1000);
@@ -33,7 +41,11 @@ Deno.test("fetchWithDeadline() reads the body inside the deadline", async () => 
   });
   try {
     await assertRejects(
-      () => fetchWithDeadline(`http://127.0.0.1:${server.addr.port}/`, {}, { timeoutMs: 150, upstream: "stalled api" }, (r) => r.text()),
+      () =>
+        fetchWithDeadline(`http://127.0.0.1:${server.addr.port}/`, {}, {
+          timeoutMs: 150,
+          upstream: "stalled api",
+        }, (r) => r.text()),
       UpstreamTimeout,
     );
   } finally {
@@ -46,7 +58,8 @@ Deno.test("fetchWithDeadline() reports a refused connection as UpstreamUnreachab
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
   const err = await assertRejects(
-    () => fetchWithDeadline(`http://127.0.0.1:${port}/`, {}, { timeoutMs: 1000, upstream: "gone api" }),
+    () =>
+      fetchWithDeadline(`http://127.0.0.1:${port}/`, {}, { timeoutMs: 1000, upstream: "gone api" }),
     UpstreamUnreachable,
   );
   assert(err.message.includes("gone api"));
@@ -55,7 +68,10 @@ Deno.test("fetchWithDeadline() reports a refused connection as UpstreamUnreachab
 Deno.test("fetchWithDeadline() returns the upstream's answer when it is in time", async () => {
   const server = Deno.serve({ port: 0, onListen() {} }, () => Response.json({ ok: 1 }));
   try {
-    const body = await fetchWithDeadline(`http://127.0.0.1:${server.addr.port}/`, {}, { timeoutMs: 1000, upstream: "api" }, (r) => r.json());
+    const body = await fetchWithDeadline(`http://127.0.0.1:${server.addr.port}/`, {}, {
+      timeoutMs: 1000,
+      upstream: "api",
+    }, (r) => r.json());
     assertEquals(body, { ok: 1 });
   } finally {
     await server.shutdown();

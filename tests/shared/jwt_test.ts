@@ -19,7 +19,8 @@ function app(role: "authenticated" | "service_role") {
 const call = (role: "authenticated" | "service_role", auth?: string) =>
   app(role).fetch(new Request("http://fn/", { headers: auth ? { authorization: auth } : {} }));
 
-const b64 = (o: unknown) => btoa(JSON.stringify(o)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+const b64 = (o: unknown) =>
+  btoa(JSON.stringify(o)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
 const now = () => Math.floor(Date.now() / 1000);
 
 Deno.test("requireJwt() accepts a user token and exposes its subject", async () => {
@@ -30,7 +31,9 @@ Deno.test("requireJwt() accepts a user token and exposes its subject", async () 
 });
 
 Deno.test("requireJwt() answers 401 without a token or with a malformed header", async () => {
-  for (const auth of [undefined, "Bearer", "Basic abc", "Bearer not-a-jwt", `Bearer ${"a".repeat(20)}`]) {
+  for (
+    const auth of [undefined, "Bearer", "Basic abc", "Bearer not-a-jwt", `Bearer ${"a".repeat(20)}`]
+  ) {
     const res = await call("authenticated", auth);
     assertEquals(res.status, 401, String(auth));
     assertEquals(res.headers.get("www-authenticate"), "Bearer");
@@ -44,13 +47,27 @@ Deno.test("requireJwt() refuses alg none, a forged signature, an expired and a w
   const forged = await sign(claims, "another-secret-that-is-at-least-32-characters", "HS256");
   const expired = await sign({ ...claims, exp: now() - 10 }, JWT_SECRET, "HS256");
   const wrongAud = await sign({ ...claims, aud: "somebody-else" }, JWT_SECRET, "HS256");
-  const noExp = await sign({ sub, role: "authenticated", aud: "authenticated" }, JWT_SECRET, "HS256");
+  const noExp = await sign(
+    { sub, role: "authenticated", aud: "authenticated" },
+    JWT_SECRET,
+    "HS256",
+  );
   const hs512 = await sign(claims, JWT_SECRET, "HS512");
   const valid = await userToken(sub);
   const [h, p, s] = valid.split(".");
   const tampered = `${h}.${b64({ ...claims, sub: crypto.randomUUID() })}.${s}`;
   void p;
-  for (const [name, token] of Object.entries({ none, forged, expired, wrongAud, noExp, hs512, tampered })) {
+  for (
+    const [name, token] of Object.entries({
+      none,
+      forged,
+      expired,
+      wrongAud,
+      noExp,
+      hs512,
+      tampered,
+    })
+  ) {
     const res = await call("authenticated", `Bearer ${token}`);
     assertEquals(res.status, 401, name);
     assertEquals((await res.json()).error.code, "INVALID_TOKEN", name);

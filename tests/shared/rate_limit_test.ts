@@ -4,13 +4,17 @@ import { Database } from "../../shared/db.ts";
 import { errorParts } from "../../shared/errors.ts";
 import { parseLimits } from "../../shared/limits.ts";
 import { loadMigrations, migrate } from "../../shared/migrate.ts";
-import { RateLimiter, rateLimit } from "../../shared/rate_limit.ts";
+import { rateLimit, RateLimiter } from "../../shared/rate_limit.ts";
 import { freshDatabase, onServer } from "../support/db.ts";
 
 async function withDb(fn: (db: Database, url: string) => Promise<void>) {
   const t = await freshDatabase();
   const migrations = await loadMigrations();
-  const db = new Database({ url: t.url, limits: parseLimits({}), onConnect: (sql) => migrate(sql, migrations).then(() => {}) });
+  const db = new Database({
+    url: t.url,
+    limits: parseLimits({}),
+    onConnect: (sql) => migrate(sql, migrations).then(() => {}),
+  });
   try {
     await db.start();
     await fn(db, t.url);
@@ -27,9 +31,18 @@ Deno.test("rateLimit() sends the RateLimit fields on every answer and 429 with R
       const { status, headers, body } = errorParts(err, "t");
       return c.body(body, status as 400, headers);
     });
-    app.use(rateLimit({ db, policy: "demo", quota: 3, windowSeconds: 60, key: (c) => c.req.header("x-user") }));
+    app.use(
+      rateLimit({
+        db,
+        policy: "demo",
+        quota: 3,
+        windowSeconds: 60,
+        key: (c) => c.req.header("x-user"),
+      }),
+    );
     app.get("/", (c) => c.text("ok"));
-    const call = (user: string) => app.fetch(new Request("http://fn/", { headers: { "x-user": user } }));
+    const call = (user: string) =>
+      app.fetch(new Request("http://fn/", { headers: { "x-user": user } }));
     for (let i = 0; i < 3; i++) {
       const res = await call("a");
       assertEquals(res.status, 200);
@@ -67,7 +80,9 @@ Deno.test({
         await other.start();
         const a = new RateLimiter(db, { policy: "shared", quota: 10, windowSeconds: 60 });
         const b = new RateLimiter(other, { policy: "shared", quota: 10, windowSeconds: 60 });
-        const results = await Promise.all(Array.from({ length: 30 }, (_, i) => (i % 2 ? a : b).hit("user")));
+        const results = await Promise.all(
+          Array.from({ length: 30 }, (_, i) => (i % 2 ? a : b).hit("user")),
+        );
         assertEquals(results.filter((r) => r.allowed).length, 10);
       } finally {
         await other.close();
@@ -92,6 +107,8 @@ Deno.test("a very large quota keeps the stored state small", () =>
   withDb(async (db) => {
     const limiter = new RateLimiter(db, { policy: "bulk", quota: 1_000_000, windowSeconds: 60 });
     for (let i = 0; i < 200; i++) assert((await limiter.hit("k")).allowed);
-    const [row] = await db.query((sql) => sql`select cardinality(buckets)::int as n from internal.rate_limits where key = 'bulk:k'`);
+    const [row] = await db.query((sql) =>
+      sql`select cardinality(buckets)::int as n from internal.rate_limits where key = 'bulk:k'`
+    );
     assert(row.n <= 60, `buckets stored: ${row.n}`);
   }));

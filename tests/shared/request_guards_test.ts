@@ -16,13 +16,19 @@ function app() {
   const Schema = z.strictObject({ name: z.string().max(10), n: z.number().int().positive() });
   route(a, "/", {
     GET: [(c) => c.json({ ok: true })],
-    POST: [bodyLimit(64), contentType("application/json"), async (c) => c.json(await readJson(c, Schema))],
+    POST: [
+      bodyLimit(64),
+      contentType("application/json"),
+      async (c) => c.json(await readJson(c, Schema)),
+    ],
   });
   return a;
 }
 
-const post = (body: BodyInit, headers: Record<string, string> = { "content-type": "application/json" }) =>
-  app().fetch(new Request("http://fn/", { method: "POST", body, headers }));
+const post = (
+  body: BodyInit,
+  headers: Record<string, string> = { "content-type": "application/json" },
+) => app().fetch(new Request("http://fn/", { method: "POST", body, headers }));
 
 Deno.test("route() answers 405 with Allow to any other method", async () => {
   for (const method of ["PUT", "DELETE", "PATCH"]) {
@@ -47,7 +53,11 @@ Deno.test("bodyLimit() answers 413 to a body over the limit, declared or streame
 Deno.test("contentType() answers 415 to a body that is not JSON, and accepts a charset", async () => {
   assertEquals((await post("{}", { "content-type": "text/plain" })).status, 415);
   assertEquals((await post("{}", {})).status, 415);
-  assertEquals((await post('{"name":"a","n":1}', { "content-type": "application/json; charset=utf-8" })).status, 200);
+  assertEquals(
+    (await post('{"name":"a","n":1}', { "content-type": "application/json; charset=utf-8" }))
+      .status,
+    200,
+  );
 });
 
 Deno.test("readJson() answers 400 to broken JSON and lists the issues of invalid input", async () => {
@@ -60,7 +70,10 @@ Deno.test("readJson() answers 400 to broken JSON and lists the issues of invalid
   assertEquals(err.code, "VALIDATION_FAILED");
   const paths = err.issues.map((i: { path: string }) => i.path).sort();
   assert(paths.includes("name") && paths.includes("n"), JSON.stringify(err.issues));
-  assert(err.issues.some((i: { message: string }) => /extra|unrecognized/i.test(i.message)), "unknown keys are named");
+  assert(
+    err.issues.some((i: { message: string }) => /extra|unrecognized/i.test(i.message)),
+    "unknown keys are named",
+  );
 });
 
 Deno.test("errorParts() never leaks an unknown error's message", () => {

@@ -21,7 +21,7 @@ export interface FaultProxy {
   close(): Promise<void>;
 }
 
-export async function startFaultProxy(
+export function startFaultProxy(
   target: { hostname: string; port: number },
 ): Promise<FaultProxy> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -77,7 +77,7 @@ export async function startFaultProxy(
     }
   })().catch(() => {});
 
-  return {
+  return Promise.resolve({
     port,
     url(t: string) {
       const u = new URL(t);
@@ -105,5 +105,5 @@ export async function startFaultProxy(
       await serve;
       await Promise.allSettled([...tasks]);
     },
-  };
+  });
 }

@@ -50,7 +50,10 @@ export interface SpawnOptions {
 }
 
 /** Runs `npm start`'s entry point as its own process with exactly `env` (plus PATH and HOME). */
-export async function spawnServer(env: Record<string, string>, opts: SpawnOptions = {}): Promise<SpawnedServer> {
+export async function spawnServer(
+  env: Record<string, string>,
+  opts: SpawnOptions = {},
+): Promise<SpawnedServer> {
   const readyLine = opts.ready ?? /^Serving (http:\/\/[\d.:]+)\/functions\/v1/;
   const child = new Deno.Command(Deno.execPath(), {
     args: [

@@ -4,10 +4,15 @@
  * several `deno run shared/serve.ts` processes over the same database.
  */
 import postgres from "postgres";
-import { type Sandbox, signToken, type Simulators, startSandbox } from "../../shared/sandbox/index.ts";
+import {
+  type Sandbox,
+  signToken,
+  type Simulators,
+  startSandbox,
+} from "../../shared/sandbox/index.ts";
 import { freshDatabase, type TestDatabase } from "./db.ts";
 import { FAST_LIMITS, FRONTEND, JWT_SECRET } from "./env.ts";
-import { spawnServer, type SpawnedServer, startTestServer, type TestServer } from "./server.ts";
+import { type SpawnedServer, spawnServer, startTestServer, type TestServer } from "./server.ts";
 
 export interface Stack {
   db: TestDatabase;
@@ -41,7 +46,11 @@ export interface StackOptions {
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const db = await freshDatabase();
-  const sandbox = await startSandbox({ databaseUrl: db.url, jwtSecret: JWT_SECRET, frontendUrl: FRONTEND });
+  const sandbox = await startSandbox({
+    databaseUrl: db.url,
+    jwtSecret: JWT_SECRET,
+    frontendUrl: FRONTEND,
+  });
   let env: Record<string, string> = {
     ...sandbox.env,
     ...FAST_LIMITS,
