@@ -253,7 +253,12 @@ Deno.test("a 4xx other than 429 dead-letters the alert with Discord's reason, sh
 });
 
 Deno.test("5xx are retried with backoff, then the alert is dead-lettered after ALERT_MAX_ATTEMPTS", async () => {
-  const h = await harness({ ALERT_MAX_ATTEMPTS: "3", ALERT_RETRY_BASE_MS: "200" });
+  // The cap leaves room for the doubling (the harness's 200 ms cap would flatten it).
+  const h = await harness({
+    ALERT_MAX_ATTEMPTS: "3",
+    ALERT_RETRY_BASE_MS: "200",
+    ALERT_RETRY_MAX_MS: "1000",
+  });
   try {
     h.sim.failNext(5, 502);
     const started = performance.now();

@@ -5,7 +5,7 @@ import { parseLimits } from "../../shared/limits.ts";
 import { loadMigrations, migrate } from "../../shared/migrate.ts";
 import { freshDatabase, onServer, type TestDatabase } from "../support/db.ts";
 import { FAST_LIMITS } from "../support/env.ts";
-import { startFaultProxy } from "../support/fault_proxy.ts";
+import { type FaultProxy, startFaultProxy } from "../support/fault_proxy.ts";
 
 function openDb(url: string, extra: Record<string, string> = {}) {
   return new Database({ url, limits: parseLimits({ ...FAST_LIMITS, ...extra }) });
@@ -24,6 +24,39 @@ async function withDb(
   } finally {
     await db.close();
     await t.close();
+  }
+}
+
+/** A fresh database reached through a fault proxy; `make` builds the Database on its URL. */
+async function withProxiedDb(
+  fn: (db: Database, proxy: FaultProxy) => Promise<void>,
+  make: (url: string) => Database = (url) => openDb(url),
+) {
+  const t = await freshDatabase();
+  const target = new URL(t.url);
+  const proxy = await startFaultProxy({
+    hostname: target.hostname,
+    port: Number(target.port || 5432),
+  });
+  const db = make(proxy.url(t.url));
+  try {
+    await fn(db, proxy);
+  } finally {
+    await db.close();
+    await proxy.close();
+    await t.close();
+  }
+}
+
+/** Waits until the gate is open again, failing past `limitMs`. */
+async function untilUp(db: Database, limitMs: number, since = performance.now()) {
+  while (!db.up) {
+    assertLess(
+      performance.now() - since,
+      limitMs,
+      `the database should be back within ${limitMs} ms`,
+    );
+    await new Promise((r) => setTimeout(r, 50));
   }
 }
 
@@ -210,15 +243,8 @@ Deno.test("a non-transient error is thrown as is, not retried, and the transacti
     assertEquals(n, 0);
   }));
 
-Deno.test("a cut database fails fast with DatabaseUnavailable, the gate holds, and it recovers by itself", async () => {
-  const t = await freshDatabase();
-  const target = new URL(t.url);
-  const proxy = await startFaultProxy({
-    hostname: target.hostname,
-    port: Number(target.port || 5432),
-  });
-  const db = openDb(proxy.url(t.url));
-  try {
+Deno.test("a cut database fails fast with DatabaseUnavailable, the gate holds, and it recovers by itself", () =>
+  withProxiedDb(async (db, proxy) => {
     await db.start();
     await db.query((sql) => sql`create table if not exists written (id int)`);
     proxy.cut();
@@ -237,77 +263,44 @@ Deno.test("a cut database fails fast with DatabaseUnavailable, the gate holds, a
     ) as DatabaseUnavailable;
     assert(err.retryAfterMs >= 0 && err.retryAfterMs <= 2000);
     proxy.heal();
-    const healed = performance.now();
-    while (!db.up) {
-      assertLess(performance.now() - healed, 5000, "the database should be back within 5 s");
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await untilUp(db, 5000);
     const rows = await db.query((sql) => sql`select count(*)::int as n from written`);
     assertEquals(rows[0].n, 0, "nothing was written while the database was cut");
     assert(db.health().failures >= 1);
-  } finally {
-    await db.close();
-    await proxy.close();
-    await t.close();
-  }
-});
+  }));
 
-Deno.test("a stalled database connection ends within the query deadline as DatabaseUnavailable", async () => {
-  const t = await freshDatabase();
-  const target = new URL(t.url);
-  const proxy = await startFaultProxy({
-    hostname: target.hostname,
-    port: Number(target.port || 5432),
-  });
-  const db = openDb(proxy.url(t.url));
-  try {
+Deno.test("a stalled database connection ends within the query deadline as DatabaseUnavailable", () =>
+  withProxiedDb(async (db, proxy) => {
     await db.start();
     proxy.stall();
     const started = performance.now();
     await assertRejects(() => db.query((sql) => sql`select 1`), DatabaseUnavailable);
     assertLess(performance.now() - started, 2000);
     proxy.heal();
-    const healed = performance.now();
-    while (!db.up) {
-      assertLess(performance.now() - healed, 5000);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await untilUp(db, 5000);
     assertEquals((await db.query((sql) => sql`select 1 as x`))[0].x, 1);
-  } finally {
-    await db.close();
-    await proxy.close();
-    await t.close();
-  }
-});
+  }));
 
 Deno.test("a start while the database stalls does not hang: migrations run once it answers", async () => {
-  const t = await freshDatabase();
-  const target = new URL(t.url);
-  const proxy = await startFaultProxy({
-    hostname: target.hostname,
-    port: Number(target.port || 5432),
-  });
   const migrations = await loadMigrations();
   let runs = 0;
-  const db = new Database({
-    url: proxy.url(t.url),
-    limits: parseLimits({ ...FAST_LIMITS, DB_MIGRATE_TIMEOUT_MS: "1500" }),
-    onConnect: async (sql) => {
-      runs++;
-      await migrate(sql, migrations);
-    },
-  });
-  try {
+  const make = (url: string) =>
+    new Database({
+      url,
+      limits: parseLimits({ ...FAST_LIMITS, DB_MIGRATE_TIMEOUT_MS: "1500" }),
+      onConnect: async (sql) => {
+        runs++;
+        await migrate(sql, migrations);
+      },
+    });
+  await withProxiedDb(async (db, proxy) => {
     proxy.stall();
     const started = performance.now();
     await db.start();
     assertLess(performance.now() - started, 3000, "start gives up within its deadlines");
     assertEquals(db.up, false);
     proxy.heal();
-    while (!db.up) {
-      assertLess(performance.now() - started, 10_000, "up once the network heals");
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await untilUp(db, 10_000, started);
     const [{ n }] = await db.query((sql) =>
       sql`select count(*)::int as n from internal.schema_migrations`
     );
@@ -317,13 +310,9 @@ Deno.test("a start while the database stalls does not hang: migrations run once 
     proxy.cut();
     await assertRejects(() => db.query((sql) => sql`select 1`), DatabaseUnavailable);
     proxy.heal();
-    while (!db.up) await new Promise((r) => setTimeout(r, 50));
+    await untilUp(db, 5000);
     assertEquals(runs, before);
-  } finally {
-    await db.close();
-    await proxy.close();
-    await t.close();
-  }
+  }, make);
 });
 
 Deno.test("overlapping calls on the embedded database are run one at a time and all answered", async () => {
