@@ -23,7 +23,11 @@ Deno.test("a breaker opens after repeated failures and then answers CircuitOpen 
       () => b.run(() => Promise.resolve(++calls)),
       CircuitOpen,
     ) as CircuitOpen;
-    assertLess(performance.now() - started, 50);
+    assertLess(
+      performance.now() - started,
+      500,
+      "an open breaker answers at once, it does not wait",
+    );
     assertEquals(calls, 0, "an open breaker does not call the upstream");
     assertEquals(err.status, 503);
     assert(Number(err.headers["retry-after"]) >= 1);
