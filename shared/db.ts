@@ -36,6 +36,42 @@ const CONNECTION_CODES = new Set([
   "QUERY_DEADLINE",
 ]);
 
+/**
+ * Keeps the process alive through two known postgres.js 3.4.9 bugs, and only those: after a
+ * committed `sql.begin()` its `connection.onclose = reject` stays set, so ending the pool (as the
+ * recovery gate does) rejects an already-settled promise with CONNECTION_DESTROYED/CLOSED
+ * (porsager/postgres#1201); and `nextWrite()` can throw on a socket already closed
+ * (porsager/postgres#1133, #1208). Both are stray signals about connections the gate has already
+ * given up on; every caller's own promise was settled with the real outcome. Anything else still
+ * surfaces as usual. The listeners are installed once per process; each caller is told of what was
+ * swallowed until it calls the returned function.
+ */
+export function guardDriverBugs(onSwallowed: (err: unknown) => void = () => {}): () => void {
+  driverListeners.add(onSwallowed);
+  if (!driverGuardInstalled) {
+    driverGuardInstalled = true;
+    const swallow = (event: Event, err: unknown) => {
+      if (!isDriverSignal(err)) return;
+      event.preventDefault();
+      for (const listener of driverListeners) listener(err);
+    };
+    globalThis.addEventListener("unhandledrejection", (e) => swallow(e, e.reason));
+    globalThis.addEventListener("error", (e) => swallow(e, e.error));
+  }
+  return () => driverListeners.delete(onSwallowed);
+}
+const driverListeners = new Set<(err: unknown) => void>();
+let driverGuardInstalled = false;
+
+/** Whether `err` is one of those stray postgres.js connection signals (see guardDriverBugs). */
+export function isDriverSignal(err: unknown): boolean {
+  const e = err as { code?: unknown; stack?: unknown } | undefined;
+  const stack = typeof e?.stack === "string" ? e.stack : "";
+  if (!/postgres\S*\/src\/(connection|index)\.js/.test(stack)) return false;
+  return (typeof e?.code === "string" && /^CONNECTION_(DESTROYED|CLOSED|ENDED)$/.test(e.code)) ||
+    (err instanceof TypeError && /nextWrite/.test(stack));
+}
+
 /** A deadline timer later than this was held up by a blocked event loop, not by the database. */
 const LOOP_LAG_MS = 50;
 

@@ -8,7 +8,7 @@
  */
 import type { Platform } from "./app.ts";
 import { Breakers } from "./circuit_breaker.ts";
-import { Database } from "./db.ts";
+import { Database, guardDriverBugs } from "./db.ts";
 import { startEmbedded } from "./embedded_db.ts";
 import { postgresUrl } from "./env.ts";
 import { parseLimits } from "./limits.ts";
@@ -41,6 +41,7 @@ export async function createPlatform(
 ): Promise<RunningPlatform> {
   const limits = parseLimits(env);
   const log = opts.log ?? createLogger();
+  guardDriverBugs((err) => log.warn("stray postgres.js connection signal ignored", { error: err }));
   // A malformed URL is reported by each function's own schema (they then answer BOOT_ERROR).
   const configured = postgresUrl.safeParse(env.SUPABASE_DB_URL).success;
   let url = configured ? env.SUPABASE_DB_URL : undefined;

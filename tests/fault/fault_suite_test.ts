@@ -357,10 +357,11 @@ Deno.test({
         } ms after the cut`,
       );
     } catch (err) {
-      const unhandled = stack.processes.flatMap((p) =>
-        p.output.filter((l) => l.includes('"unhandled error"'))
-      );
-      console.error(unhandled.slice(0, 5).join("\n"));
+      for (const p of stack.processes) {
+        const unhandled = p.output.filter((l) => l.includes('"unhandled error"'));
+        const last = p.output.filter((l) => !l.includes('"msg":"request"')).slice(-12);
+        console.error([...unhandled.slice(0, 5), "--- last lines:", ...last].join("\n"));
+      }
       throw err;
     } finally {
       await traffic.stop();

@@ -1,5 +1,11 @@
 import { assert, assertEquals, assertLess, assertRejects } from "@std/assert";
-import { classifyDbError, Database, fullJitter } from "../../shared/db.ts";
+import {
+  classifyDbError,
+  Database,
+  fullJitter,
+  guardDriverBugs,
+  isDriverSignal,
+} from "../../shared/db.ts";
 import { DatabaseBusy, DatabaseUnavailable } from "../../shared/errors.ts";
 import { parseLimits } from "../../shared/limits.ts";
 import { loadMigrations, migrate } from "../../shared/migrate.ts";
@@ -387,4 +393,37 @@ Deno.test({
       assert(db.up, "load never closes the gate");
       assertEquals(db.health().shed, shed.length);
     }, { DB_POOL_MAX: "2", DB_QUEUE_TIMEOUT_MS: "400" }),
+});
+
+/** An error as postgres.js raises it from inside its connection code. */
+function driverError(code: string): Error {
+  const err = Object.assign(new Error(`write ${code} 127.0.0.1:5432`), { code });
+  err.stack =
+    `Error: write ${code}\n    at Object.terminate (file:///app/node_modules/.deno/postgres@3.4.9/node_modules/postgres/src/connection.js:425:20)`;
+  return err;
+}
+
+Deno.test("isDriverSignal() picks out postgres.js's stray connection signals and nothing else", () => {
+  assert(isDriverSignal(driverError("CONNECTION_DESTROYED")));
+  assert(isDriverSignal(driverError("CONNECTION_CLOSED")));
+  assert(!isDriverSignal(driverError("23505")), "a real query error is not a stray signal");
+  assert(
+    !isDriverSignal(Object.assign(new Error("x"), { code: "CONNECTION_DESTROYED" })),
+    "not from the driver",
+  );
+  assert(!isDriverSignal(new Error("anything else")));
+  assert(!isDriverSignal(undefined));
+});
+
+Deno.test("guardDriverBugs() keeps the process alive through a stray driver rejection", async () => {
+  const swallowed: unknown[] = [];
+  const stop = guardDriverBugs((err) => swallowed.push(err));
+  try {
+    const stray = driverError("CONNECTION_DESTROYED");
+    void Promise.reject(stray); // nobody handles it, as in porsager/postgres#1201
+    await new Promise((r) => setTimeout(r, 20));
+    assert(swallowed.includes(stray), "the stray signal was swallowed and reported");
+  } finally {
+    stop();
+  }
 });
