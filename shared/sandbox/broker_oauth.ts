@@ -133,20 +133,12 @@ export function startBrokerOAuthSimulator(
     return json(404, { error: "not_found" });
   });
   const base = `http://127.0.0.1:${server.addr.port}`;
-  return Promise.resolve({
+  // The simulator is its own state: tests read `calls` and steer `delayMs` directly.
+  return Promise.resolve(Object.assign(state, {
     url: base,
     authorizeUrl: `${base}/oauth/authorize`,
     tokenUrl: `${base}/oauth/token`,
-    get calls() {
-      return state.calls;
-    },
     issued,
-    get delayMs() {
-      return state.delayMs;
-    },
-    set delayMs(v: number) {
-      state.delayMs = v;
-    },
     failNext(n: number) {
       state.failures = n;
     },
@@ -154,5 +146,5 @@ export function startBrokerOAuthSimulator(
       controller.abort();
       await server.finished;
     },
-  });
+  }));
 }

@@ -50,12 +50,11 @@ export function startMarketDataSimulator(
   opts: MarketDataSimulatorOptions,
 ): Promise<MarketDataSimulator> {
   const unknown = new Set(opts.unknownSymbols ?? []);
-  let calls = 0;
   let failures = 0;
   let rateLimitSeconds: number | undefined;
   const symbolsPerCall: string[][] = [];
   const controller = new AbortController();
-  const state = { down: false, delayMs: 0 };
+  const state = { down: false, delayMs: 0, calls: 0 };
   const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
     new Response(JSON.stringify(body), {
       status,
@@ -78,7 +77,7 @@ export function startMarketDataSimulator(
     ) {
       return json(401, { message: "unauthorized." });
     }
-    calls++;
+    state.calls++;
     const symbols = (url.searchParams.get("symbols") ?? "").split(",").filter(Boolean);
     symbolsPerCall.push(symbols);
     if (state.delayMs > 0) await new Promise((r) => setTimeout(r, state.delayMs));
@@ -118,24 +117,10 @@ export function startMarketDataSimulator(
     return json(200, { quotes });
   });
 
-  return Promise.resolve({
+  // The simulator is its own state: tests read `calls` and steer `down`, `delayMs` directly.
+  return Promise.resolve(Object.assign(state, {
     url: `http://127.0.0.1:${server.addr.port}`,
-    get calls() {
-      return calls;
-    },
     symbolsPerCall,
-    get down() {
-      return state.down;
-    },
-    set down(v: boolean) {
-      state.down = v;
-    },
-    get delayMs() {
-      return state.delayMs;
-    },
-    set delayMs(v: number) {
-      state.delayMs = v;
-    },
     failNext(n: number) {
       failures = n;
     },
@@ -147,5 +132,5 @@ export function startMarketDataSimulator(
       controller.abort();
       await server.finished;
     },
-  });
+  }));
 }

@@ -149,21 +149,10 @@ export function startSupabaseAuthSimulator(
     return json(404, { code: 404, msg: "Not Found" });
   });
 
-  return Promise.resolve({
+  // The simulator is its own state: tests steer it by setting `down` and `delayMs`.
+  return Promise.resolve(Object.assign(state, {
     url: `http://127.0.0.1:${server.addr.port}`,
     calls,
-    get down() {
-      return state.down;
-    },
-    set down(v: boolean) {
-      state.down = v;
-    },
-    get delayMs() {
-      return state.delayMs;
-    },
-    set delayMs(v: number) {
-      state.delayMs = v;
-    },
     failNext(n: number) {
       state.failures = n;
     },
@@ -171,5 +160,5 @@ export function startSupabaseAuthSimulator(
       controller.abort();
       await server.finished;
     },
-  });
+  }));
 }
