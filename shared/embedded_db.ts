@@ -19,7 +19,10 @@ export interface Embedded {
 export async function startEmbedded(dir: string): Promise<Embedded> {
   await Deno.mkdir(dir, { recursive: true });
   const pg = await PGlite.create(dir);
-  const server = new PGLiteSocketServer({ db: pg, host: "127.0.0.1", port: 0 });
+  // PGlite is one session. The platform keeps its own calls to one at a time; the other
+  // connections allowed here are for looking in (tests' checks, psql on the sandbox), and share
+  // that session through pglite-socket's query queue.
+  const server = new PGLiteSocketServer({ db: pg, host: "127.0.0.1", port: 0, maxConnections: 8 });
   await server.start();
   // deno-lint-ignore no-explicit-any
   const { port } = (server as any).server.address() as { port: number };
