@@ -24,6 +24,7 @@ import postgres from "postgres";
 import { startSandbox } from "../../shared/sandbox/index.ts";
 import { signToken } from "../../shared/sandbox/index.ts";
 import { FRONTEND, JWT_SECRET, userToken } from "../support/env.ts";
+import { denoRun } from "../support/process.ts";
 import { barChart, soakChart } from "./chart.ts";
 import {
   GeneratorProcess,
@@ -496,28 +497,9 @@ async function coldStartOnce(
 ): Promise<number> {
   const port = freePort();
   const started = performance.now();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `--config=${new URL("deno.json", ROOT).pathname}`,
-      new URL(entry, ROOT).pathname,
-    ],
-    cwd: ROOT,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "",
-      HOME: Deno.env.get("HOME") ?? "/tmp",
-      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-      NO_COLOR: "1",
-      ...env,
-      PORT: String(port),
-      HOST: "127.0.0.1",
-    },
-    stdin: "null",
+  const child = denoRun(entry, { NO_COLOR: "1", ...env, PORT: String(port), HOST: "127.0.0.1" }, {
     stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  });
   const stderr = (async () => {
     let text = "";
     for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {

@@ -13,8 +13,7 @@
  */
 import type { RequestSource, Target } from "./load.ts";
 import { encodeRequest, type RequestSpec } from "./load.ts";
-
-const ROOT = new URL("../../", import.meta.url);
+import { denoRun, pumpLines } from "../support/process.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -55,44 +54,17 @@ export async function spawnProcess(opts: {
 }): Promise<SpawnedProcess> {
   const ready = opts.ready ?? SERVER_READY;
   const spawnedAt = performance.now();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `--config=${new URL("deno.json", ROOT).pathname}`,
-      new URL(opts.entry, ROOT).pathname,
-    ],
-    cwd: ROOT,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "",
-      HOME: Deno.env.get("HOME") ?? "/tmp",
-      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-      NO_COLOR: "1",
-      PORT: "0",
-      ...opts.env,
-    },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = denoRun(opts.entry, { NO_COLOR: "1", PORT: "0", ...opts.env });
   const output: string[] = [];
   let onReady: (url: string) => void = () => {};
   const readyUrl = new Promise<string>((resolve) => (onReady = resolve));
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    let buffered = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      buffered += chunk;
-      const lines = buffered.split("\n");
-      buffered = lines.pop()!;
-      for (const line of lines) {
-        output.push(line);
-        if (output.length > OUTPUT_LINES) output.shift();
-        const m = ready.exec(line);
-        if (m) onReady(m[1]);
-      }
-    }
-  };
+  const pump = (stream: ReadableStream<Uint8Array>) =>
+    pumpLines(stream, (line) => {
+      output.push(line);
+      if (output.length > OUTPUT_LINES) output.shift();
+      const m = ready.exec(line);
+      if (m) onReady(m[1]);
+    });
   const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
   const status = child.status;
   const stop = async () => {

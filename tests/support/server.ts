@@ -4,6 +4,9 @@
  * and graceful shutdown. Both capture every log line so tests can check what was logged.
  */
 import { createLogger } from "../../shared/logger.ts";
+import { denoRun, pumpLines } from "./process.ts";
+
+export { denoRun, pumpLines };
 import { type RunningServer, startServer } from "../../shared/serve.ts";
 
 export interface TestServer extends RunningServer {
@@ -38,8 +41,6 @@ export interface SpawnedServer {
   stop(signal?: Deno.Signal): Promise<number>;
 }
 
-const ROOT = new URL("../../", import.meta.url);
-
 export interface SpawnOptions {
   /** Working directory (the sandbox keeps `.data/` there). Default the project root. */
   cwd?: string;
@@ -55,25 +56,7 @@ export async function spawnServer(
   opts: SpawnOptions = {},
 ): Promise<SpawnedServer> {
   const readyLine = opts.ready ?? /^Serving (http:\/\/[\d.:]+)\/functions\/v1/;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `--config=${new URL("deno.json", ROOT).pathname}`,
-      new URL(opts.entry ?? "shared/serve.ts", ROOT).pathname,
-    ],
-    cwd: opts.cwd ?? ROOT,
-    clearEnv: true,
-    env: {
-      PATH: Deno.env.get("PATH") ?? "",
-      HOME: Deno.env.get("HOME") ?? "/tmp",
-      ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-      PORT: "0",
-      ...env,
-    },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = denoRun(opts.entry ?? "shared/serve.ts", { PORT: "0", ...env }, { cwd: opts.cwd });
   const output: string[] = [];
   let resolveUrl: (url: string) => void;
   let rejectUrl: (err: Error) => void;
@@ -81,19 +64,12 @@ export async function spawnServer(
     resolveUrl = res;
     rejectUrl = rej;
   });
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    let buffered = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      buffered += chunk;
-      const lines = buffered.split("\n");
-      buffered = lines.pop()!;
-      for (const line of lines) {
-        output.push(line);
-        const m = readyLine.exec(line);
-        if (m) resolveUrl(m[1]);
-      }
-    }
-  };
+  const pump = (stream: ReadableStream<Uint8Array>) =>
+    pumpLines(stream, (line) => {
+      output.push(line);
+      const m = readyLine.exec(line);
+      if (m) resolveUrl(m[1]);
+    });
   const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
   const status = child.status.then((s) => {
     rejectUrl(new Error(`server exited with ${s.code} before listening:\n${output.join("\n")}`));
