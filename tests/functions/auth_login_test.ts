@@ -58,10 +58,9 @@ async function withServer(
     users: USERS,
   });
   const db = await freshDatabase();
-  const pool: Record<string, string> = db.kind === "embedded" ? { DB_POOL_MAX: "1" } : {};
   let server: TestServer | undefined;
   try {
-    server = await startTestServer(envFor(db.url, sim, { ...pool, ...extra }), { only: ["auth"] });
+    server = await startTestServer(envFor(db.url, sim, extra), { only: ["auth"] });
     await fn(server, sim);
   } finally {
     await server?.close();
@@ -246,8 +245,7 @@ Deno.test(
       users: USERS,
     });
     const db = await freshDatabase();
-    const pool: Record<string, string> = db.kind === "embedded" ? { DB_POOL_MAX: "1" } : {};
-    const env = envFor(db.url, sim, pool);
+    const env = envFor(db.url, sim);
     const a = await spawnServer(env);
     const b = await spawnServer(env).catch(async (err) => {
       await a.stop();

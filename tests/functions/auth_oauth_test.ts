@@ -40,7 +40,6 @@ async function withOAuth(fn: (ctx: Ctx) => Promise<void>, extra: Record<string, 
     users: [],
   });
   const db = await freshDatabase();
-  const pool: Record<string, string> = db.kind === "embedded" ? { DB_POOL_MAX: "1" } : {};
   const servers: TestServer[] = [];
   const env = testEnv(db.url, {
     SUPABASE_URL: auth.url,
@@ -51,7 +50,6 @@ async function withOAuth(fn: (ctx: Ctx) => Promise<void>, extra: Record<string, 
     BROKER_OAUTH_TOKEN_URL: sim.tokenUrl,
     BROKER_OAUTH_REDIRECT_URL: REDIRECT,
     BROKER_TOKEN_KEY: KEY,
-    ...pool,
     ...extra,
   });
   try {

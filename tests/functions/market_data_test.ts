@@ -35,10 +35,9 @@ async function withServer(
 ) {
   const sim = await startMarketDataSimulator({ ...KEYS, ...simOpts });
   const db = await freshDatabase();
-  const pool: Record<string, string> = db.kind === "embedded" ? { DB_POOL_MAX: "1" } : {};
   let server: TestServer | undefined;
   try {
-    server = await startTestServer(envFor(db.url, sim, { ...pool, ...extra }), {
+    server = await startTestServer(envFor(db.url, sim, extra), {
       only: ["market-data"],
     });
     const token = await userToken();
@@ -190,8 +189,7 @@ Deno.test(
     const sim = await startMarketDataSimulator(KEYS);
     sim.delayMs = 300;
     const db = await freshDatabase();
-    const pool: Record<string, string> = db.kind === "embedded" ? { DB_POOL_MAX: "1" } : {};
-    const env = envFor(db.url, sim, pool);
+    const env = envFor(db.url, sim);
     const a = await spawnServer(env);
     const b = await spawnServer(env).catch(async (err) => {
       await a.stop();

@@ -20,7 +20,6 @@ export function testEnv(dbUrl: string, extra: Record<string, string> = {}): Reco
     SUPABASE_DB_URL: dbUrl,
     SUPABASE_JWT_SECRET: JWT_SECRET,
     FRONTEND_URL: FRONTEND,
-    LOG_LEVEL: "info",
     ...FAST_LIMITS,
     ...extra,
   };

@@ -32,8 +32,6 @@ export async function withWorld(fn: (w: World) => Promise<void>): Promise<void> 
           BROKER_API_URL: broker.url,
           BROKER_API_KEY_ID: BROKER_KEY_ID,
           BROKER_API_SECRET_KEY: BROKER_SECRET,
-          // PGlite serves one connection at a time: the pool must not open a second.
-          ...(db.kind === "embedded" ? { DB_POOL_MAX: "1" } : {}),
           ...extra,
         }),
     });

@@ -41,10 +41,7 @@ Deno.test({
     const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port) });
     const sql = postgres(db.url, { max: 1, onnotice: () => {} });
     try {
-      const env = testEnv(proxy.url(db.url), {
-        ...webhookEnv(),
-        WEBHOOK_PURGE_INTERVAL_SECONDS: String(365 * 86400),
-      });
+      const env = testEnv(proxy.url(db.url), webhookEnv());
       const server = await startTestServer(env, { only: ["payment-webhook"] });
       try {
         const init = await delivery(checkoutCompleted());

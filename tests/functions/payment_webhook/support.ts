@@ -16,9 +16,7 @@ export async function withWebhook(
 ): Promise<void> {
   const db = await freshDatabase();
   try {
-    // The embedded database's socket can lose a query sent while another is in flight, so the
-    // opportunistic purge (tested in tests/shared/webhook_dedup_test.ts) is kept out of the way.
-    const env = { ...webhookEnv(), WEBHOOK_PURGE_INTERVAL_SECONDS: String(365 * 86400), ...extra };
+    const env = { ...webhookEnv(), ...extra };
     const server = await startTestServer(testEnv(db.url, env), {
       only: ["payment-webhook"],
     });
