@@ -89,7 +89,7 @@ export const LimitsSchema = z.object({
   ALERT_LEASE_MS: ms(30_000),
   // Sent alerts are kept this long (dead ones until an operator removes them).
   ALERT_RETENTION_DAYS: count(7),
-  // Local server (shared/serve.ts)
+  // Local server (local/serve.ts)
   SHUTDOWN_GRACE_MS: ms(10_000),
 });
 

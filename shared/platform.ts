@@ -1,6 +1,7 @@
 /**
- * The per-process platform the functions share: configuration limits, the database (server or
- * embedded) with its recovery gate and migrations, the breakers, the logger and background work.
+ * The per-process platform the functions share: configuration limits, the database with its
+ * recovery gate, the breakers, the logger and background work. Production code only: the local
+ * server injects what is local (the embedded database's URL, migrations on connect).
  *
  * @example
  * const platform = await createPlatform(Deno.env.toObject());
@@ -8,22 +9,18 @@
  */
 import type { Platform } from "./app.ts";
 import { Breakers } from "./circuit_breaker.ts";
-import { Database, guardDriverBugs } from "./db.ts";
-import { startEmbedded } from "./embedded_db.ts";
+import { Database, guardDriverBugs, type Sql } from "./db.ts";
 import { postgresUrl } from "./env.ts";
 import { parseLimits } from "./limits.ts";
 import { createLogger, type Logger } from "./logger.ts";
-import { loadMigrations, migrate } from "./migrate.ts";
 import { operatorAlerts } from "./operator_alerts.ts";
 
 export interface PlatformOptions {
-  /** Where the embedded database lives when `SUPABASE_DB_URL` is not set. */
-  dataDir?: string;
   /**
-   * Whether a missing `SUPABASE_DB_URL` means the embedded database (sandbox, standalone runs)
-   * or no database at all (production profile: every function then fails to boot naming it).
+   * Runs once on the first good connection, before the gate first opens: the local server
+   * applies its migrations here. Deployed functions have none (they run no DDL).
    */
-  allowEmbedded?: boolean;
+  onConnect?: (sql: Sql) => Promise<void>;
   log?: Logger;
   fetch?: typeof fetch;
   now?: () => number;
@@ -44,11 +41,10 @@ export async function createPlatform(
   guardDriverBugs((err) => log.warn("stray postgres.js connection signal ignored", { error: err }));
   // A malformed URL is reported by each function's own schema (they then answer BOOT_ERROR).
   const configured = postgresUrl.safeParse(env.SUPABASE_DB_URL).success;
-  let url = configured ? env.SUPABASE_DB_URL : undefined;
-  const useEmbedded = !url && opts.allowEmbedded !== false;
-  const embedded = useEmbedded ? await startEmbedded(opts.dataDir ?? ".data/pglite") : undefined;
   // Without a database the gate simply never opens: nothing is faked, every call answers 503.
-  url ??= embedded?.url ?? "postgres://unconfigured@127.0.0.1:1/unconfigured";
+  const url = configured
+    ? env.SUPABASE_DB_URL!
+    : "postgres://unconfigured@127.0.0.1:1/unconfigured";
 
   const pending = new Set<Promise<unknown>>();
   const background = (work: Promise<unknown>) => {
@@ -81,19 +77,13 @@ export async function createPlatform(
       await Promise.allSettled([...pending]);
       platform.breakers.shutdown();
       await platform.db.close();
-      await embedded?.close();
     },
   };
-  const migrations = await loadMigrations();
   platform.db = new Database({
     url,
     limits,
-    max: embedded ? 1 : undefined,
     now: platform.now,
-    onConnect: async (sql) => {
-      const applied = await migrate(sql, migrations);
-      if (applied.length) log.info("migrations applied", { versions: applied });
-    },
+    onConnect: opts.onConnect,
     onStateChange: (state, cause) => {
       if (state === "down") {
         log.error("database unavailable; failing fast until a probe succeeds", { error: cause });
@@ -118,6 +108,6 @@ export async function createPlatform(
       );
     }
   };
-  if (embedded || configured) await platform.db.start();
+  if (configured) await platform.db.start();
   return platform;
 }

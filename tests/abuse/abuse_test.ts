@@ -7,7 +7,7 @@
 import fc from "fast-check";
 import { sign } from "hono/jwt";
 import { assert, assertEquals } from "@std/assert";
-import { SANDBOX_SECRETS } from "../../shared/sandbox/index.ts";
+import { SANDBOX_SECRETS } from "../../local/sandbox/index.ts";
 import { type Stack, startStack } from "../support/stack.ts";
 
 const ROUTES: { path: string; methods: string[] }[] = [

@@ -1,5 +1,5 @@
 /**
- * Benchmark: orders per second through the real server (`deno run shared/serve.ts` as its own
+ * Benchmark: orders per second through the real server (`deno run local/serve.ts` as its own
  * process) on the Postgres server, with the simulated Alpaca on loopback. Every order is a new
  * Idempotency-Key (so each one claims a key, checks the rate limit, calls the broker and commits
  * the order with the key's completion); a fixed count at a fixed concurrency (closed loop), after
@@ -9,7 +9,7 @@
  * Options (env): `ORDERS` (2000), `CONCURRENCY` (32), `WARMUP` (100).
  * Not part of `npm test`.
  */
-import { startBrokerSimulator } from "../../shared/sandbox/broker.ts";
+import { startBrokerSimulator } from "../../local/sandbox/broker.ts";
 import { freshDatabase, SERVER_URL } from "../support/db.ts";
 import { testEnv, userToken } from "../support/env.ts";
 import { spawnServer } from "../support/server.ts";

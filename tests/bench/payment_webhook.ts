@@ -1,5 +1,5 @@
 /**
- * Benchmark: Stripe events per second through the real server (`deno run shared/serve.ts` as its
+ * Benchmark: Stripe events per second through the real server (`deno run local/serve.ts` as its
  * own process) on the Postgres server. A fixed number of signed `checkout.session.completed`
  * events, 20% of them redeliveries of events sent earlier in the run (as Stripe's at-least-once
  * delivery produces), at a fixed concurrency (closed loop), after a short warm-up. Every body is

@@ -21,8 +21,8 @@
  * (the machine is shared); both attempts are in the JSON.
  */
 import postgres from "postgres";
-import { startSandbox } from "../../shared/sandbox/index.ts";
-import { signToken } from "../../shared/sandbox/index.ts";
+import { startSandbox } from "../../local/sandbox/index.ts";
+import { signToken } from "../../local/sandbox/index.ts";
 import { FRONTEND, JWT_SECRET, userToken } from "../support/env.ts";
 import { denoRun } from "../support/process.ts";
 import { barChart, soakChart } from "./chart.ts";
@@ -333,7 +333,7 @@ async function rigFor(s: Scenario, ctx: RunContext): Promise<Rig | string> {
       ready: BASELINE_READY,
     })
     : await spawnProcess({
-      entry: "shared/serve.ts",
+      entry: "local/serve.ts",
       env: { ...ctx.env, ...s.env },
       ready: SERVER_READY,
     });
@@ -563,7 +563,7 @@ async function measureColdStarts(ctx: RunContext): Promise<ColdStart[]> {
     {
       name: "local server (all functions)",
       kind: "server",
-      entry: "shared/serve.ts",
+      entry: "local/serve.ts",
       path: "/functions/v1/status",
       ok: (s) => s === 200,
     },
@@ -892,7 +892,7 @@ async function main(opts: BenchOptions) {
         connectionsPerGenerator: opts.connections,
         plan: p,
         server:
-          "shared/serve.ts as its own process, LOG_LEVEL=info, sandbox simulators as upstreams, fresh Postgres database",
+          "local/serve.ts as its own process, LOG_LEVEL=info, sandbox simulators as upstreams, fresh Postgres database",
       },
       scenarios: reports,
       coldStarts: cold,

@@ -6,8 +6,8 @@
 import { chromium } from "playwright-core";
 import postgres from "postgres";
 import { assert, assertEquals } from "@std/assert";
-import { SANDBOX_SECRETS } from "../../shared/sandbox/index.ts";
-import { startBrokerSimulator } from "../../shared/sandbox/broker.ts";
+import { SANDBOX_SECRETS } from "../../local/sandbox/index.ts";
+import { startBrokerSimulator } from "../../local/sandbox/broker.ts";
 import { freshDatabase } from "../support/db.ts";
 import { testEnv, userToken } from "../support/env.ts";
 import { startTestServer } from "../support/server.ts";

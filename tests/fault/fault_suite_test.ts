@@ -6,7 +6,7 @@
  * its deadline.
  */
 import { assert, assertEquals, assertLess } from "@std/assert";
-import { SANDBOX_SECRETS } from "../../shared/sandbox/index.ts";
+import { SANDBOX_SECRETS } from "../../local/sandbox/index.ts";
 import { onServer, SERVER_URL } from "../support/db.ts";
 import { type FaultProxy, startFaultProxy } from "../support/fault_proxy.ts";
 import type { SpawnedServer } from "../support/server.ts";

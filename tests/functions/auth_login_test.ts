@@ -8,7 +8,7 @@ import { assert, assertEquals, assertMatch, assertNotEquals } from "@std/assert"
 import {
   startSupabaseAuthSimulator,
   type SupabaseAuthSimulator,
-} from "../../shared/sandbox/supabase_auth.ts";
+} from "../../local/sandbox/supabase_auth.ts";
 import { freshDatabase, onServer } from "../support/db.ts";
 import { FRONTEND, JWT_SECRET, testEnv } from "../support/env.ts";
 import { spawnServer, startTestServer, type TestServer } from "../support/server.ts";

@@ -7,8 +7,8 @@ import { assert, assertEquals, assertNotEquals } from "@std/assert";
 import {
   type BrokerOAuthSimulator,
   startBrokerOAuthSimulator,
-} from "../../shared/sandbox/broker_oauth.ts";
-import { startSupabaseAuthSimulator } from "../../shared/sandbox/supabase_auth.ts";
+} from "../../local/sandbox/broker_oauth.ts";
+import { startSupabaseAuthSimulator } from "../../local/sandbox/supabase_auth.ts";
 import { decryptToken, importTokenKey, tokenContext } from "../../functions/auth/token_crypto.ts";
 import { freshDatabase } from "../support/db.ts";
 import { FRONTEND, JWT_SECRET, testEnv, userToken } from "../support/env.ts";

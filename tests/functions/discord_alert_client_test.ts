@@ -13,7 +13,7 @@ import {
   truncate,
 } from "../../shared/discord_client.ts";
 import { UpstreamUnavailable } from "../../shared/errors.ts";
-import { parseMentions, startDiscordSimulator } from "../../shared/sandbox/discord.ts";
+import { parseMentions, startDiscordSimulator } from "../../local/sandbox/discord.ts";
 
 Deno.test("neutralize() leaves no mention Discord would parse and no markdown link", () => {
   const out = neutralize(

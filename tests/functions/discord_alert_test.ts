@@ -9,7 +9,7 @@ import {
   type DiscordSimulatorOptions,
   parseMentions,
   startDiscordSimulator,
-} from "../../shared/sandbox/discord.ts";
+} from "../../local/sandbox/discord.ts";
 import { freshDatabase, onServer, type TestDatabase } from "../support/db.ts";
 import { serviceToken, testEnv, userToken } from "../support/env.ts";
 import { startTestServer, type TestServer } from "../support/server.ts";

@@ -4,11 +4,11 @@
  * pause, and input validation.
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { SANDBOX_SECRETS } from "../../shared/sandbox/index.ts";
+import { SANDBOX_SECRETS } from "../../local/sandbox/index.ts";
 import {
   type MarketDataSimulator,
   startMarketDataSimulator,
-} from "../../shared/sandbox/market_data.ts";
+} from "../../local/sandbox/market_data.ts";
 import { freshDatabase, onServer } from "../support/db.ts";
 import { testEnv, userToken } from "../support/env.ts";
 import { spawnServer, startTestServer, type TestServer } from "../support/server.ts";

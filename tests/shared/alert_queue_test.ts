@@ -14,12 +14,12 @@ import { Database } from "../../shared/db.ts";
 import { DiscordClient, DiscordRateLimited, DiscordRejected } from "../../shared/discord_client.ts";
 import { type Limits, parseLimits } from "../../shared/limits.ts";
 import { createLogger } from "../../shared/logger.ts";
-import { loadMigrations, migrate } from "../../shared/migrate.ts";
+import { loadMigrations, migrate } from "../../local/migrate.ts";
 import {
   type DiscordSimulator,
   type DiscordSimulatorOptions,
   startDiscordSimulator,
-} from "../../shared/sandbox/discord.ts";
+} from "../../local/sandbox/discord.ts";
 import { freshDatabase, onServer, type TestDatabase } from "../support/db.ts";
 import { FAST_LIMITS } from "../support/env.ts";
 

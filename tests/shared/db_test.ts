@@ -8,7 +8,7 @@ import {
 } from "../../shared/db.ts";
 import { DatabaseBusy, DatabaseUnavailable } from "../../shared/errors.ts";
 import { parseLimits } from "../../shared/limits.ts";
-import { loadMigrations, migrate } from "../../shared/migrate.ts";
+import { loadMigrations, migrate } from "../../local/migrate.ts";
 import { freshDatabase, onServer, type TestDatabase } from "../support/db.ts";
 import { FAST_LIMITS } from "../support/env.ts";
 import { type FaultProxy, startFaultProxy } from "../support/fault_proxy.ts";
@@ -117,7 +117,7 @@ Deno.test("migrations run once each, and a second run applies nothing", async ()
     const second = await db.query((sql) => migrate(sql, migrations));
     assertEquals(second, []);
     const rows = await db.query((sql) =>
-      sql`select version from internal.schema_migrations order by version`
+      sql`select version from supabase_migrations.schema_migrations order by version`
     );
     assertEquals(rows.map((r) => r.version), migrations.map((m) => m.version));
     const [uid] = await db.query((sql) =>
@@ -146,7 +146,7 @@ Deno.test({
       ]);
       assertEquals([...ra, ...rb].sort(), migrations.map((m) => m.version).sort());
       const [row] = await a.query((sql) =>
-        sql`select count(*)::int as n from internal.schema_migrations`
+        sql`select count(*)::int as n from supabase_migrations.schema_migrations`
       );
       assertEquals(row.n, migrations.length);
     } finally {
@@ -308,7 +308,7 @@ Deno.test("a start while the database stalls does not hang: migrations run once 
     proxy.heal();
     await untilUp(db, 10_000, started);
     const [{ n }] = await db.query((sql) =>
-      sql`select count(*)::int as n from internal.schema_migrations`
+      sql`select count(*)::int as n from supabase_migrations.schema_migrations`
     );
     assertEquals(n, migrations.length);
     // A later outage does not re-run the migrations.

@@ -12,7 +12,7 @@ import {
   requestFingerprint,
 } from "../../shared/idempotency.ts";
 import { parseLimits } from "../../shared/limits.ts";
-import { loadMigrations, migrate } from "../../shared/migrate.ts";
+import { loadMigrations, migrate } from "../../local/migrate.ts";
 import { freshDatabase, onServer } from "../support/db.ts";
 
 interface Harness {

@@ -3,7 +3,7 @@ import { assert, assertEquals } from "@std/assert";
 import { Database } from "../../shared/db.ts";
 import { errorParts } from "../../shared/errors.ts";
 import { parseLimits } from "../../shared/limits.ts";
-import { loadMigrations, migrate } from "../../shared/migrate.ts";
+import { loadMigrations, migrate } from "../../local/migrate.ts";
 import { rateLimit, RateLimiter } from "../../shared/rate_limit.ts";
 import { freshDatabase, onServer } from "../support/db.ts";
 

@@ -5,7 +5,7 @@
  */
 import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
-import { startEmbedded } from "../../shared/embedded_db.ts";
+import { startEmbedded } from "../../local/embedded_db.ts";
 
 /** The admin URL of the Postgres server, when tests have one. */
 export const SERVER_URL = Deno.env.get("TEST_DATABASE_URL") ?? Deno.env.get("SUPABASE_DB_URL");

@@ -1,7 +1,7 @@
 /**
  * Test configuration: a complete, valid environment and tokens signed like Supabase Auth's.
  */
-import { signToken } from "../../shared/sandbox/index.ts";
+import { signToken } from "../../local/sandbox/index.ts";
 
 export const JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256-0123456789";
 export const FRONTEND = "http://localhost:5173";

@@ -1,13 +1,13 @@
 /**
  * The real local server for integration tests: in this process (`startTestServer`), or as a
- * separate `deno run shared/serve.ts` process (`spawnServer`) for tests across instances, kills
+ * separate `deno run local/serve.ts` process (`spawnServer`) for tests across instances, kills
  * and graceful shutdown. Both capture every log line so tests can check what was logged.
  */
 import { createLogger } from "../../shared/logger.ts";
 import { denoRun, pumpLines } from "./process.ts";
 
 export { denoRun, pumpLines };
-import { type RunningServer, startServer } from "../../shared/serve.ts";
+import { type RunningServer, startServer } from "../../local/serve.ts";
 
 export interface TestServer extends RunningServer {
   logs: string[];
@@ -44,7 +44,7 @@ export interface SpawnedServer {
 export interface SpawnOptions {
   /** Working directory (the sandbox keeps `.data/` there). Default the project root. */
   cwd?: string;
-  /** Entry point relative to the project root. Default `shared/serve.ts` (`npm start`). */
+  /** Entry point relative to the project root. Default `local/serve.ts` (`npm start`). */
   entry?: string;
   /** A line that says the server listens; its first group is the base URL. */
   ready?: RegExp;
@@ -56,7 +56,7 @@ export async function spawnServer(
   opts: SpawnOptions = {},
 ): Promise<SpawnedServer> {
   const readyLine = opts.ready ?? /^Serving (http:\/\/[\d.:]+)\/functions\/v1/;
-  const child = denoRun(opts.entry ?? "shared/serve.ts", { PORT: "0", ...env }, { cwd: opts.cwd });
+  const child = denoRun(opts.entry ?? "local/serve.ts", { PORT: "0", ...env }, { cwd: opts.cwd });
   const output: string[] = [];
   let resolveUrl: (url: string) => void;
   let rejectUrl: (err: Error) => void;

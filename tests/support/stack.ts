@@ -1,7 +1,7 @@
 /**
  * The whole product for end-to-end suites: a fresh database, every simulator (the sandbox's own,
  * steerable through `sims`), and the real server with every function — in this process, or as
- * several `deno run shared/serve.ts` processes over the same database.
+ * several `deno run local/serve.ts` processes over the same database.
  */
 import postgres from "postgres";
 import {
@@ -9,7 +9,7 @@ import {
   signToken,
   type Simulators,
   startSandbox,
-} from "../../shared/sandbox/index.ts";
+} from "../../local/sandbox/index.ts";
 import { freshDatabase, type TestDatabase } from "./db.ts";
 import { FAST_LIMITS, FRONTEND, JWT_SECRET } from "./env.ts";
 import { type SpawnedServer, spawnServer, startTestServer, type TestServer } from "./server.ts";

@@ -2,7 +2,7 @@
  * What the broker-order tests share: a fresh database, the simulated Alpaca on loopback, the
  * function's environment, and a caller that speaks the function's protocol.
  */
-import { type BrokerSimulator, startBrokerSimulator } from "../../../shared/sandbox/broker.ts";
+import { type BrokerSimulator, startBrokerSimulator } from "../../../local/sandbox/broker.ts";
 import { freshDatabase, type TestDatabase } from "../../support/db.ts";
 import { FRONTEND, testEnv, userToken } from "../../support/env.ts";
 

@@ -1,7 +1,7 @@
 /**
  * broker-order across server processes on one Postgres server: one key places one order however
  * many instances see it, a dead instance's claim is taken over, and the per-user rate limit is
- * shared. Each test spawns real `deno run shared/serve.ts` processes.
+ * shared. Each test spawns real `deno run local/serve.ts` processes.
  */
 import { assert, assertEquals } from "@std/assert";
 import { onServer } from "../../support/db.ts";

@@ -1,5 +1,5 @@
 /**
- * The local server behind `npm start`: one process mounts every folder of `functions/` at
+ * The local server behind `npm start` (local only: never part of a deployed function): one process mounts every folder of `functions/` at
  * `/functions/v1/<name>` on `PORT` (54321), as `supabase functions serve` does.
  *
  * Profile, chosen once at start: the **sandbox** (embedded Postgres, simulated upstreams on
@@ -15,11 +15,12 @@
 import { parse as parseDotenv } from "dotenv";
 import { getPath } from "hono/utils/url";
 import { z } from "zod";
-import { bootFunction, type FetchHandler, type FunctionDefinition } from "./app.ts";
-import { ConfigError } from "./env.ts";
-import { errorResponse, NotFound } from "./errors.ts";
-import { createLogger, type Logger } from "./logger.ts";
-import { createPlatform, type RunningPlatform } from "./platform.ts";
+import { bootFunction, type FetchHandler, type FunctionDefinition } from "../shared/app.ts";
+import { ConfigError } from "../shared/env.ts";
+import { errorResponse, NotFound } from "../shared/errors.ts";
+import { createLogger, type Logger } from "../shared/logger.ts";
+import { createPlatform, type RunningPlatform } from "../shared/platform.ts";
+import { loadMigrations, migrate } from "./migrate.ts";
 import { CONTRACT_VARIABLES, type Sandbox, startSandbox } from "./sandbox/index.ts";
 
 const ROOT = new URL("../", import.meta.url);
@@ -118,7 +119,15 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     });
     env = { ...env, ...sandbox.env };
   }
-  const platform = await createPlatform(env, { log, allowEmbedded: false });
+  const migrations = await loadMigrations();
+  const platform = await createPlatform(env, {
+    log,
+    // The local server is where migrations run (hosted Supabase: `supabase db push`).
+    onConnect: async (sql) => {
+      const applied = await migrate(sql, migrations);
+      if (applied.length) log.info("migrations applied", { versions: applied });
+    },
+  });
 
   const handlers = new Map<string, FetchHandler>();
   for (const { name, def, error } of await loadFunctions(opts.only)) {
