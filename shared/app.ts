@@ -21,7 +21,8 @@ import { loadShed } from "./load_shed.ts";
 import type { Database } from "./db.ts";
 import { ConfigError, parseEnv } from "./env.ts";
 import { BootError, errorParts, HttpError, NotFound } from "./errors.ts";
-import type { Claims } from "./jwt.ts";
+import { type Claims, TokenVerifier, type TokenVerifierOptions } from "./jwt.ts";
+import type { MiddlewareHandler } from "hono";
 import type { Limits } from "./limits.ts";
 import type { Logger } from "./logger.ts";
 import type { Breakers } from "./circuit_breaker.ts";
@@ -56,6 +57,11 @@ export interface FunctionContext<E> extends Platform {
   /** This function's validated environment. */
   config: E;
   name: string;
+  /**
+   * The project's token and service-key verifier, built from this function's configuration.
+   * Reading it in a function whose configuration names no key source fails the boot.
+   */
+  tokens: TokenVerifier;
 }
 
 export interface FunctionDefinition<S extends z.ZodType = z.ZodType> {
@@ -84,18 +90,25 @@ export async function bootFunction(
   platform: Platform,
 ): Promise<{ fetch: FetchHandler; problems: string[] }> {
   const log = platform.log.child({ fn: def.name });
-  const app = baseApp(def.name, log, platform.limits.MAX_IN_FLIGHT_REQUESTS);
+  const maxInFlight = platform.limits.MAX_IN_FLIGHT_REQUESTS;
   try {
-    const config = parseEnv(def.env, platform.env) as { FRONTEND_URL?: string[] };
+    const config = parseEnv(def.env, platform.env) as KeyConfig & { FRONTEND_URL?: string[] };
+    let guardCors: MiddlewareHandler | undefined;
     if (def.browser) {
       if (!config.FRONTEND_URL) throw new ConfigError(["FRONTEND_URL is missing"]);
-      app.use(cors({
+      guardCors = cors({
         origins: config.FRONTEND_URL,
         methods: [...(def.methods ?? ["GET", "POST"]), "OPTIONS"],
         maxAgeSeconds: platform.limits.CORS_MAX_AGE_SECONDS,
-      }));
+      });
     }
-    await def.build(app, { ...platform, log, config, name: def.name });
+    const app = baseApp(def.name, log, maxInFlight, guardCors);
+    let tokens: TokenVerifier | undefined;
+    const ctx = { ...platform, log, config, name: def.name } as FunctionContext<unknown>;
+    Object.defineProperty(ctx, "tokens", {
+      get: () => tokens ??= tokenVerifier(config, platform),
+    });
+    await def.build(app, ctx);
     return { fetch: app.fetch, problems: [] };
   } catch (err) {
     const problems = err instanceof ConfigError ? err.problems : ["it failed to start"];
@@ -103,12 +116,41 @@ export async function bootFunction(
       problems,
       error: err instanceof ConfigError ? undefined : err,
     });
-    const failed = baseApp(def.name, log, platform.limits.MAX_IN_FLIGHT_REQUESTS);
+    const failed = baseApp(def.name, log, maxInFlight);
     failed.all("*", () => {
       throw new BootError(def.name, problems);
     });
     return { fetch: failed.fetch, problems };
   }
+}
+
+/** The key sources of the base environment (shared/base_env.ts). */
+interface KeyConfig {
+  SUPABASE_URL?: string;
+  SUPABASE_JWKS?: { keys: JsonWebKey[] };
+  SUPABASE_SERVICE_ROLE_KEY?: string;
+  SUPABASE_SECRET_KEYS?: string[];
+  JWT_SECRET?: string;
+  SUPABASE_JWT_SECRET?: string;
+}
+
+/** The verifier for a function's configuration; a ConfigError when it names no key source. */
+function tokenVerifier(config: KeyConfig, platform: Platform): TokenVerifier {
+  const hmacSecret = config.JWT_SECRET ?? config.SUPABASE_JWT_SECRET;
+  if (!config.SUPABASE_JWKS && !config.SUPABASE_URL && !hmacSecret) {
+    throw new ConfigError([
+      "SUPABASE_JWKS or SUPABASE_URL is missing (the project's signing keys)",
+    ]);
+  }
+  return new TokenVerifier({
+    jwks: config.SUPABASE_JWKS as TokenVerifierOptions["jwks"],
+    supabaseUrl: config.SUPABASE_URL,
+    hmacSecret,
+    serviceKeys: [config.SUPABASE_SERVICE_ROLE_KEY ?? "", ...(config.SUPABASE_SECRET_KEYS ?? [])],
+    cooldownMs: platform.limits.JWKS_COOLDOWN_MS,
+    timeoutMs: platform.limits.JWKS_TIMEOUT_MS,
+    fetch: platform.fetch,
+  });
 }
 
 /**
@@ -122,8 +164,17 @@ function functionPath(req: Request): string {
 }
 const LOCAL_PREFIX = "/functions/v1/";
 
-/** The standard stack under every function's routes. */
-function baseApp(name: string, log: Logger, maxInFlight: number): App {
+/**
+ * The standard stack under every function's routes, in the one order every function uses:
+ * request id, access log, CORS (so a browser can read even a `503 OVERLOADED`), load shedding,
+ * then the function's own guards and handlers; one error boundary and a JSON `404`.
+ */
+function baseApp(
+  name: string,
+  log: Logger,
+  maxInFlight: number,
+  guardCors?: MiddlewareHandler,
+): App {
   const app = new Hono<AppEnv>({ getPath: functionPath }).basePath(`/${name}`);
   app.use(requestId({ headerName: "x-request-id", limitLength: 128 }));
   app.use(async function accessLog(c, next) {
@@ -137,6 +188,7 @@ function baseApp(name: string, log: Logger, maxInFlight: number): App {
       durationMs: Math.round((performance.now() - started) * 100) / 100,
     });
   });
+  if (guardCors) app.use(guardCors);
   app.use(loadShed({ maxInFlight }));
   app.notFound(() => {
     throw new NotFound();

@@ -51,6 +51,36 @@ export const origins = z.string().transform((value, ctx) => {
   return out;
 });
 
+/** A JSON object of key names to keys (`SUPABASE_SECRET_KEYS`: `{"default": "sb_secret_…"}`). */
+export const jsonKeyMap = z.string().transform((value, ctx) => {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch { /* reported below */ }
+  const keys = parsed && typeof parsed === "object" && !Array.isArray(parsed)
+    ? Object.values(parsed)
+    : [];
+  if (!keys.length || !keys.every((k) => typeof k === "string" && k.length >= 20)) {
+    ctx.addIssue({ code: "custom", message: "must be a JSON object of keys" });
+    return z.NEVER;
+  }
+  return keys as string[];
+});
+
+/** A JSON Web Key Set (`SUPABASE_JWKS`: `{"keys": [...]}`) of public keys. */
+export const jwks = z.string().transform((value, ctx) => {
+  let parsed: { keys?: unknown } | undefined;
+  try {
+    parsed = JSON.parse(value);
+  } catch { /* reported below */ }
+  const keys = parsed?.keys;
+  if (!Array.isArray(keys) || !keys.every((k) => k && typeof k === "object" && "kty" in k)) {
+    ctx.addIssue({ code: "custom", message: 'must be a JSON Web Key Set ({"keys": [...]})' });
+    return z.NEVER;
+  }
+  return { keys } as { keys: JsonWebKey[] };
+});
+
 /** Validates `source` against `schema`; throws a ConfigError naming every problem. */
 export function parseEnv<S extends z.ZodType>(
   schema: S,

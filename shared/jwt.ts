@@ -1,89 +1,231 @@
 /**
- * JWT verification without a network call: HS256 with `SUPABASE_JWT_SECRET` (Hono's verifier,
- * which refuses any other `alg`, `none` included, and checks `exp`/`nbf`), then the role and, for
- * users, the `authenticated` audience Supabase Auth puts in its access tokens.
+ * Callers' credentials as hosted Supabase issues them, verified locally with `jose`:
+ * - user tokens signed with the project's asymmetric keys (ES256, RS256) against `SUPABASE_JWKS`,
+ *   or the JWKS at `$SUPABASE_URL/auth/v1/.well-known/jwks.json` (cached; an unknown `kid`
+ *   refetches at most every `JWKS_COOLDOWN_MS`; an unreachable endpoint fails only the tokens
+ *   that need it, with `503`, never the boot);
+ * - legacy HS256 tokens only when `JWT_SECRET` (or `SUPABASE_JWT_SECRET`, kept for local use) is
+ *   set; `alg` is pinned by the key that verifies it (`none` never verifies), `exp` is required,
+ *   role and (for users) the `authenticated` audience are checked;
+ * - service callers: a service-role JWT, the exact `SUPABASE_SERVICE_ROLE_KEY`, or one of
+ *   `SUPABASE_SECRET_KEYS` (`sb_secret_…`), in `Authorization: Bearer` or `apikey`, compared in
+ *   constant time.
  *
  * @example
- * app.use(requireJwt({ secret, role: "authenticated" }));
- * const userId = c.get("user").sub;
+ * const tokens = new TokenVerifier({ jwks: { keys: [] }, serviceKeys: ["sb_secret_x"] });
+ * const guard = requireJwt({ tokens, role: "authenticated" });
  */
 import type { MiddlewareHandler } from "hono";
-import { verify } from "hono/jwt";
-import { Forbidden, Unauthorized } from "./errors.ts";
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  customFetch,
+  decodeProtectedHeader,
+  errors as joseErrors,
+  type JSONWebKeySet,
+  type JWTPayload,
+  jwtVerify,
+} from "jose";
+import { Forbidden, ServiceUnavailable, Unauthorized } from "./errors.ts";
 
-export interface Claims {
+export interface Claims extends JWTPayload {
   sub?: string;
   role?: string;
-  aud?: string | string[];
-  exp?: number;
   email?: string;
   [key: string]: unknown;
 }
 
 export type Role = "authenticated" | "service_role";
 
-export interface JwtOptions {
-  secret: string;
-  /** The role the token must carry. */
-  role: Role;
+export interface TokenVerifierOptions {
+  /** The project's JSON Web Key Set (`SUPABASE_JWKS`). */
+  jwks?: JSONWebKeySet;
+  /** The project URL; its JWKS endpoint is used when `jwks` lacks the token's key. */
+  supabaseUrl?: string;
+  /** The legacy HS256 secret; without it HS256 tokens are refused. */
+  hmacSecret?: string;
+  /** Opaque keys that identify a service caller (service-role key, `sb_secret_…` keys). */
+  serviceKeys?: string[];
+  /** How long an unknown `kid` waits before the JWKS endpoint is asked again. Default 30 s. */
+  cooldownMs?: number;
+  /** Deadline of one JWKS fetch. Default 5 s. */
+  timeoutMs?: number;
+  fetch?: typeof fetch;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const ASYMMETRIC = ["ES256", "RS256"];
+/** jose's errors that say the token is bad (anything else is the key source failing). */
+const TOKEN_ERRORS = [
+  joseErrors.JWTClaimValidationFailed,
+  joseErrors.JWTExpired,
+  joseErrors.JWTInvalid,
+  joseErrors.JWSInvalid,
+  joseErrors.JWSSignatureVerificationFailed,
+  joseErrors.JOSEAlgNotAllowed,
+  joseErrors.JOSENotSupported,
+  joseErrors.JWKSNoMatchingKey,
+  joseErrors.JWKSMultipleMatchingKeys,
+];
 
-/** The HMAC key per secret, imported once rather than on every request. */
-const keys = new Map<string, Promise<CryptoKey>>();
-function hmacKey(secret: string): Promise<CryptoKey> {
-  let key = keys.get(secret);
-  if (!key) {
-    key = crypto.subtle.importKey(
-      "raw",
-      new TextEncoder().encode(secret),
-      { name: "HMAC", hash: "SHA-256" },
-      false,
-      ["verify"],
-    );
-    keys.set(secret, key);
-  }
-  return key;
-}
+/** Verifies the project's tokens and service keys; one per function instance (it caches keys). */
+export class TokenVerifier {
+  readonly #local?: ReturnType<typeof createLocalJWKSet>;
+  readonly #remote?: ReturnType<typeof createRemoteJWKSet>;
+  readonly #hmac?: Uint8Array;
+  readonly #serviceKeys: Uint8Array[];
 
-/** Verifies a bearer token; throws Unauthorized (bad token) or Forbidden (wrong role). */
-export async function verifyJwt(token: string, opts: JwtOptions): Promise<Claims> {
-  let claims: Claims;
-  try {
-    claims = await verify(token, await hmacKey(opts.secret), "HS256") as Claims;
-  } catch {
-    throw new Unauthorized("The token is invalid or expired.", "INVALID_TOKEN");
-  }
-  if (typeof claims.exp !== "number") {
-    throw new Unauthorized("The token has no expiry.", "INVALID_TOKEN");
-  }
-  if (claims.role !== opts.role) {
-    throw new Forbidden(`This route needs the ${opts.role} role.`, "ROLE_NOT_ALLOWED");
-  }
-  if (opts.role === "authenticated") {
-    const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-    if (!aud.includes("authenticated")) {
-      throw new Unauthorized("The token's audience is wrong.", "INVALID_TOKEN");
+  constructor(opts: TokenVerifierOptions) {
+    if (opts.jwks) this.#local = createLocalJWKSet(opts.jwks);
+    if (opts.supabaseUrl) {
+      const url = new URL("auth/v1/.well-known/jwks.json", opts.supabaseUrl.replace(/\/*$/, "/"));
+      this.#remote = createRemoteJWKSet(url, {
+        cooldownDuration: opts.cooldownMs ?? 30_000,
+        timeoutDuration: opts.timeoutMs ?? 5_000,
+        ...(opts.fetch ? { [customFetch]: opts.fetch } : {}),
+      });
     }
-    if (typeof claims.sub !== "string" || !UUID.test(claims.sub)) {
-      throw new Unauthorized("The token names no user.", "INVALID_TOKEN");
+    if (opts.hmacSecret) this.#hmac = encoder.encode(opts.hmacSecret);
+    this.#serviceKeys = (opts.serviceKeys ?? []).filter(Boolean).map((k) => encoder.encode(k));
+    if (!this.#local && !this.#remote && !this.#hmac) {
+      throw new Error("TokenVerifier needs a JWKS, a Supabase URL or an HS256 secret");
     }
   }
-  return claims;
+
+  /** Whether `credential` is exactly one of the service keys (constant time per key). */
+  isServiceKey(credential: string): boolean {
+    const given = encoder.encode(credential);
+    let found = false;
+    for (const key of this.#serviceKeys) found = timingSafeEqual(given, key) || found;
+    return found;
+  }
+
+  /**
+   * The token's claims once its signature, expiry, role and audience hold. Throws Unauthorized
+   * (bad token), Forbidden (valid token of another role) or ServiceUnavailable (keys unreachable).
+   */
+  async verify(token: string, role: Role): Promise<Claims> {
+    let alg: string | undefined;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      throw new Unauthorized("The token is malformed.", "INVALID_TOKEN");
+    }
+    if (alg === "HS256" && !this.#hmac) {
+      throw new Unauthorized("HS256 tokens are not accepted.", "INVALID_TOKEN");
+    }
+    let claims: Claims;
+    try {
+      ({ payload: claims } = alg === "HS256"
+        ? await jwtVerify(token, this.#hmac!, OPTIONS.HS256)
+        : await jwtVerify(token, this.#key, OPTIONS.ASYMMETRIC));
+    } catch (err) {
+      if (TOKEN_ERRORS.some((E) => err instanceof E)) {
+        throw new Unauthorized("The token is invalid or expired.", "INVALID_TOKEN");
+      }
+      throw new ServiceUnavailable(
+        "AUTH_KEYS_UNAVAILABLE",
+        "The project's signing keys could not be fetched; try again shortly.",
+        5_000,
+        err,
+      );
+    }
+    if (claims.role !== role) {
+      throw new Forbidden(`This route needs the ${role} role.`, "ROLE_NOT_ALLOWED");
+    }
+    if (role === "authenticated") {
+      const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+      if (!aud.includes("authenticated")) {
+        throw new Unauthorized("The token's audience is wrong.", "INVALID_TOKEN");
+      }
+      if (typeof claims.sub !== "string" || !UUID.test(claims.sub)) {
+        throw new Unauthorized("The token names no user.", "INVALID_TOKEN");
+      }
+    }
+    return claims;
+  }
+
+  /** The project's key for an asymmetric token: the configured set, then the endpoint. */
+  #key = async (
+    header: Parameters<ReturnType<typeof createLocalJWKSet>>[0],
+    token: Parameters<ReturnType<typeof createLocalJWKSet>>[1],
+  ) => {
+    if (this.#local) {
+      try {
+        return await this.#local(header, token);
+      } catch (err) {
+        if (!(err instanceof joseErrors.JWKSNoMatchingKey) || !this.#remote) throw err;
+      }
+    }
+    if (!this.#remote) throw new joseErrors.JWKSNoMatchingKey();
+    return await this.#remote(header, token);
+  };
 }
 
-/** Reads `Authorization: Bearer …` and puts the verified claims in `c.var.claims`. */
+const OPTIONS = {
+  HS256: { algorithms: ["HS256"], requiredClaims: ["exp"] },
+  ASYMMETRIC: { algorithms: ASYMMETRIC, requiredClaims: ["exp"] },
+};
+
+const encoder = new TextEncoder();
+
+/** Compares without an early exit on the first differing byte (length is not secret). */
+function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+/** The credential after `Bearer ` (scheme case-insensitive, RFC 7235 §2.1), if any. */
+export function bearer(header: string | undefined): string | undefined {
+  return /^bearer +(\S+)$/i.exec(header ?? "")?.[1];
+}
+
+/** A service caller's claims, or null when the request carries no valid service credential. */
+export async function serviceCaller(
+  tokens: TokenVerifier,
+  headers: { authorization?: string; apikey?: string },
+): Promise<Claims | null> {
+  for (const credential of [bearer(headers.authorization), headers.apikey]) {
+    if (!credential) continue;
+    if (tokens.isServiceKey(credential)) return { role: "service_role" };
+    if (credential.split(".").length !== 3) continue;
+    const claims = await tokens.verify(credential, "service_role").catch(() => null);
+    if (claims) return claims;
+  }
+  return null;
+}
+
+export interface JwtOptions {
+  tokens: TokenVerifier;
+  /** The role the caller must have. */
+  role: Role;
+}
+
+/**
+ * Puts the verified caller's claims in `c.var.claims`. Users: `Authorization: Bearer <JWT>`.
+ * Service callers: a service-role JWT or a service key, in `Authorization` or `apikey`.
+ */
 export function requireJwt<E extends { Variables: { claims: Claims } }>(
   opts: JwtOptions,
 ): MiddlewareHandler<E> {
-  if (opts.secret.length < 32) throw new Error("JWT secret must be at least 32 characters");
-  const options = { ...opts };
+  const { tokens, role } = opts;
   return async function jwtGuard(c, next) {
-    const header = c.req.header("authorization") ?? "";
-    const match = /^Bearer ([\w-]+\.[\w-]+\.[\w-]*)$/.exec(header);
-    if (!match) throw new Unauthorized("Send Authorization: Bearer <token>.", "MISSING_TOKEN");
-    c.set("claims", await verifyJwt(match[1], options));
+    const authorization = c.req.header("authorization");
+    const token = bearer(authorization);
+    if (role === "service_role") {
+      const claims = await serviceCaller(tokens, { authorization, apikey: c.req.header("apikey") });
+      if (claims) {
+        c.set("claims", claims);
+        return await next();
+      }
+    }
+    if (!token) throw new Unauthorized("Send Authorization: Bearer <token>.", "MISSING_TOKEN");
+    if (tokens.isServiceKey(token)) {
+      throw new Forbidden(`This route needs the ${role} role.`, "ROLE_NOT_ALLOWED");
+    }
+    c.set("claims", await tokens.verify(token, role));
     await next();
   };
 }

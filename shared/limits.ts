@@ -32,6 +32,9 @@ export const LimitsSchema = z.object({
   MAX_IN_FLIGHT_REQUESTS: count(256),
   HTTP_TIMEOUT_MS: ms(10_000),
   CORS_MAX_AGE_SECONDS: count(600),
+  // Token verification (shared/jwt.ts): an unknown `kid` refetches the JWKS at most this often.
+  JWKS_COOLDOWN_MS: ms(30_000),
+  JWKS_TIMEOUT_MS: ms(5_000),
   // Circuit breakers (shared/circuit_breaker.ts)
   BREAKER_ERROR_PERCENT: count(50),
   BREAKER_VOLUME_THRESHOLD: count(5),

@@ -7,7 +7,7 @@ import { z } from "zod";
 import { defineFunction, type FunctionContext } from "../../shared/app.ts";
 import { BaseEnv } from "../../shared/base_env.ts";
 import { DatabaseUnavailable, retryAfterSeconds } from "../../shared/errors.ts";
-import { type Claims, verifyJwt } from "../../shared/jwt.ts";
+import { serviceCaller } from "../../shared/jwt.ts";
 import { route } from "../../shared/methods.ts";
 import { serveStandalone } from "../../shared/standalone.ts";
 import { statusDetails } from "../../shared/status_details.ts";
@@ -19,12 +19,13 @@ const statusFunction = defineFunction({
   env: Env,
   browser: false,
   build(app, ctx) {
+    const tokens = ctx.tokens;
     route(app, "/", {
       GET: [async (c) => {
-        const operator = await isOperator(
-          c.req.header("authorization"),
-          ctx.config.SUPABASE_JWT_SECRET,
-        );
+        const operator = await serviceCaller(tokens, {
+          authorization: c.req.header("authorization"),
+          apikey: c.req.header("apikey"),
+        }) !== null;
         let latencyMs: number | null = null;
         let retryAfterMs = 0;
         try {
@@ -46,16 +47,6 @@ const statusFunction = defineFunction({
 });
 
 export default statusFunction;
-
-/** A service-role token unlocks the details; any other (or none) gets the plain answer. */
-async function isOperator(header: string | undefined, secret: string): Promise<boolean> {
-  const token = /^Bearer (\S+)$/.exec(header ?? "")?.[1];
-  if (!token) return false;
-  const claims: Claims | null = await verifyJwt(token, { secret, role: "service_role" }).catch(() =>
-    null
-  );
-  return claims !== null;
-}
 
 async function dependencies(ctx: FunctionContext<z.infer<typeof Env>>, latencyMs: number | null) {
   return {

@@ -1,81 +1,206 @@
 import { Hono } from "hono";
 import { sign } from "hono/jwt";
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { assertEquals } from "@std/assert";
 import { errorParts } from "../../shared/errors.ts";
-import { requireJwt } from "../../shared/jwt.ts";
+import {
+  requireJwt,
+  type Role,
+  TokenVerifier,
+  type TokenVerifierOptions,
+} from "../../shared/jwt.ts";
 import { JWT_SECRET, serviceToken, userToken } from "../support/env.ts";
 
-function app(role: "authenticated" | "service_role") {
+const SECRET_KEY = "sb_secret_test_0123456789abcdefghij";
+const SERVICE_ROLE_KEY = "service-role-key-opaque-0123456789";
+
+/** A project signing key, as hosted Supabase's JWKS publishes it. */
+async function signingKey(alg: "ES256" | "RS256", kid: string) {
+  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
+  const jwk = { ...await exportJWK(publicKey), kid, alg, use: "sig" };
+  const signWith = (claims: Record<string, unknown>, ttl: number | null = 3600) => {
+    const jwt = new SignJWT(claims).setProtectedHeader({ alg, kid, typ: "JWT" }).setIssuedAt();
+    if (ttl !== null) jwt.setExpirationTime(Math.floor(Date.now() / 1000) + ttl);
+    return jwt.sign(privateKey);
+  };
+  return { jwk, sign: signWith };
+}
+
+const es = await signingKey("ES256", "key-1");
+const rs = await signingKey("RS256", "key-2");
+/** Another key under the same kid: its tokens must not verify. */
+const impostor = await signingKey("ES256", "key-1");
+
+const user = (sub = crypto.randomUUID()) => ({ sub, role: "authenticated", aud: "authenticated" });
+
+function app(role: Role, opts: Partial<TokenVerifierOptions> = {}) {
+  const tokens = new TokenVerifier({
+    jwks: { keys: [es.jwk, rs.jwk] },
+    serviceKeys: [SERVICE_ROLE_KEY, SECRET_KEY],
+    ...opts,
+  });
   const a = new Hono<{ Variables: { claims: { sub?: string } } }>();
   a.onError((err, c) => {
     const { status, headers, body } = errorParts(err, "t");
     return c.body(body, status as 400, headers);
   });
-  a.use(requireJwt({ secret: JWT_SECRET, role }));
+  a.use(requireJwt({ tokens, role }));
   a.get("/", (c) => c.json({ sub: c.var.claims.sub ?? null }));
   return a;
 }
 
-const call = (role: "authenticated" | "service_role", auth?: string) =>
-  app(role).fetch(new Request("http://fn/", { headers: auth ? { authorization: auth } : {} }));
+const call = (a: Hono<never>, headers: Record<string, string> = {}) =>
+  a.fetch(new Request("http://fn/", { headers }));
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 
 const b64 = (o: unknown) =>
   btoa(JSON.stringify(o)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
 const now = () => Math.floor(Date.now() / 1000);
 
-Deno.test("requireJwt() accepts a user token and exposes its subject", async () => {
-  const sub = crypto.randomUUID();
-  const res = await call("authenticated", `Bearer ${await userToken(sub)}`);
-  assertEquals(res.status, 200);
-  assertEquals((await res.json()).sub, sub);
+Deno.test("requireJwt() accepts ES256 and RS256 user tokens from the JWKS and exposes the subject", async () => {
+  const a = app("authenticated") as unknown as Hono<never>;
+  for (const key of [es, rs]) {
+    const sub = crypto.randomUUID();
+    const res = await call(a, bearer(await key.sign(user(sub))));
+    assertEquals(res.status, 200);
+    assertEquals((await res.json()).sub, sub);
+  }
+});
+
+Deno.test("requireJwt() takes the Authorization scheme case-insensitively", async () => {
+  const a = app("authenticated") as unknown as Hono<never>;
+  const token = await es.sign(user());
+  for (const scheme of ["bearer", "BEARER", "Bearer"]) {
+    assertEquals((await call(a, { authorization: `${scheme} ${token}` })).status, 200, scheme);
+  }
 });
 
 Deno.test("requireJwt() answers 401 without a token or with a malformed header", async () => {
+  const a = app("authenticated") as unknown as Hono<never>;
   for (
     const auth of [undefined, "Bearer", "Basic abc", "Bearer not-a-jwt", `Bearer ${"a".repeat(20)}`]
   ) {
-    const res = await call("authenticated", auth);
+    const res = await call(a, auth ? { authorization: auth } : {});
     assertEquals(res.status, 401, String(auth));
     assertEquals(res.headers.get("www-authenticate"), "Bearer");
   }
 });
 
-Deno.test("requireJwt() refuses alg none, a forged signature, an expired and a wrong-audience token", async () => {
-  const sub = crypto.randomUUID();
-  const claims = { sub, role: "authenticated", aud: "authenticated", exp: now() + 60 };
-  const none = `${b64({ alg: "none", typ: "JWT" })}.${b64(claims)}.`;
-  const forged = await sign(claims, "another-secret-that-is-at-least-32-characters", "HS256");
-  const expired = await sign({ ...claims, exp: now() - 10 }, JWT_SECRET, "HS256");
-  const wrongAud = await sign({ ...claims, aud: "somebody-else" }, JWT_SECRET, "HS256");
-  const noExp = await sign(
-    { sub, role: "authenticated", aud: "authenticated" },
-    JWT_SECRET,
-    "HS256",
-  );
-  const hs512 = await sign(claims, JWT_SECRET, "HS512");
-  const valid = await userToken(sub);
-  const [h, p, s] = valid.split(".");
-  const tampered = `${h}.${b64({ ...claims, sub: crypto.randomUUID() })}.${s}`;
-  void p;
-  for (
-    const [name, token] of Object.entries({
-      none,
-      forged,
-      expired,
-      wrongAud,
-      noExp,
-      hs512,
-      tampered,
-    })
-  ) {
-    const res = await call("authenticated", `Bearer ${token}`);
+Deno.test("requireJwt() refuses HS256 without a secret, another key under the same kid, alg none, expired, no exp and a wrong audience", async () => {
+  const a = app("authenticated") as unknown as Hono<never>;
+  const claims = { ...user(), exp: now() + 60 };
+  const tokens = {
+    hs256WithoutSecret: await sign(claims, JWT_SECRET, "HS256"),
+    sameKidOtherKey: await impostor.sign(user()),
+    none: `${b64({ alg: "none", typ: "JWT" })}.${b64(claims)}.`,
+    expired: await es.sign(user(), -10),
+    wrongAud: await es.sign({ ...user(), aud: "somebody-else" }),
+    noExp: await es.sign(user(), null),
+    unknownKid: await (await signingKey("ES256", "key-9")).sign(user()),
+    tampered: await (async () => {
+      const [h, , s] = (await es.sign(user())).split(".");
+      return `${h}.${b64({ ...claims, sub: crypto.randomUUID() })}.${s}`;
+    })(),
+  };
+  for (const [name, token] of Object.entries(tokens)) {
+    const res = await call(a, bearer(token));
     assertEquals(res.status, 401, name);
     assertEquals((await res.json()).error.code, "INVALID_TOKEN", name);
   }
 });
 
-Deno.test("requireJwt() answers 403 to a valid token of the wrong role", async () => {
-  assertEquals((await call("service_role", `Bearer ${await userToken()}`)).status, 403);
-  assertEquals((await call("authenticated", `Bearer ${await serviceToken()}`)).status, 403);
-  assertEquals((await call("service_role", `Bearer ${await serviceToken()}`)).status, 200);
+Deno.test("requireJwt() accepts HS256 only with the legacy secret, and no other HMAC algorithm", async () => {
+  const a = app("authenticated", { hmacSecret: JWT_SECRET }) as unknown as Hono<never>;
+  const claims = { ...user(), exp: now() + 60 };
+  assertEquals((await call(a, bearer(await userToken()))).status, 200);
+  assertEquals((await call(a, bearer(await sign(claims, JWT_SECRET, "HS512")))).status, 401);
+  const forged = await sign(claims, "another-secret-that-is-at-least-32-characters", "HS256");
+  assertEquals((await call(a, bearer(forged))).status, 401);
+});
+
+Deno.test("requireJwt() answers 403 to a valid token or key of the wrong role", async () => {
+  const service = app("service_role", { hmacSecret: JWT_SECRET }) as unknown as Hono<never>;
+  const users = app("authenticated", { hmacSecret: JWT_SECRET }) as unknown as Hono<never>;
+  assertEquals((await call(service, bearer(await es.sign(user())))).status, 403);
+  assertEquals((await call(users, bearer(await es.sign({ role: "service_role" })))).status, 403);
+  assertEquals((await call(users, bearer(await serviceToken()))).status, 403);
+  assertEquals((await call(users, bearer(SECRET_KEY))).status, 403);
+});
+
+Deno.test("service callers: a service-role JWT, the service-role key or an sb_secret_ key, in Authorization or apikey", async () => {
+  const a = app("service_role") as unknown as Hono<never>;
+  const jwt = await es.sign({ role: "service_role", iss: "supabase" });
+  for (const credential of [jwt, SERVICE_ROLE_KEY, SECRET_KEY]) {
+    assertEquals((await call(a, bearer(credential))).status, 200);
+    assertEquals((await call(a, { apikey: credential })).status, 200);
+  }
+  for (const wrong of [SECRET_KEY.slice(0, -1) + "x", SECRET_KEY + "x", "sb_secret_"]) {
+    assertEquals((await call(a, bearer(wrong))).status, 401, wrong);
+    assertEquals((await call(a, { apikey: wrong })).status, 401, wrong);
+  }
+});
+
+Deno.test("the JWKS endpoint is fetched once, refetched for an unknown kid at most once per cooldown, and its outage fails only those tokens with 503", async () => {
+  let fetches = 0;
+  let up = true;
+  let keys = [es.jwk];
+  const jwksFetch: typeof fetch = (input) => {
+    fetches++;
+    assertEquals(String(input), "http://project.test/auth/v1/.well-known/jwks.json");
+    if (!up) return Promise.reject(new TypeError("connection refused"));
+    return Promise.resolve(Response.json({ keys }));
+  };
+  const a = app("authenticated", {
+    jwks: undefined,
+    supabaseUrl: "http://project.test",
+    fetch: jwksFetch,
+    cooldownMs: 60_000,
+  }) as unknown as Hono<never>;
+  // Booting fetched nothing.
+  assertEquals(fetches, 0);
+  for (let i = 0; i < 3; i++) {
+    assertEquals((await call(a, bearer(await es.sign(user())))).status, 200);
+  }
+  assertEquals(fetches, 1);
+  // A token under a kid the set lacks refetches once; within the cooldown, not again.
+  keys = [es.jwk, rs.jwk];
+  const rotated = await rs.sign(user());
+  assertEquals((await call(a, bearer(rotated))).status, 401);
+  assertEquals((await call(a, bearer(rotated))).status, 401);
+  assertEquals(fetches, 1, "within the cooldown the endpoint is not asked again");
+
+  // An unreachable endpoint: a fresh verifier cannot get keys and answers 503, not 401 or 500.
+  up = false;
+  const down = app("authenticated", {
+    jwks: undefined,
+    supabaseUrl: "http://project.test",
+    fetch: jwksFetch,
+  }) as unknown as Hono<never>;
+  const res = await call(down, bearer(await es.sign(user())));
+  assertEquals(res.status, 503);
+  assertEquals((await res.json()).error.code, "AUTH_KEYS_UNAVAILABLE");
+  assertEquals(res.headers.has("retry-after"), true);
+  // Service keys need no JWKS.
+  const service = app("service_role", {
+    jwks: undefined,
+    supabaseUrl: "http://project.test",
+    fetch: jwksFetch,
+  }) as unknown as Hono<never>;
+  assertEquals((await call(service, bearer(SECRET_KEY))).status, 200);
+});
+
+Deno.test("with a configured JWKS, a token whose kid it lacks is looked up at the endpoint (key rotation)", async () => {
+  let fetches = 0;
+  const a = app("authenticated", {
+    jwks: { keys: [es.jwk] },
+    supabaseUrl: "http://project.test",
+    fetch: () => {
+      fetches++;
+      return Promise.resolve(Response.json({ keys: [es.jwk, rs.jwk] }));
+    },
+  }) as unknown as Hono<never>;
+  assertEquals((await call(a, bearer(await es.sign(user())))).status, 200);
+  assertEquals(fetches, 0, "a key in SUPABASE_JWKS needs no network call");
+  assertEquals((await call(a, bearer(await rs.sign(user())))).status, 200);
+  assertEquals(fetches, 1);
 });
