@@ -84,7 +84,7 @@ const marketDataFunction = defineFunction({
     });
     // requireJwt is typed for `{claims}` only; it sets exactly that on AppEnv's context.
     const user = requireJwt({
-      secret: ctx.config.SUPABASE_JWT_SECRET,
+      tokens: ctx.tokens,
       role: "authenticated",
     }) as unknown as MiddlewareHandler<AppEnv>;
     const noStore: MiddlewareHandler<AppEnv> = async function noStore(c, next) {
