@@ -12,7 +12,7 @@
  * const id = await db.transaction(async (tx) => (await tx`insert into t default values returning id`)[0].id);
  */
 import postgres from "postgres";
-import { DatabaseBusy, DatabaseUnavailable } from "./errors.ts";
+import { DatabaseBusy, DatabaseUnavailable, SchemaOutdated } from "./errors.ts";
 import type { Limits } from "./limits.ts";
 
 export type Sql = postgres.Sql;
@@ -75,13 +75,20 @@ export function isDriverSignal(err: unknown): boolean {
 /** A deadline timer later than this was held up by a blocked event loop, not by the database. */
 const LOOP_LAG_MS = 50;
 
-export type DbErrorKind = "transient" | "connection" | "other";
+export type DbErrorKind = "transient" | "connection" | "schema" | "other";
 
-/** Which failures are which: SQLSTATE classes first, then socket and driver codes. */
+/** SQLSTATEs that mean the schema lacks what the code expects (a migration not yet applied). */
+const SCHEMA = new Set(["42P01", "42883", "3F000"]);
+
+/**
+ * Which failures are which: SQLSTATE classes first, then socket and driver codes. A missing
+ * table, function or schema is "schema", never "connection": it is not an outage.
+ */
 export function classifyDbError(err: unknown): DbErrorKind {
   const e = err as { code?: unknown; errno?: unknown; name?: unknown; message?: unknown };
   const code = typeof e?.code === "string" ? e.code : "";
   if (TRANSIENT.has(code)) return "transient";
+  if (SCHEMA.has(code)) return "schema";
   if (/^(08|28)/.test(code) || code === "3D000" || /^57P0[1-5]$/.test(code)) return "connection";
   if (CONNECTION_CODES.has(code)) return "connection";
   if (err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.ConnectionReset) {
@@ -109,9 +116,16 @@ export interface DatabaseOptions {
     | "DB_PROBE_MAX_MS"
     | "DB_MIGRATE_TIMEOUT_MS"
     | "DB_QUEUE_TIMEOUT_MS"
+    | "DB_SCHEMA_RECHECK_MS"
   >;
   /** Runs (under `DB_MIGRATE_TIMEOUT_MS`) until it succeeds once, before the gate first opens (migrations). */
   onConnect?: (sql: Sql) => Promise<void>;
+  /**
+   * The newest migration version the code needs, recorded in
+   * `supabase_migrations.schema_migrations`; until it is there the gate stays in
+   * `schema_outdated` (calls fail with SchemaOutdated) and re-checks every `DB_SCHEMA_RECHECK_MS`.
+   */
+  requiredVersion?: string;
   /** Told when the gate closes and when it reopens (operators' direct alerts). */
   onStateChange?: (state: GateState, cause?: unknown) => void;
   now?: () => number;
@@ -120,7 +134,8 @@ export interface DatabaseOptions {
   max?: number;
 }
 
-export type GateState = "up" | "down";
+/** Open; closed by an outage; or connected but missing a migration (not an outage). */
+export type GateState = "up" | "down" | "schema_outdated";
 
 export interface DatabaseHealth {
   state: GateState;
@@ -137,9 +152,11 @@ export interface DatabaseHealth {
   waiting: number;
   /** Consecutive failed probes in the current outage. */
   probeFailures: number;
-  /** When the next probe runs (ISO), while down. */
+  /** When the next probe runs (ISO), while down or outdated. */
   nextProbeAt: string | null;
   lastError: string | null;
+  /** The migration the schema lacks, while `schema_outdated`. */
+  missingMigration: string | null;
 }
 
 export interface TransactionOptions {
@@ -167,6 +184,7 @@ export class Database {
   #shed = 0;
   #probeFailures = 0;
   #lastError: string | null = null;
+  #missing: string | null = null;
   /** Whether the gate has ever closed after being open (so a reopening is a recovery). */
   #tripped = false;
   #connected = false;
@@ -234,10 +252,11 @@ export class Database {
       busy: this.#slots.busy,
       waiting: this.#slots.waiting,
       probeFailures: this.#probeFailures,
-      nextProbeAt: this.#state === "down" && this.#nextProbeAt
+      nextProbeAt: this.#state !== "up" && this.#nextProbeAt
         ? new Date(this.#nextProbeAt).toISOString()
         : null,
       lastError: this.#lastError,
+      missingMigration: this.#missing,
     };
   }
 
@@ -266,6 +285,10 @@ export class Database {
       } catch (err) {
         const kind = classifyDbError(err);
         if (kind === "connection") throw this.#trip(err);
+        if (kind === "schema") {
+          // One request's answer; the gate stays as it is (a re-check would only loop).
+          throw new SchemaOutdated(this.#opts.requiredVersion ?? "unknown", 5_000, err);
+        }
         if (kind !== "transient") throw err;
         if (attempt + 1 >= l.DB_MAX_ATTEMPTS) {
           this.#exhausted++;
@@ -304,7 +327,13 @@ export class Database {
 
   #assertUp(): void {
     if (this.#state === "up") return;
-    throw new DatabaseUnavailable(Math.max(0, this.#nextProbeAt - this.#now()));
+    const wait = this.#nextProbeAt - this.#now();
+    // A deployed isolate may not keep timers alive between requests: a due probe runs now.
+    if (wait <= 0 && !this.#probing && !this.#closed) void this.#probe();
+    if (this.#state === "schema_outdated") {
+      throw new SchemaOutdated(this.#missing ?? "unknown", Math.max(0, wait));
+    }
+    throw new DatabaseUnavailable(Math.max(0, wait));
   }
 
   /** Runs `fn` holding a slot; waiting longer than `DB_QUEUE_TIMEOUT_MS` sheds the call. */
@@ -377,17 +406,24 @@ export class Database {
   #schedule(): void {
     if (this.#closed) return;
     const l = this.#opts.limits;
-    const delay = Math.max(
-      25,
-      fullJitter(this.#probeFailures, l.DB_PROBE_BASE_MS, l.DB_PROBE_MAX_MS, this.#random),
-    );
+    const delay = this.#state === "schema_outdated"
+      // Waiting for `db push`: a steady, jittered re-check (no outage to back off from).
+      ? Math.round(l.DB_SCHEMA_RECHECK_MS * (0.5 + this.#random() / 2))
+      : Math.max(
+        25,
+        fullJitter(this.#probeFailures, l.DB_PROBE_BASE_MS, l.DB_PROBE_MAX_MS, this.#random),
+      );
     this.#nextProbeAt = this.#now() + delay;
     clearTimeout(this.#probeTimer);
     this.#probeTimer = setTimeout(() => void this.#probe(), delay);
     Deno.unrefTimer(this.#probeTimer as unknown as number);
   }
 
-  /** One probe at a time; the first success reopens the gate. */
+  /**
+   * One probe at a time; the first success reopens the gate. A connection failure keeps it
+   * `down` (backing off); anything else the database says (a migration that fails, a schema
+   * without the required version) is `schema_outdated`, re-checked at a steady interval.
+   */
   #probe(): Promise<void> {
     if (this.#probing) return this.#probing;
     this.#probing = (async () => {
@@ -404,23 +440,50 @@ export class Database {
           await this.#withDeadline(this.#opts.onConnect(this.#sql), limit);
         }
         this.#connected = true;
+        const required = this.#opts.requiredVersion;
+        if (required && !(await this.#withDeadline(hasMigration(this.#sql, required)))) {
+          throw new SchemaOutdated(required, 0);
+        }
         if (this.#closed) return;
+        const wasOutdated = this.#state === "schema_outdated";
         this.#state = "up";
         this.#probeFailures = 0;
         this.#nextProbeAt = 0;
-        if (this.#tripped) this.#opts.onStateChange?.("up");
+        this.#missing = null;
+        if (this.#tripped || wasOutdated) this.#opts.onStateChange?.("up");
         this.#tripped = false;
       } catch (err) {
-        this.#failures++;
-        this.#probeFailures++;
         this.#lastError = describe(err);
-        if (classifyDbError(err) === "connection") this.#recycle();
+        if (classifyDbError(err) === "connection") {
+          this.#failures++;
+          this.#probeFailures++;
+          if (this.#state === "schema_outdated") this.#state = "down";
+          this.#recycle();
+        } else if (this.#state !== "schema_outdated") {
+          this.#state = "schema_outdated";
+          this.#missing = err instanceof SchemaOutdated
+            ? err.missing
+            : this.#opts.requiredVersion ?? "unknown";
+          this.#opts.onStateChange?.("schema_outdated", err);
+        }
         this.#schedule();
       } finally {
         this.#probing = undefined;
       }
     })();
     return this.#probing;
+  }
+}
+
+/** Whether `supabase_migrations.schema_migrations` records `version` (no table: no). */
+async function hasMigration(sql: Sql, version: string): Promise<boolean> {
+  try {
+    const [row] = await sql`select exists (select 1 from supabase_migrations.schema_migrations
+      where version = ${version}) as ok`;
+    return row.ok === true;
+  } catch (err) {
+    if (classifyDbError(err) === "schema") return false;
+    throw err;
   }
 }
 

@@ -65,6 +65,23 @@ export class DatabaseUnavailable extends ServiceUnavailable {
 }
 
 /**
+ * The database answers but lacks a migration this function was built for (deployed, migrations
+ * arrive by `supabase db push`; the function serves as soon as they do). Never an outage.
+ */
+export class SchemaOutdated extends ServiceUnavailable {
+  readonly missing: string;
+  constructor(missing: string, retryAfterMs: number, cause?: unknown) {
+    super(
+      "SCHEMA_OUTDATED",
+      `The database schema is older than this function: migration ${missing} has not been applied.`,
+      retryAfterMs,
+      cause,
+    );
+    this.missing = missing;
+  }
+}
+
+/**
  * The database is up but too busy: a transaction kept failing on transient errors past its
  * attempts, or no connection came free in time. Sheds load; does not close the recovery gate.
  */

@@ -14,6 +14,7 @@ import { postgresUrl } from "./env.ts";
 import { parseLimits } from "./limits.ts";
 import { createLogger, type Logger } from "./logger.ts";
 import { operatorAlerts } from "./operator_alerts.ts";
+import { SCHEMA_VERSION } from "./schema_version.ts";
 
 export interface PlatformOptions {
   /**
@@ -47,10 +48,14 @@ export async function createPlatform(
     : "postgres://unconfigured@127.0.0.1:1/unconfigured";
 
   const pending = new Set<Promise<unknown>>();
+  // Deployed, the Edge Runtime keeps an isolate alive for work handed to EdgeRuntime.waitUntil
+  // (and for nothing else after the response); locally the set is awaited on close.
+  const waitUntil = edgeRuntime()?.waitUntil;
   const background = (work: Promise<unknown>) => {
     const tracked = work.catch((err) => log.error("background work failed", { error: err }))
       .finally(() => pending.delete(tracked));
     pending.add(tracked);
+    waitUntil?.(tracked);
   };
   // Straight to Discord when DISCORD_WEBHOOK_URL is set (the queue needs the database).
   const direct = operatorAlerts({
@@ -84,8 +89,14 @@ export async function createPlatform(
     limits,
     now: platform.now,
     onConnect: opts.onConnect,
+    requiredVersion: SCHEMA_VERSION,
     onStateChange: (state, cause) => {
-      if (state === "down") {
+      if (state === "schema_outdated") {
+        log.error("database schema is outdated; answering 503 SCHEMA_OUTDATED until it arrives", {
+          missingMigration: platform.db.health().missingMigration,
+          error: cause,
+        });
+      } else if (state === "down") {
         log.error("database unavailable; failing fast until a probe succeeds", { error: cause });
         platform.alertOperators(
           "database",
@@ -110,4 +121,13 @@ export async function createPlatform(
   };
   if (configured) await platform.db.start();
   return platform;
+}
+
+/** Supabase's Edge Runtime global, when running in it. */
+function edgeRuntime(): { waitUntil(p: Promise<unknown>): void } | undefined {
+  const rt = (globalThis as { EdgeRuntime?: { waitUntil?: (p: Promise<unknown>) => void } })
+    .EdgeRuntime;
+  return typeof rt?.waitUntil === "function"
+    ? { waitUntil: (p) => rt.waitUntil!.call(rt, p) }
+    : undefined;
 }

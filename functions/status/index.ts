@@ -6,7 +6,7 @@
 import { z } from "zod";
 import { defineFunction, type FunctionContext } from "../../shared/app.ts";
 import { BaseEnv } from "../../shared/base_env.ts";
-import { DatabaseUnavailable, retryAfterSeconds } from "../../shared/errors.ts";
+import { DatabaseUnavailable, retryAfterSeconds, SchemaOutdated } from "../../shared/errors.ts";
 import { serviceCaller } from "../../shared/jwt.ts";
 import { route } from "../../shared/methods.ts";
 import { serveStandalone } from "../../shared/standalone.ts";
@@ -27,19 +27,22 @@ const statusFunction = defineFunction({
           apikey: c.req.header("apikey"),
         }) !== null;
         let latencyMs: number | null = null;
-        let retryAfterMs = 0;
+        let failure: DatabaseUnavailable | SchemaOutdated | undefined;
         try {
           latencyMs = await ctx.db.ping();
         } catch (err) {
-          if (!(err instanceof DatabaseUnavailable)) throw err;
-          retryAfterMs = err.retryAfterMs;
+          if (!(err instanceof DatabaseUnavailable || err instanceof SchemaOutdated)) throw err;
+          failure = err;
         }
         const ok = latencyMs !== null;
         const body: Record<string, unknown> = { status: ok ? "ok" : "fail_safe" };
-        if (!ok) body.reason = "database unavailable";
+        if (failure instanceof SchemaOutdated) {
+          body.reason = "schema outdated";
+          body.error = { code: failure.code, message: failure.message };
+        } else if (failure) body.reason = "database unavailable";
         if (operator) body.dependencies = await dependencies(ctx, latencyMs);
         c.header("cache-control", "no-store");
-        if (!ok) c.header("retry-after", String(retryAfterSeconds(retryAfterMs)));
+        if (failure) c.header("retry-after", String(retryAfterSeconds(failure.retryAfterMs)));
         return c.json(body, ok ? 200 : 503);
       }],
     });
