@@ -1,5 +1,9 @@
-import { assertEquals } from "@std/assert";
+import fc from "fast-check";
+import { assert, assertEquals } from "@std/assert";
 import { toPlainText } from "../../shared/sanitize.ts";
+
+/** What an HTML parser could start a tag, comment or declaration with. */
+const TAG_OPEN = /<[A-Za-z/!?]/;
 
 Deno.test("toPlainText() strips HTML, drops scripts and decodes entities", async () => {
   assertEquals(
@@ -9,8 +13,102 @@ Deno.test("toPlainText() strips HTML, drops scripts and decodes entities", async
     "buy AAPL & MSFT",
   );
   assertEquals(await toPlainText("1 < 2 and 3 > 2"), "1 < 2 and 3 > 2");
+  assertEquals(await toPlainText("AT&T &copy; R&D"), "AT&T © R&D");
 });
 
 Deno.test("toPlainText() removes control and bidi characters", async () => {
   assertEquals(await toPlainText("a\u0000b\u202Ec\u200Bd"), "abcd");
+});
+
+Deno.test("toPlainText() never turns entity-encoded markup into live markup", async () => {
+  const attacks = [
+    "&lt;img src=x onerror=alert(1)&gt;", // the reported one
+    "&amp;lt;script&amp;gt;alert(1)&amp;lt;/script&amp;gt;", // double encoded
+    "&#60;svg onload=alert(1)&#62;", // decimal
+    "&#x3C;iframe src=javascript:alert(1)&#x3E;", // hexadecimal
+    "&ltimg src=x onerror=alert(1)&gt", // legacy entities without ';'
+    "&amp;amp;amp;lt;b&amp;amp;amp;gt;deep&amp;amp;amp;lt;/b&amp;amp;amp;gt;", // four layers
+    "<\u200Bimg src=x onerror=alert(1)>", // a zero-width space hiding a tag
+    "&lt;&#8203;img src=x onerror=alert(1)&gt;", // one that only appears once decoded
+    "note </", // a parser leaves this as text
+  ];
+  for (const attack of attacks) {
+    const out = await toPlainText(attack);
+    assert(!TAG_OPEN.test(out), `${JSON.stringify(attack)} gave markup: ${JSON.stringify(out)}`);
+    assertEquals(await toPlainText(out), out, `not stable: ${JSON.stringify(attack)}`);
+  }
+  // The reported note: nothing of the tag is left to render.
+  assertEquals(await toPlainText("&lt;img src=x onerror=alert(1)&gt;"), "");
+});
+
+/** Pieces of HTML, entities, and the characters parsers treat specially. */
+const piece = fc.constantFrom(
+  "<",
+  ">",
+  "&",
+  ";",
+  "#",
+  "lt",
+  "gt",
+  "amp",
+  "&lt;",
+  "&gt;",
+  "&amp;",
+  "&#60;",
+  "&#x3c;",
+  "&#X3C",
+  "&#0;",
+  "&#8203;",
+  "&#x202e;",
+  "img",
+  "script",
+  "svg",
+  "b",
+  "/",
+  "!",
+  "?",
+  "--",
+  "[CDATA[",
+  " ",
+  "\t",
+  "\n",
+  "\r",
+  "\u200B",
+  "\u0000",
+  "\u202E",
+  " src=x",
+  " onerror=alert(1)",
+  '"',
+  "'",
+  "=",
+  "a",
+  "é",
+  "😀",
+  "\uD800",
+);
+
+/** Markup-like text, entity-encoded zero to three times. */
+const encoded = fc.tuple(
+  fc.array(piece, { maxLength: 40 }).map((p) => p.join("")),
+  fc.integer({ min: 0, max: 3 }),
+).map(([html, layers]) => {
+  let s = html;
+  for (let i = 0; i < layers; i++) {
+    s = s.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+  }
+  return s;
+});
+
+Deno.test("toPlainText() output never holds a tag opener and is stable, whatever the encoding", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.oneof(encoded, fc.string({ unit: "binary", maxLength: 200 })),
+      async (input) => {
+        const out = await toPlainText(input);
+        assert(!TAG_OPEN.test(out), `${JSON.stringify(input)} → ${JSON.stringify(out)}`);
+        assertEquals(await toPlainText(out), out, `not idempotent for ${JSON.stringify(input)}`);
+      },
+    ),
+    { numRuns: 300 },
+  );
 });
