@@ -92,6 +92,18 @@ export const LimitsSchema = z.object({
   ALERT_LEASE_MS: ms(30_000),
   // Sent alerts are kept this long (dead ones until an operator removes them).
   ALERT_RETENTION_DAYS: count(7),
+  // tools (functions/tools): per-user calls a minute; each call's deadline and the size of its
+  // result; Greeks below the minimum time to expiry are the limit at expiry; a backtest reads
+  // at most TOOLS_BACKTEST_MAX_BARS bars, TOOLS_BACKTEST_PAGE_SIZE a page (Alpaca's largest is
+  // 10,000), with moving averages of at most TOOLS_BACKTEST_MAX_WINDOW bars.
+  TOOLS_RATE_LIMIT: count(60),
+  TOOLS_DEADLINE_MS: ms(1_000),
+  TOOLS_MAX_OUTPUT_BYTES: count(4_096),
+  TOOLS_GREEKS_MIN_EXPIRY_SECONDS: count(60),
+  TOOLS_BACKTEST_DEADLINE_MS: ms(30_000),
+  TOOLS_BACKTEST_MAX_BARS: count(1_000_000),
+  TOOLS_BACKTEST_PAGE_SIZE: z.coerce.number().int().min(1).max(10_000).default(10_000),
+  TOOLS_BACKTEST_MAX_WINDOW: count(1_000),
   // Local server (local/serve.ts)
   SHUTDOWN_GRACE_MS: ms(10_000),
 });
