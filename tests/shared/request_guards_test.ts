@@ -3,9 +3,9 @@ import { z } from "zod";
 import { assert, assertEquals } from "@std/assert";
 import { bodyLimit } from "../../shared/body_limit.ts";
 import { contentType } from "../../shared/content_type.ts";
-import { errorParts } from "../../shared/errors.ts";
+import { errorParts, ValidationFailed } from "../../shared/errors.ts";
 import { route } from "../../shared/methods.ts";
-import { readJson } from "../../shared/validation.ts";
+import { readJson, validate } from "../../shared/validation.ts";
 
 function app() {
   const a = new Hono();
@@ -81,4 +81,96 @@ Deno.test("errorParts() never leaks an unknown error's message", () => {
   assertEquals(status, 500);
   assert(!body.includes("secret_table"));
   assertEquals(JSON.parse(body).error.requestId, "rid");
+});
+
+Deno.test("readJson() answers 400 naming the path to a NUL character or an unpaired surrogate, in a value or a key", async () => {
+  const cases: [string, string, RegExp][] = [
+    ['{"name":"a\\u0000b","n":1}', "name", /NUL/],
+    ['{"name":"\\ud800","n":1}', "name", /surrogate/],
+    ['{"name":"x\\udfff","n":1}', "name", /surrogate/],
+    ['{"name":"ok","n":1,"\\u0000":1}', "(root)", /key .*NUL/],
+  ];
+  for (const [body, path, message] of cases) {
+    const res = await post(body);
+    assertEquals(res.status, 400, body);
+    const err = (await res.json()).error;
+    assertEquals(err.code, "VALIDATION_FAILED");
+    assert(
+      err.issues.some((i: { path: string; message: string }) =>
+        i.path === path && message.test(i.message)
+      ),
+      `${body}: ${JSON.stringify(err.issues)}`,
+    );
+  }
+  // Paired surrogates (an emoji) are text like any other.
+  assertEquals((await post('{"name":"\\ud83d\\ude00","n":1}')).status, 200);
+});
+
+Deno.test("readJson() refuses a number a double cannot hold exactly, and keeps every exact spelling", async () => {
+  const app = new Hono();
+  app.onError((err, c) => {
+    const { status, headers, body } = errorParts(err, "t");
+    return c.body(body, status as 400, headers);
+  });
+  app.post("/", async (c) => c.json(await readJson(c, z.strictObject({ x: z.number() }))));
+  const send = (x: string) =>
+    app.fetch(new Request("http://fn/", { method: "POST", body: `{"x":${x}}` }));
+  for (
+    const x of [
+      "9999999.999999999",
+      "100000000.0000000001",
+      "1e400",
+      "-1e400",
+      "0.1000000000000000055511151231257827",
+    ]
+  ) {
+    const res = await send(x);
+    assertEquals(res.status, 400, x);
+    const err = (await res.json()).error;
+    assertEquals(err.issues[0].path, "x", x);
+  }
+  for (
+    const [x, value] of [
+      ["1.50", 1.5],
+      ["15e-1", 1.5],
+      ["1E2", 100],
+      ["-0", 0],
+      ["0.1", 0.1],
+      ["123456.789", 123456.789],
+      ["1.7976931348623157e308", Number.MAX_VALUE],
+      ["5e-324", 5e-324],
+    ] as const
+  ) {
+    const res = await send(x);
+    assertEquals(res.status, 200, x);
+    assertEquals((await res.json()).x, value, x);
+  }
+});
+
+Deno.test("readJson() answers 400, not a crash, to a body nested past what the runtime parses", async () => {
+  const a = new Hono();
+  a.onError((err, c) => {
+    const { status, headers, body } = errorParts(err, "t");
+    return c.body(body, status as 400, headers);
+  });
+  a.post("/", async (c) => c.json(await readJson(c, z.unknown())));
+  const res = await a.fetch(
+    new Request("http://fn/", { method: "POST", body: "[".repeat(50_000) + "]".repeat(50_000) }),
+  );
+  assertEquals(res.status, 400);
+  assertEquals((await res.json()).error.code, "MALFORMED_JSON");
+});
+
+Deno.test("validate() answers 400 to a NUL character in a query value", () => {
+  const Query = z.object({ before: z.string().optional() });
+  let thrown: unknown;
+  try {
+    validate(Query, { before: "2026-01-01\u0000" });
+  } catch (err) {
+    thrown = err;
+  }
+  assert(thrown instanceof ValidationFailed, String(thrown));
+  assertEquals(thrown.status, 400);
+  assertEquals(thrown.issues?.[0].path, "before");
+  assertEquals(validate(Query, { before: "2026-01-01" }), { before: "2026-01-01" });
 });
