@@ -1,42 +1,35 @@
 /**
- * The durable alert queue in Postgres (`internal.alerts`) and the drainer that delivers it to
- * Discord. Safe with any number of drainers at once, in one instance or many.
+ * The durable alert queue in Postgres (`internal.alerts`): what is stored, in which order it is
+ * claimed, and how a claim ends. Safe with any number of drainers (shared/alert_drainer.ts) at
+ * once, in one instance or many.
  *
  * - Order: critical, then warning, then info; first in, first out within a severity.
- * - Dedup: alerts with the same `dedupKey` within ALERT_DEDUP_WINDOW_SECONDS of the group's
- *   first one are counted into the group's row while it is not yet sent (`count + 1`, atomically,
- *   serialized per key by a transaction-scoped advisory lock). Once the group's message has gone
- *   out, later occurrences in the same window collect in one follow-up row that is sent as
- *   "(occurred N more times since the last message)". An alert with a key first waits
- *   ALERT_GROUP_WAIT_MS so a burst becomes one message (Alertmanager's `group_wait`).
+ * - Dedup: at most one row per `dedupKey` is queued (a partial unique index), and an alert with
+ *   a key is counted into it by one atomic upsert (`insert … on conflict … do update`): no lock
+ *   is held across statements, so a burst on any number of instances is one short row update
+ *   each, never a queue behind a lock. While the key's message waits to go out every occurrence
+ *   counts into it; once it has gone out, later occurrences within ALERT_DEDUP_WINDOW_SECONDS of
+ *   the group's first one collect in one follow-up row that is sent as "(occurred N more times
+ *   since the last message)"; past the window a new group starts. An alert with a key first
+ *   waits ALERT_GROUP_WAIT_MS so a burst becomes one message (Alertmanager's `group_wait`).
  * - Claims: a drainer takes the next due row with `for update skip locked` and sets a lease
  *   (`locked_until`, ALERT_LEASE_MS); a drainer that died simply lets its lease pass. The row is
  *   marked sent right after Discord confirmed the message (`?wait=true`), before the lease ends,
  *   so no two drainers ever send it. (A drainer that loses the database between Discord's
  *   answer and that update retries the update; if it never lands, the row is sent again after
  *   the lease: at least once, never silently dropped.)
- * - Failures: 5xx and timeouts retry with jittered exponential backoff (`next_attempt_at`); a
- *   `429` waits for Discord's `retry_after` without using an attempt; another 4xx, or
- *   ALERT_MAX_ATTEMPTS failures, leaves the row `dead` with the reason, shown by `status`.
+ * - Failures: `markFailed` queues the row again after a jittered exponential backoff, or leaves
+ *   it `dead` after ALERT_MAX_ATTEMPTS; `markDead` for a message Discord refused; `release`
+ *   gives a claim back without using an attempt (rate limited, webhook unusable, breaker open).
  *
  * @example
  * const queue = new AlertQueue(db, limits);
  * const { id, coalesced } = await queue.enqueue({ severity: "critical", title, message, dedupKey });
- * const drainer = new AlertDrainer({ queue, client, breaker, limits, log });
- * const report = await drainer.drain(); // { sent, deferred, retried, dead, stopped, remaining }
+ * const alert = await queue.claim(); // null when nothing is due
  */
-import type { Breaker } from "./circuit_breaker.ts";
-import type { Database, Tx } from "./db.ts";
-import {
-  DiscordClient,
-  DiscordRateLimited,
-  DiscordRejected,
-  renderAlert,
-  type Severity,
-} from "./discord_client.ts";
-import { CircuitOpen, HttpError, UpstreamUnavailable } from "./errors.ts";
+import type { Database } from "./db.ts";
+import type { Severity } from "./discord_client.ts";
 import type { Limits } from "./limits.ts";
-import type { Logger } from "./logger.ts";
 
 /** Claim order: lower first. */
 export const PRIORITY: Record<Severity, number> = { critical: 0, warning: 1, info: 2 };
@@ -68,6 +61,15 @@ export interface ClaimedAlert {
   firstSeenAt: number;
 }
 
+/** A queued critical alert handed to the fallback channel. */
+export interface ForwardableAlert {
+  id: string;
+  title: string;
+  message: string;
+  dedupKey: string | null;
+  count: number;
+}
+
 /** What `status` shows about the queue. */
 export interface AlertStats {
   queued: number;
@@ -80,17 +82,6 @@ export interface AlertStats {
   oldestQueuedAt: string | null;
   /** The latest dead letters with their reasons. */
   recentDead: { id: string; title: string; reason: string | null; at: string }[];
-}
-
-/** A direct operator alert, recorded once the database is reachable (operator_alerts.ts). */
-export interface DirectRecord {
-  id: string;
-  title: string;
-  message: string;
-  occurredAt: number;
-  /** Set when the direct send succeeded: the row is stored as sent and never re-sent. */
-  sentAt?: number;
-  messageId?: string;
 }
 
 export type QueueLimits = Pick<
@@ -141,50 +132,49 @@ export class AlertQueue {
     return Math.max(this.#l.ALERT_LEASE_MS, 2 * this.#l.DISCORD_TIMEOUT_MS);
   }
 
-  /** Stores an alert, or counts it into its dedup group's queued message. */
-  enqueue(alert: NewAlert): Promise<EnqueueResult> {
+  /**
+   * Stores an alert, or counts it into its key's queued message: one statement either way (an
+   * upsert on the partial unique index `alerts_queued_dedup`), so concurrent enqueues of one key
+   * on any number of instances each wait only for the other's row update.
+   */
+  async enqueue(alert: NewAlert): Promise<EnqueueResult> {
     const priority = PRIORITY[alert.severity];
-    const window = this.#l.ALERT_DEDUP_WINDOW_SECONDS;
-    return this.#db.transaction(async (tx) => {
-      const key = alert.dedupKey;
-      if (key === undefined) {
-        const [row] = await tx<{ id: string }[]>`
+    const key = alert.dedupKey;
+    if (key === undefined) {
+      const [row] = await this.#db.query((sql) =>
+        sql<{ id: string }[]>`
           insert into internal.alerts (severity, priority, title, message)
           values (${alert.severity}, ${priority}, ${alert.title}, ${alert.message})
-          returning id`;
-        return { id: row.id, coalesced: false };
-      }
-      await lockKey(tx, key);
-      const [hit] = await tx<{ id: string }[]>`
-        update internal.alerts set
-          count = count + 1,
-          last_seen_at = now(),
-          severity = case when ${priority}::smallint < priority then ${alert.severity}::text else severity end,
-          priority = least(priority, ${priority}::smallint)
-        where state = 'queued' and id = (
-          select id from internal.alerts
-          where dedup_key = ${key} and state = 'queued'
-            and window_started_at > now() - make_interval(secs => ${window}::int)
-          order by seq desc limit 1)
-        returning id`;
-      if (hit) return { id: hit.id, coalesced: true };
-      // The group's message already went out (or died): later occurrences in its window collect
-      // in a follow-up row; past the window a new group starts.
-      const [group] = await tx<{ first: string; started: Date }[]>`
-        select coalesce(repeat_of, id) as first, window_started_at as started
-        from internal.alerts
-        where dedup_key = ${key} and state in ('sent', 'dead')
-          and window_started_at > now() - make_interval(secs => ${window}::int)
-        order by seq desc limit 1`;
-      const [row] = await tx<{ id: string }[]>`
-        insert into internal.alerts
-          (severity, priority, title, message, dedup_key, window_started_at, repeat_of, next_attempt_at)
-        values (${alert.severity}, ${priority}, ${alert.title}, ${alert.message}, ${key},
-          coalesce(${group?.started ?? null}::timestamptz, now()), ${group?.first ?? null}::uuid,
-          now() + make_interval(secs => ${this.#l.ALERT_GROUP_WAIT_MS / 1000}::float8))
-        returning id`;
+          returning id`
+      );
       return { id: row.id, coalesced: false };
-    });
+    }
+    const window = this.#l.ALERT_DEDUP_WINDOW_SECONDS;
+    const [row] = await this.#db.query((sql) =>
+      sql<{ id: string; inserted: boolean }[]>`
+        with grp as (
+          -- The group's message already went out (or died): occurrences within its window
+          -- collect in a follow-up row; past the window a new group starts.
+          select coalesce(repeat_of, id) as first, window_started_at as started
+          from internal.alerts
+          where dedup_key = ${key} and state in ('sent', 'dead')
+            and window_started_at > now() - make_interval(secs => ${window}::int)
+          order by seq desc limit 1
+        )
+        insert into internal.alerts as a
+          (severity, priority, title, message, dedup_key, window_started_at, repeat_of, next_attempt_at)
+        select ${alert.severity}, ${priority}::smallint, ${alert.title}, ${alert.message}, ${key},
+          coalesce((select started from grp), now()), (select first from grp),
+          now() + make_interval(secs => ${this.#l.ALERT_GROUP_WAIT_MS / 1000}::float8)
+        on conflict (dedup_key) where state = 'queued' and dedup_key is not null
+        do update set
+          count = a.count + 1,
+          last_seen_at = now(),
+          severity = case when excluded.priority < a.priority then excluded.severity else a.severity end,
+          priority = least(a.priority, excluded.priority)
+        returning a.id, (a.xmax = 0) as inserted`
+    );
+    return { id: row.id, coalesced: !row.inserted };
   }
 
   /** Claims the next due row (critical first, FIFO within) for one lease; null when none is due. */
@@ -222,12 +212,12 @@ export class AlertQueue {
 
   /**
    * Marks a claimed row sent with the count its message stated. Occurrences counted into it
-   * while it was being sent move to a follow-up row, so none goes unreported.
+   * while it was being sent move to a follow-up row, in the same statement, so none goes
+   * unreported (an enqueue of the key waits for this row update, then counts into the follow-up).
    */
-  markSent(alert: ClaimedAlert, messageId: string): Promise<void> {
-    return this.#db.transaction(async (tx) => {
-      if (alert.dedupKey !== null) await lockKey(tx, alert.dedupKey);
-      await tx`
+  async markSent(alert: ClaimedAlert, messageId: string): Promise<void> {
+    await this.#db.query((sql) =>
+      sql`
         with done as (
           update internal.alerts
           set state = 'sent', sent_at = now(), sent_count = ${alert.count}, attempts = attempts + 1,
@@ -236,12 +226,15 @@ export class AlertQueue {
           returning *
         )
         insert into internal.alerts (severity, priority, title, message, dedup_key,
-          window_started_at, repeat_of, count, next_attempt_at, last_seen_at)
+          window_started_at, repeat_of, count, next_attempt_at, last_seen_at, fallback_at)
         select severity, priority, title, message, dedup_key, window_started_at,
           coalesce(repeat_of, id), count - ${alert.count}::int,
-          now() + make_interval(secs => ${this.#l.ALERT_GROUP_WAIT_MS / 1000}::float8), last_seen_at
-        from done where count > ${alert.count}::int`;
-    });
+          now() + make_interval(secs => ${
+        this.#l.ALERT_GROUP_WAIT_MS / 1000
+      }::float8), last_seen_at,
+          fallback_at
+        from done where count > ${alert.count}::int`
+    );
   }
 
   /**
@@ -303,20 +296,32 @@ export class AlertQueue {
     return row.ms === null ? null : Math.max(0, Math.ceil(Number(row.ms)));
   }
 
-  /** Records a direct operator alert (once: its id makes it idempotent). */
-  async recordDirect(rec: DirectRecord): Promise<void> {
-    const sent = rec.sentAt !== undefined;
-    const occurred = new Date(rec.occurredAt);
-    await this.#db.query((sql) =>
-      sql`
-        insert into internal.alerts (id, severity, priority, title, message, source, state,
-          sent_count, sent_at, discord_message_id, created_at, last_seen_at, window_started_at)
-        values (${rec.id}::uuid, 'critical', ${PRIORITY.critical}, ${rec.title}, ${rec.message},
-          'direct', ${sent ? "sent" : "queued"}, ${sent ? 1 : null}::int,
-          ${sent ? new Date(rec.sentAt!) : null}::timestamptz, ${rec.messageId ?? null},
-          ${occurred}, ${occurred}, ${occurred})
-        on conflict (id) do nothing`
+  /**
+   * Queued critical alerts not yet given to the fallback channel (oldest first, at most `max`),
+   * each marked as given in the same statement, so the fleet forwards each one once.
+   */
+  async takeUnforwardedCritical(max: number): Promise<ForwardableAlert[]> {
+    const rows = await this.#db.query((sql) =>
+      sql<
+        { id: string; title: string; message: string; dedup_key: string | null; count: number }[]
+      >`
+        with next as (
+          select id from internal.alerts
+          where state = 'queued' and severity = 'critical' and fallback_at is null
+          order by seq limit ${max}
+          for update skip locked
+        )
+        update internal.alerts a set fallback_at = now()
+        from next where a.id = next.id
+        returning a.id, a.title, a.message, a.dedup_key, a.count`
     );
+    return rows.map((r) => ({
+      id: r.id,
+      title: r.title,
+      message: r.message,
+      dedupKey: r.dedup_key,
+      count: r.count,
+    }));
   }
 
   /** Drops sent rows older than ALERT_RETENTION_DAYS, a bounded batch at a time. Dead rows stay. */
@@ -381,208 +386,4 @@ export async function alertQueueStats(db: Database): Promise<AlertStats> {
       })),
     };
   });
-}
-
-/** Serializes work on one dedup key across instances for the rest of the transaction. */
-async function lockKey(tx: Tx, key: string): Promise<void> {
-  await tx`select pg_advisory_xact_lock(hashtextextended(${`alert:${key}`}, 0))`;
-}
-
-/** What one drain did. */
-export interface DrainReport {
-  sent: number;
-  /** Rate limited by Discord (429): put back without using an attempt. */
-  deferred: number;
-  /** Failed (5xx, timeout) and queued again with backoff. */
-  retried: number;
-  /** Dead-lettered (refused by Discord, or out of attempts). */
-  dead: number;
-  /**
-   * Why it stopped: nothing queued (`empty`), queued rows not due before the budget ends
-   * (`waiting`: backoff or group wait), the budget spent (`budget`), or the Discord breaker open.
-   */
-  stopped: "empty" | "waiting" | "budget" | "circuit_open";
-  /** Rows still queued after it stopped. */
-  remaining: number;
-  durationMs: number;
-}
-
-export interface DrainerOptions {
-  queue: AlertQueue;
-  client: DiscordClient;
-  /** The "discord" breaker. */
-  breaker: Breaker;
-  limits: Pick<Limits, "ALERT_DRAIN_BUDGET_MS">;
-  log: Logger;
-  now?: () => number;
-}
-
-/** How often the retention purge runs per drainer. */
-const PURGE_EVERY_MS = 3600_000;
-
-/**
- * Delivers the queue within a time budget. `drain()` runs one bounded pass (for `POST /drain`);
- * `kick()` runs passes in the background after an enqueue, one at a time per instance: a kick
- * during a pass wakes it (a new alert may be due now) and asks for one more pass at its end.
- */
-export class AlertDrainer {
-  readonly #o: DrainerOptions;
-  readonly #now: () => number;
-  readonly #wakers = new Set<() => void>();
-  #running: Promise<void> | undefined;
-  #again = false;
-  #lastPurge = 0;
-
-  constructor(opts: DrainerOptions) {
-    this.#o = { ...opts };
-    this.#now = opts.now ?? Date.now;
-  }
-
-  /** Starts (or nudges) background delivery; the promise ends when no pass is asked for. Never rejects. */
-  kick(): Promise<void> {
-    if (this.#running) {
-      this.#again = true;
-      for (const wake of this.#wakers) wake();
-      return this.#running;
-    }
-    this.#running = (async () => {
-      try {
-        do {
-          this.#again = false;
-          try {
-            await this.drain();
-          } catch (err) {
-            // The database is down (the status says so) or a bug: the rows stay queued.
-            this.#o.log.warn("alert delivery stopped", { error: err });
-          }
-        } while (this.#again);
-      } finally {
-        this.#running = undefined;
-      }
-    })();
-    return this.#running;
-  }
-
-  /** One pass: sends what is due, in order, until nothing is due, the budget is spent or the breaker opens. */
-  async drain(): Promise<DrainReport> {
-    const { queue, client, breaker, log } = this.#o;
-    const started = this.#now();
-    const deadline = started + this.#o.limits.ALERT_DRAIN_BUDGET_MS;
-    const report: DrainReport = {
-      sent: 0,
-      deferred: 0,
-      retried: 0,
-      dead: 0,
-      stopped: "empty",
-      remaining: 0,
-      durationMs: 0,
-    };
-    for (;;) {
-      const left = deadline - this.#now();
-      if (left <= 0) {
-        report.stopped = "budget";
-        break;
-      }
-      const wait = client.waitMs();
-      if (wait > 0) {
-        if (wait >= left) {
-          report.stopped = "budget";
-          break;
-        }
-        await this.#sleep(wait);
-        continue;
-      }
-      const alert = await queue.claim();
-      if (!alert) {
-        const due = await queue.nextDueInMs();
-        if (due === null) break; // empty
-        if (due >= left) {
-          report.stopped = "waiting";
-          break;
-        }
-        await this.#sleep(Math.max(due, 5));
-        continue;
-      }
-      const content = renderAlert(alert);
-      let messageId: string;
-      try {
-        ({ id: messageId } = await breaker.run(() => client.execute(content)));
-      } catch (err) {
-        if (err instanceof CircuitOpen) {
-          await queue.release(alert);
-          report.stopped = "circuit_open";
-          break;
-        }
-        if (err instanceof DiscordRateLimited) {
-          await queue.release(alert);
-          report.deferred++;
-          continue;
-        }
-        if (err instanceof DiscordRejected) {
-          await queue.markDead(alert, err.message);
-          log.error("alert refused by Discord; dead-lettered", {
-            alertId: alert.id,
-            reason: err.message,
-          });
-          report.dead++;
-          continue;
-        }
-        if (err instanceof UpstreamUnavailable) {
-          const state = await queue.markFailed(alert, err.message);
-          if (state === "dead") {
-            log.error("alert undeliverable; dead-lettered", {
-              alertId: alert.id,
-              reason: err.message,
-            });
-            report.dead++;
-          } else {
-            report.retried++;
-          }
-          continue;
-        }
-        await queue.release(alert).catch(() => {});
-        throw err;
-      }
-      await this.#recordSent(alert, messageId);
-      report.sent++;
-    }
-    if (this.#now() - this.#lastPurge > PURGE_EVERY_MS) {
-      this.#lastPurge = this.#now();
-      await queue.purge().catch((err) => log.warn("alert purge failed", { error: err }));
-    }
-    report.remaining = (await queue.stats()).queued;
-    report.durationMs = this.#now() - started;
-    return report;
-  }
-
-  /** Marks a delivered alert sent, retrying briefly: a row left claimed would be re-sent after its lease. */
-  async #recordSent(alert: ClaimedAlert, messageId: string): Promise<void> {
-    for (let attempt = 1;; attempt++) {
-      try {
-        return await this.#o.queue.markSent(alert, messageId);
-      } catch (err) {
-        if (attempt >= 5 || !(err instanceof HttpError)) {
-          this.#o.log.error("alert sent but not recorded; it may be sent again after its lease", {
-            alertId: alert.id,
-            error: err,
-          });
-          throw err;
-        }
-        await new Promise((r) => setTimeout(r, 200 * attempt));
-      }
-    }
-  }
-
-  /** Sleeps `ms`, or less when a kick says new work may be due. */
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.#wakers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#wakers.add(done);
-    });
-  }
 }

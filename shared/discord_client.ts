@@ -37,23 +37,53 @@ const ZWSP = "\u200B";
 
 export type Severity = "info" | "warning" | "critical";
 
+/** A bucket's state from one answer's `X-RateLimit-*` headers. */
+export interface RateLimitInfo {
+  /** `X-RateLimit-Bucket`. */
+  bucket: string;
+  /** `X-RateLimit-Limit` (requests per window), null when absent. */
+  limit: number | null;
+  /** `X-RateLimit-Remaining`. */
+  remaining: number;
+  /** `X-RateLimit-Reset-After` in ms (rounded up). */
+  resetAfterMs: number;
+}
+
 /** Discord answered 429: nothing was posted; try again after `retryAfterMs`. */
 export class DiscordRateLimited extends Error {
-  constructor(readonly retryAfterMs: number, readonly global: boolean) {
+  constructor(
+    readonly retryAfterMs: number,
+    readonly global: boolean,
+    readonly rateLimit?: RateLimitInfo,
+  ) {
     super(`Discord rate limited the webhook${global ? " globally" : ""} for ${retryAfterMs} ms`);
     this.name = "DiscordRateLimited";
   }
 }
 
-/** Discord refused the message (a 4xx other than 429): sending it again cannot succeed. */
+/**
+ * Discord refused the request (a 4xx other than 429): sending it again cannot succeed. With
+ * `webhookGone` (401, 403, 404: e.g. `10015` Unknown Webhook, `50027` Invalid Webhook Token) it
+ * is the webhook that is broken, not the message: no other message can succeed either.
+ */
 export class DiscordRejected extends Error {
-  constructor(readonly status: number, readonly discordCode: number | null, reason: string) {
+  constructor(
+    readonly status: number,
+    readonly discordCode: number | null,
+    reason: string,
+    readonly rateLimit?: RateLimitInfo,
+  ) {
     super(
       `Discord refused the message with ${status}${
         discordCode ? ` (code ${discordCode})` : ""
       }: ${reason}`,
     );
     this.name = "DiscordRejected";
+  }
+
+  /** 401, 403 or 404: the webhook was deleted, its token is wrong or it may not post. */
+  get webhookGone(): boolean {
+    return this.status === 401 || this.status === 403 || this.status === 404;
   }
 }
 
@@ -182,17 +212,24 @@ export class DiscordClient {
 
   /**
    * Posts `content` (cut to 2000 characters) with `allowed_mentions: {parse: []}`, after waiting
-   * for the rate limit. Returns the message id. Throws DiscordRateLimited (429),
-   * DiscordRejected (another 4xx: final), UpstreamUnavailable (5xx, timeout, unreachable).
+   * for the rate limit. Returns the message id and the bucket state the answer stated. Throws
+   * DiscordRateLimited (429), DiscordRejected (another 4xx: final), UpstreamUnavailable (5xx,
+   * timeout, unreachable).
    */
-  execute(content: string, opts: { signal?: AbortSignal } = {}): Promise<{ id: string }> {
+  execute(
+    content: string,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<{ id: string; rateLimit?: RateLimitInfo }> {
     const run = () => this.#send(content, opts.signal);
     const result = this.#chain.then(run, run);
     this.#chain = result.catch(() => {});
     return result;
   }
 
-  async #send(content: string, signal?: AbortSignal): Promise<{ id: string }> {
+  async #send(
+    content: string,
+    signal?: AbortSignal,
+  ): Promise<{ id: string; rateLimit?: RateLimitInfo }> {
     const wait = this.waitMs();
     if (wait > 0) await sleep(wait, signal);
     const payload = {
@@ -230,11 +267,12 @@ export class DiscordClient {
       }
       throw err;
     }
-    this.#observe(headers);
+    const rateLimit = rateLimitOf(headers);
+    this.#observe(rateLimit);
     const body = parseJson(text);
     if (status >= 200 && status < 300) {
       this.counters.sent++;
-      return { id: typeof body?.id === "string" ? body.id : "" };
+      return { id: typeof body?.id === "string" ? body.id : "", rateLimit };
     }
     if (status === 429) {
       this.counters.rateLimited++;
@@ -250,7 +288,7 @@ export class DiscordClient {
       } else {
         this.#globalUntil = Math.max(this.#globalUntil, until); // no bucket known: pause all
       }
-      throw new DiscordRateLimited(retryAfterMs, global);
+      throw new DiscordRateLimited(retryAfterMs, global, rateLimit);
     }
     if (status >= 400 && status < 500) {
       this.counters.rejected++;
@@ -258,26 +296,38 @@ export class DiscordClient {
       const reason = typeof body?.message === "string"
         ? body.message.slice(0, 200)
         : `HTTP ${status}`;
-      throw new DiscordRejected(status, code, reason);
+      throw new DiscordRejected(status, code, reason, rateLimit);
     }
     this.counters.failed++;
     throw new UpstreamUnavailable("Discord", `answered ${status}`);
   }
 
-  /** Records the bucket state from any answer's `X-RateLimit-*` headers. */
-  #observe(headers: Headers): void {
-    const bucket = headers.get("x-ratelimit-bucket");
-    const remaining = Number(headers.get("x-ratelimit-remaining"));
-    const resetAfter = Number(headers.get("x-ratelimit-reset-after"));
-    if (!bucket || !Number.isFinite(remaining) || !Number.isFinite(resetAfter)) return;
-    this.#bucket = bucket;
-    if (!this.#buckets.has(bucket) && this.#buckets.size >= 16) this.#buckets.clear();
-    this.#buckets.set(bucket, {
-      limit: Number(headers.get("x-ratelimit-limit")) || 0,
-      remaining,
-      resetAt: this.#now() + Math.ceil(resetAfter * 1000),
+  /** Records the bucket state from an answer's `X-RateLimit-*` headers. */
+  #observe(info: RateLimitInfo | undefined): void {
+    if (!info) return;
+    this.#bucket = info.bucket;
+    if (!this.#buckets.has(info.bucket) && this.#buckets.size >= 16) this.#buckets.clear();
+    this.#buckets.set(info.bucket, {
+      limit: info.limit ?? 0,
+      remaining: info.remaining,
+      resetAt: this.#now() + info.resetAfterMs,
     });
   }
+}
+
+/** The bucket state of an answer, when it carries the `X-RateLimit-*` headers. */
+export function rateLimitOf(headers: Headers): RateLimitInfo | undefined {
+  const bucket = headers.get("x-ratelimit-bucket");
+  const remaining = Number(headers.get("x-ratelimit-remaining") ?? NaN);
+  const resetAfter = Number(headers.get("x-ratelimit-reset-after") ?? NaN);
+  if (!bucket || !Number.isFinite(remaining) || !Number.isFinite(resetAfter)) return undefined;
+  const limit = Number(headers.get("x-ratelimit-limit") ?? NaN);
+  return {
+    bucket,
+    limit: Number.isInteger(limit) && limit > 0 ? limit : null,
+    remaining: Math.max(0, Math.floor(remaining)),
+    resetAfterMs: Math.max(0, Math.ceil(resetAfter * 1000)),
+  };
 }
 
 /** `retry_after` from the 429 body (seconds, decimals), else `Retry-After`, else 1 s. */

@@ -92,6 +92,14 @@ export const LimitsSchema = z.object({
   ALERT_LEASE_MS: ms(30_000),
   // Sent alerts are kept this long (dead ones until an operator removes them).
   ALERT_RETENTION_DAYS: count(7),
+  // Alerts across instances (shared/discord_webhook_state.ts, shared/alert_fallback.ts): a
+  // webhook Discord answered 401/403/404 is retried this rarely (one probe for the fleet) until
+  // it works; the fallback channel (ALERT_FALLBACK_WEBHOOK_URL) hears when Discord delivery has
+  // failed this long or the webhook is unusable, each kind at most once per cooldown.
+  ALERT_WEBHOOK_PROBE_INTERVAL_SECONDS: count(300),
+  ALERT_FALLBACK_AFTER_SECONDS: count(120),
+  ALERT_FALLBACK_COOLDOWN_SECONDS: count(900),
+  ALERT_FALLBACK_TIMEOUT_MS: ms(5_000),
   // tools (functions/tools): per-user calls a minute; each call's deadline and the size of its
   // result; Greeks below the minimum time to expiry are the limit at expiry; a backtest reads
   // at most TOOLS_BACKTEST_MAX_BARS bars, TOOLS_BACKTEST_PAGE_SIZE a page (Alpaca's largest is

@@ -12,13 +12,22 @@
  *   (`200 {sent, deferred, retried, dead, stopped, remaining, durationMs}`), for a scheduler
  *   (e.g. pg_cron + pg_net every minute), so alerts queued while Discord was down go out.
  *
- * The queue, ordering, dedup and drainer are in shared/alert_queue.ts; Discord's protocol and
- * rate limits in shared/discord_client.ts.
+ * Across instances: Discord's rate-limit bucket and the webhook's health live in Postgres
+ * (shared/discord_webhook_state.ts), so every instance spends one bucket and a deleted webhook
+ * (401/403/404) stops delivery for all of them, alerts kept, until a rare probe finds it works.
+ * With ALERT_FALLBACK_WEBHOOK_URL (a Slack-style incoming webhook) set, broken Discord delivery
+ * and the critical alerts it holds up are told there too (shared/alert_fallback.ts). Every
+ * alert is also a structured log line.
+ *
+ * The queue, ordering and dedup are in shared/alert_queue.ts, delivery in
+ * shared/alert_drainer.ts; Discord's protocol in shared/discord_client.ts.
  */
 import type { MiddlewareHandler } from "hono";
 import { z } from "zod";
 import { type AppEnv, defineFunction } from "../../shared/app.ts";
-import { AlertDrainer, AlertQueue } from "../../shared/alert_queue.ts";
+import { AlertDrainer } from "../../shared/alert_drainer.ts";
+import { AlertFallback } from "../../shared/alert_fallback.ts";
+import { AlertQueue } from "../../shared/alert_queue.ts";
 import { BaseEnv } from "../../shared/base_env.ts";
 import { bodyLimit } from "../../shared/body_limit.ts";
 import { contentType } from "../../shared/content_type.ts";
@@ -28,6 +37,7 @@ import {
   DiscordRejected,
   neutralize,
 } from "../../shared/discord_client.ts";
+import { DiscordWebhookState } from "../../shared/discord_webhook_state.ts";
 import { httpUrl } from "../../shared/env.ts";
 import { ValidationFailed } from "../../shared/errors.ts";
 import { requireJwt } from "../../shared/jwt.ts";
@@ -36,7 +46,14 @@ import { toPlainText } from "../../shared/sanitize.ts";
 import { serveStandalone } from "../../shared/standalone.ts";
 import { readJson } from "../../shared/validation.ts";
 
-const Env = BaseEnv.extend({ DISCORD_WEBHOOK_URL: httpUrl });
+const Env = BaseEnv.extend({
+  DISCORD_WEBHOOK_URL: httpUrl,
+  /** Optional second channel: a Slack-style incoming webhook (`POST {"text": …}`). */
+  ALERT_FALLBACK_WEBHOOK_URL: httpUrl.optional(),
+});
+
+/** The log level of an alert's structured log line. */
+const LOG_LEVEL = { info: "info", warning: "warn", critical: "error" } as const;
 
 /** The alert a service sends. Longer text than Discord shows is accepted and cut on delivery. */
 const AlertBody = z.strictObject({
@@ -53,8 +70,21 @@ const discordAlert = defineFunction({
   browser: false,
   build(app, ctx) {
     const queue = new AlertQueue(ctx.db, ctx.limits);
+    const fallbackUrl = ctx.config.ALERT_FALLBACK_WEBHOOK_URL;
     const drainer = new AlertDrainer({
       queue,
+      webhook: new DiscordWebhookState(ctx.db, {
+        webhookUrl: ctx.config.DISCORD_WEBHOOK_URL,
+        limits: ctx.limits,
+      }),
+      fallback: fallbackUrl
+        ? new AlertFallback(ctx.db, {
+          webhookUrl: fallbackUrl,
+          limits: ctx.limits,
+          log: ctx.log,
+          fetch: ctx.fetch,
+        })
+        : undefined,
       client: new DiscordClient({
         webhookUrl: ctx.config.DISCORD_WEBHOOK_URL,
         timeoutMs: ctx.limits.DISCORD_TIMEOUT_MS,
@@ -94,6 +124,14 @@ const discordAlert = defineFunction({
             title,
             message,
             dedupKey: input.dedupKey,
+          });
+          ctx.log[LOG_LEVEL[input.severity]]("alert", {
+            requestId: c.get("requestId"),
+            alertId: id,
+            severity: input.severity,
+            title: input.title.slice(0, 256),
+            dedupKey: input.dedupKey,
+            coalesced,
           });
           ctx.background(drainer.kick());
           return c.json({ id, coalesced }, 202);

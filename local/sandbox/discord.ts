@@ -7,8 +7,10 @@
  * answer and, past the bucket, `429 {"message","retry_after","global"}` with `Retry-After`
  * (https://discord.com/developers/docs/topics/rate-limits).
  *
- * Controls for tests: `down` (answers 503), `delayMs`, `failNext(n, status)`, `hangNext(n, ms)`,
- * `rateLimitGlobally(ms)`; and what it saw: `messages`, `requests`, `rateLimited`, `rejected`,
+ * Controls for tests: `down` (answers 503), `deleted` (the webhook was deleted: `404
+ * {"message": "Unknown Webhook", "code": 10015}`, as Discord answers), `delayMs`,
+ * `failNext(n, status)`, `hangNext(n, ms)`, `rateLimitGlobally(ms)`; and what it saw:
+ * `messages`, `requests`, `rateLimited`, `rejected`,
  * `unavailable`, `waitForMessages(n)`.
  *
  * @example
@@ -57,6 +59,8 @@ export interface DiscordSimulator {
   unavailable: number;
   /** While true, every request gets 503 (Discord or Cloudflare down). */
   down: boolean;
+  /** While true, the webhook is deleted: every request gets 404 with code 10015 (Unknown Webhook). */
+  deleted: boolean;
   /** Delay before each answer (timeouts). */
   delayMs: number;
   /** The next `n` requests answer `status` (default 500). */
@@ -118,6 +122,7 @@ export function startDiscordSimulator(
     rejected: 0,
     unavailable: 0,
     down: false,
+    deleted: false,
     delayMs: 0,
     failNext(n, status = 500) {
       failures = { left: n, status };
@@ -186,7 +191,8 @@ export function startDiscordSimulator(
       await req.body?.cancel();
       return json(status, { message: `${status}: injected failure`, code: 0 });
     }
-    if (m[1] !== webhookId) {
+    if (m[1] !== webhookId || sim.deleted) {
+      await req.body?.cancel();
       sim.rejected++;
       return json(404, { message: "Unknown Webhook", code: 10015 });
     }

@@ -13,6 +13,7 @@ import { type BrokerSimulator, startBrokerSimulator } from "./broker.ts";
 import { type BrokerOAuthSimulator, startBrokerOAuthSimulator } from "./broker_oauth.ts";
 import { type DiscordSimulator, startDiscordSimulator } from "./discord.ts";
 import { type MarketDataSimulator, startMarketDataSimulator } from "./market_data.ts";
+import { type SlackWebhookSimulator, startSlackWebhookSimulator } from "./slack_webhook.ts";
 import { startSupabaseAuthSimulator, type SupabaseAuthSimulator } from "./supabase_auth.ts";
 
 /** The contract's variables (and the other upstream credentials): any one set means production. */
@@ -32,6 +33,7 @@ export const CONTRACT_VARIABLES = [
   "MARKET_DATA_API_KEY_ID",
   "MARKET_DATA_API_SECRET_KEY",
   "DISCORD_WEBHOOK_URL",
+  "ALERT_FALLBACK_WEBHOOK_URL",
   // Not in the contract's table, but upstream credentials all the same: setting any of them
   // means production, so a real OAuth client is never mixed with simulated upstreams.
   "BROKER_OAUTH_CLIENT_ID",
@@ -96,6 +98,8 @@ export interface Simulators {
   oauth: BrokerOAuthSimulator;
   quotes: MarketDataSimulator;
   discord: DiscordSimulator;
+  /** The alert fallback channel (a Slack-style incoming webhook). */
+  fallback: SlackWebhookSimulator;
 }
 
 export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> {
@@ -138,6 +142,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       secretKey: SANDBOX_SECRETS.MARKET_DATA_API_SECRET_KEY,
     }),
     discord: await startDiscordSimulator({ print: opts.print }),
+    fallback: await startSlackWebhookSimulator({ print: opts.print }),
   };
   for (const sim of Object.values(simulators)) closers.push(() => sim.close());
   Object.assign(env, {
@@ -152,6 +157,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     }/functions/v1/auth/oauth/callback`,
     MARKET_DATA_API_URL: simulators.quotes.url,
     DISCORD_WEBHOOK_URL: simulators.discord.url,
+    ALERT_FALLBACK_WEBHOOK_URL: simulators.fallback.url,
   });
 
   const userToken = await signToken(secret, {

@@ -3,15 +3,12 @@
  * dedup, priority, retries, dead letters, rate limits, budget, leases and concurrent drainers.
  */
 import { assert, assertEquals, assertLess, assertMatch, assertStringIncludes } from "@std/assert";
-import {
-  AlertDrainer,
-  AlertQueue,
-  type EnqueueResult,
-  type NewAlert,
-} from "../../shared/alert_queue.ts";
+import { AlertDrainer } from "../../shared/alert_drainer.ts";
+import { AlertQueue, type EnqueueResult, type NewAlert } from "../../shared/alert_queue.ts";
 import { Breakers } from "../../shared/circuit_breaker.ts";
 import { Database } from "../../shared/db.ts";
 import { DiscordClient, DiscordRateLimited, DiscordRejected } from "../../shared/discord_client.ts";
+import { DiscordWebhookState } from "../../shared/discord_webhook_state.ts";
 import { type Limits, parseLimits } from "../../shared/limits.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { loadMigrations, migrate } from "../../local/migrate.ts";
@@ -76,6 +73,7 @@ async function harness(
     const drainer = new AlertDrainer({
       queue,
       client: new DiscordClient({ webhookUrl: sim.url, timeoutMs: limits.DISCORD_TIMEOUT_MS }),
+      webhook: new DiscordWebhookState(db, { webhookUrl: sim.url, limits }),
       breaker: b.get("discord", {
         isHealthy: (err) => err instanceof DiscordRejected || err instanceof DiscordRateLimited,
       }),
@@ -228,10 +226,10 @@ Deno.test("occurrences counted while the message is being sent go out in a follo
   }
 });
 
-Deno.test("a 4xx other than 429 dead-letters the alert with Discord's reason, shown in the stats", async () => {
+Deno.test("a 4xx about the message (400, not 401/403/404 or 429) dead-letters the alert with Discord's reason, shown in the stats", async () => {
   const h = await harness();
   try {
-    h.sim.failNext(1, 403);
+    h.sim.failNext(1, 400);
     await h.queue.enqueue(alert("Refused"));
     await h.queue.enqueue(alert("Fine"));
     const report = await h.drainer.drain();
@@ -242,11 +240,11 @@ Deno.test("a 4xx other than 429 dead-letters the alert with Discord's reason, sh
       "sent",
       1,
     ]]);
-    assertStringIncludes(rows[0].last_error!, "403");
+    assertStringIncludes(rows[0].last_error!, "400");
     const stats = await h.queue.stats();
     assertEquals([stats.queued, stats.dead], [0, 1]);
     assertEquals(stats.recentDead[0].title, "Refused");
-    assertStringIncludes(stats.recentDead[0].reason!, "403");
+    assertStringIncludes(stats.recentDead[0].reason!, "400");
   } finally {
     await h.close();
   }

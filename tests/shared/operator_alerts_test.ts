@@ -5,10 +5,12 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import postgres from "postgres";
-import { AlertDrainer, AlertQueue } from "../../shared/alert_queue.ts";
+import { AlertDrainer } from "../../shared/alert_drainer.ts";
+import { AlertQueue } from "../../shared/alert_queue.ts";
 import { Breakers } from "../../shared/circuit_breaker.ts";
 import { Database } from "../../shared/db.ts";
 import { DiscordClient } from "../../shared/discord_client.ts";
+import { DiscordWebhookState } from "../../shared/discord_webhook_state.ts";
 import { parseLimits } from "../../shared/limits.ts";
 import { createLogger } from "../../shared/logger.ts";
 import { loadMigrations, migrate } from "../../local/migrate.ts";
@@ -118,6 +120,7 @@ Deno.test("a direct alert Discord could not take is queued, and the queue delive
     const drainer = new AlertDrainer({
       queue,
       client: new DiscordClient({ webhookUrl: sim.url, timeoutMs: 1000 }),
+      webhook: new DiscordWebhookState(db, { webhookUrl: sim.url, limits }),
       breaker: breakers.get("discord"),
       limits,
       log: createLogger({ write: () => {} }),
