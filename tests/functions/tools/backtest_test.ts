@@ -1,0 +1,235 @@
+/**
+ * backtest.run in-process against the simulated Alpaca Market Data API on loopback: the
+ * streaming engine against a naive reference, pages fetched lazily, buy-and-hold's return
+ * against the bars, the bar cap, the deadline, and provider failure or 429 mid-run.
+ */
+import { assert, assertEquals, assertRejects } from "@std/assert";
+import fc from "fast-check";
+import { Backtest, backtestTool, type Strategy } from "../../../functions/tools/backtest.ts";
+import { BarsProvider } from "../../../functions/tools/bars.ts";
+import { ToolRegistry } from "../../../functions/tools/registry.ts";
+import { Breakers } from "../../../shared/circuit_breaker.ts";
+import { HttpError } from "../../../shared/errors.ts";
+import { parseLimits } from "../../../shared/limits.ts";
+import {
+  type MarketDataSimulator,
+  startMarketDataSimulator,
+} from "../../../local/sandbox/market_data.ts";
+
+const KEYS = { keyId: "test-key-id", secretKey: "test-secret-key" };
+
+/** The obvious implementation, with the whole history in an array: what streaming must equal. */
+function reference(strategy: Strategy, cash0: number, closes: number[]) {
+  let cash = cash0, shares = 0, trades = 0, peak = cash0, maxDrawdown = 0, equity = cash0;
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  closes.forEach((c, i) => {
+    let long = true;
+    if (strategy.kind === "sma_cross") {
+      long = i + 1 >= strategy.slow &&
+        mean(closes.slice(i + 1 - strategy.fast, i + 1)) >
+          mean(closes.slice(i + 1 - strategy.slow, i + 1));
+    }
+    if (long && shares === 0) [shares, cash, trades] = [cash / c, 0, trades + 1];
+    else if (!long && shares > 0) [cash, shares, trades] = [shares * c, 0, trades + 1];
+    equity = shares > 0 ? shares * c : cash;
+    peak = Math.max(peak, equity);
+    maxDrawdown = Math.max(maxDrawdown, (peak - equity) / peak);
+  });
+  return {
+    bars: closes.length,
+    trades,
+    finalEquity: equity,
+    totalReturn: equity / cash0 - 1,
+    maxDrawdown,
+  };
+}
+
+Deno.test("Backtest: buy_and_hold over known closes: one trade, return and drawdown from the bars", () => {
+  const bt = new Backtest({ kind: "buy_and_hold" }, 1000);
+  for (const c of [100, 120, 90, 130]) bt.onClose(c);
+  const r = bt.result();
+  assertEquals(r.bars, 4);
+  assertEquals(r.trades, 1);
+  assert(Math.abs(r.finalEquity - 1300) < 1e-9);
+  assert(Math.abs(r.totalReturn - 0.3) < 1e-12);
+  assert(Math.abs(r.maxDrawdown - 0.25) < 1e-12); // 120 → 90
+});
+
+Deno.test("Backtest: sma_cross streaming equals the array-based reference on random series", () => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 1, max: 30 }),
+      fc.integer({ min: 1, max: 30 }),
+      fc.array(fc.double({ min: 1, max: 1000, noNaN: true }), { minLength: 0, maxLength: 400 }),
+      (a, extra, closes) => {
+        const strategy: Strategy = { kind: "sma_cross", fast: a, slow: a + extra };
+        const bt = new Backtest(strategy, 10_000);
+        for (const c of closes) bt.onClose(c);
+        const got = bt.result();
+        const want = reference(strategy, 10_000, closes);
+        assertEquals([got.bars, got.trades], [want.bars, want.trades]);
+        for (const k of ["finalEquity", "totalReturn", "maxDrawdown"] as const) {
+          assert(Math.abs(got[k] - want[k]) <= 1e-9 * Math.max(1, Math.abs(want[k])), k);
+        }
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+interface Rig {
+  sim: MarketDataSimulator;
+  registry: ToolRegistry;
+  run(params: Record<string, unknown>): Promise<Record<string, number>>;
+}
+
+/** A simulator, a provider and the registry with backtest.run, closed after `fn`. */
+async function withRig(
+  opts: { pageSize?: number; maxBars?: number; deadlineMs?: number },
+  fn: (rig: Rig) => Promise<void>,
+) {
+  const sim = await startMarketDataSimulator(KEYS);
+  const breakers = new Breakers(parseLimits({}));
+  try {
+    const provider = new BarsProvider({
+      url: sim.url,
+      ...KEYS,
+      timeoutMs: 5_000,
+      pageSize: opts.pageSize ?? 1_000,
+      breaker: breakers.get("market-data"),
+    });
+    const registry = new ToolRegistry([
+      backtestTool({
+        provider,
+        maxBars: opts.maxBars ?? 1_000_000,
+        maxWindow: 1_000,
+        deadlineMs: opts.deadlineMs ?? 30_000,
+      }),
+    ], { maxOutputBytes: 4096 });
+    await fn({
+      sim,
+      registry,
+      run: async (params) => JSON.parse(await registry.execute("backtest.run", params)),
+    });
+  } finally {
+    breakers.shutdown();
+    await sim.close();
+  }
+}
+
+const START = "2026-01-05T00:00:00Z";
+const minutes = (n: number) => new Date(Date.parse(START) + n * 60_000).toISOString();
+const hold = (n: number, symbol = "AAPL") => ({
+  symbol,
+  timeframe: "1Min",
+  start: START,
+  end: minutes(n),
+  strategy: { kind: "buy_and_hold" },
+  initialCash: 10_000,
+});
+
+Deno.test("backtest.run: buy-and-hold's return matches the first and last bars, over several pages", async () => {
+  await withRig({ pageSize: 1_000 }, async ({ sim, run }) => {
+    const r = await run(hold(5_500, "MSFT"));
+    assertEquals(r.bars, 5_500);
+    assertEquals(r.trades, 1);
+    const want = sim.barClose("MSFT", 5_499) / sim.barClose("MSFT", 0) - 1;
+    assert(Math.abs(r.totalReturn - want) < 1e-12, `${r.totalReturn} vs ${want}`);
+    assert(Math.abs(r.finalEquity - 10_000 * (1 + want)) < 1e-6);
+    assert(r.maxDrawdown > 0 && r.maxDrawdown < 1);
+    assertEquals(sim.barPages, 6); // 5 full pages and one of 500
+    assertEquals(sim.barsServed, 5_500);
+  });
+});
+
+Deno.test("BarsProvider: the next page is fetched only when the consumer asks for it", async () => {
+  await withRig({}, async ({ sim }) => {
+    const breakers = new Breakers(parseLimits({}));
+    try {
+      const provider = new BarsProvider({
+        url: sim.url,
+        ...KEYS,
+        timeoutMs: 5_000,
+        pageSize: 100,
+        breaker: breakers.get("market-data"),
+      });
+      const pages = provider.pages({
+        symbol: "AAPL",
+        timeframe: "1Min",
+        start: START,
+        end: minutes(1_000),
+        maxBars: 10_000,
+      }, new AbortController().signal);
+      assertEquals(sim.barCalls, 0);
+      for (let i = 1; i <= 3; i++) {
+        const page = await pages.next();
+        assertEquals((page.value as number[]).length, 100);
+        assertEquals(sim.barCalls, i); // one call per page consumed, none ahead
+      }
+      await pages.return(undefined);
+      assertEquals(sim.barCalls, 3);
+    } finally {
+      breakers.shutdown();
+    }
+  });
+});
+
+Deno.test("backtest.run: a million one-minute bars stream through in pages of 10,000", async () => {
+  await withRig({ pageSize: 10_000 }, async ({ sim, run }) => {
+    const r = await run({
+      ...hold(1_000_000),
+      strategy: { kind: "sma_cross", fast: 50, slow: 200 },
+    });
+    assertEquals(r.bars, 1_000_000);
+    assertEquals(sim.barPages, 100);
+    assertEquals(sim.barsServed, 1_000_000);
+    assert(r.trades > 0 && Number.isFinite(r.finalEquity));
+  });
+});
+
+Deno.test("backtest.run: a range holding more than the bar cap is 422, read no further than the cap", async () => {
+  await withRig({ pageSize: 1_000, maxBars: 2_500 }, async ({ sim, run }) => {
+    const ok = await run(hold(2_500));
+    assertEquals(ok.bars, 2_500);
+    const before = sim.barsServed;
+    const err = await assertRejects(() => run(hold(2_501)), HttpError) as HttpError;
+    assertEquals([err.status, err.code], [422, "BACKTEST_TOO_LARGE"]);
+    assertEquals(sim.barsServed - before, 2_501); // the last page asked for one bar past the cap
+  });
+});
+
+Deno.test("backtest.run: the provider failing mid-run is a 503 with Retry-After, never a partial result", async () => {
+  await withRig({ pageSize: 1_000 }, async ({ sim, run }) => {
+    sim.barsFailAfterPages = 2;
+    const err = await assertRejects(() => run(hold(5_000)), HttpError) as HttpError;
+    assertEquals([err.status, err.code], [503, "UPSTREAM_UNAVAILABLE"]);
+    assert(Number(err.headers["retry-after"]) >= 1);
+    assertEquals(sim.barCalls, 3); // two pages, then the failed one; no retry storm
+  });
+});
+
+Deno.test("backtest.run: the provider's 429 mid-run is a 503 with its Retry-After, and pauses later runs", async () => {
+  await withRig({ pageSize: 1_000 }, async ({ sim, run }) => {
+    sim.barsRateLimitAfterPages = { pages: 1, retryAfterSeconds: 7 };
+    const err = await assertRejects(() => run(hold(5_000)), HttpError) as HttpError;
+    assertEquals([err.status, err.code], [503, "UPSTREAM_RATE_LIMITED"]);
+    assertEquals(err.headers["retry-after"], "7");
+    const calls = sim.barCalls;
+    const again = await assertRejects(() => run(hold(100)), HttpError) as HttpError;
+    assertEquals(again.code, "UPSTREAM_RATE_LIMITED");
+    assert(Number(again.headers["retry-after"]) <= 7);
+    assertEquals(sim.barCalls, calls); // paused: the provider is not called again
+  });
+});
+
+Deno.test("backtest.run: past its deadline the run is a 504 and the provider call is abandoned", async () => {
+  await withRig({ pageSize: 1_000, deadlineMs: 300 }, async ({ sim, run }) => {
+    sim.delayMs = 5_000;
+    const started = Date.now();
+    const err = await assertRejects(() => run(hold(5_000)), HttpError) as HttpError;
+    assertEquals([err.status, err.code], [504, "TOOL_TIMEOUT"]);
+    assert(Date.now() - started < 4_000, "answered at the deadline, not after the provider");
+    assertEquals(sim.barCalls, 1);
+    sim.delayMs = 0;
+  });
+});
