@@ -110,35 +110,16 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
         envFiles.length ? ` and ${envFiles.join(", ")}` : ""
       })`,
   );
-  let sandbox: Sandbox | undefined;
-  if (sandboxed) {
-    sandbox = await startSandbox({
-      dataDir: opts.dataDir ?? ".data",
-      port: opts.port || Number(env.PORT ?? 54321),
-      print: printLine,
-    });
-    env = { ...env, ...sandbox.env };
-  }
-  const migrations = await loadMigrations();
-  const platform = await createPlatform(env, {
-    log,
-    // The local server is where migrations run (hosted Supabase: `supabase db push`).
-    onConnect: async (sql) => {
-      const applied = await migrate(sql, migrations);
-      if (applied.length) log.info("migrations applied", { versions: applied });
-    },
-  });
-
+  // Listen first: the sandbox's Auth lives on this same port, so its URL is known only now.
   const handlers = new Map<string, FetchHandler>();
-  for (const { name, def, error } of await loadFunctions(opts.only)) {
-    if (error) log.error("function module failed to load", { fn: name, error });
-    const booted = await bootFunction(def ?? unloadable(name), platform);
-    handlers.set(name, booted.fetch);
-    if (booted.problems.length) printLine(`✗ ${name} did not boot: ${booted.problems.join("; ")}`);
-  }
-
-  const handler = (req: Request): Response | Promise<Response> => {
-    const match = /^\/functions\/v1\/([\w-]+)(\/|$)/.exec(getPath(req));
+  let auth: ((req: Request) => Promise<Response>) | undefined;
+  let ready!: () => void;
+  const booted = new Promise<void>((resolve) => ready = resolve);
+  const handler = async (req: Request, info: Deno.ServeHandlerInfo): Promise<Response> => {
+    await booted;
+    const path = getPath(req);
+    if (auth && path.startsWith("/auth/v1/")) return auth(req);
+    const match = /^\/functions\/v1\/([\w-]+)(\/|$)/.exec(path);
     const fn = match && handlers.get(match[1]);
     if (!fn) {
       const given = req.headers.get("x-request-id") ?? "";
@@ -148,10 +129,10 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       return res;
     }
     // The function drops the /functions/v1 prefix itself (see app.ts), as Supabase's runtime
-    // hands it the path after it.
-    return fn(req);
+    // hands it the path after it; the connection's address goes with the request, as the
+    // platform's gateway passes it on, so clients are told apart.
+    return await fn(req, info);
   };
-
   const server = Deno.serve({
     port: opts.port ?? Number(env.PORT ?? 54321),
     hostname: opts.hostname ?? "127.0.0.1",
@@ -159,17 +140,53 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   }, handler);
   const port = server.addr.port;
   const url = `http://127.0.0.1:${port}`;
+
+  let sandbox: Sandbox | undefined;
+  let platform: RunningPlatform | undefined;
+  try {
+    if (sandboxed) {
+      sandbox = await startSandbox({
+        dataDir: opts.dataDir ?? ".data",
+        port,
+        supabaseUrl: url,
+        print: printLine,
+      });
+      auth = sandbox.simulators.auth.handler;
+      env = { ...env, ...sandbox.env };
+    }
+    const migrations = await loadMigrations();
+    platform = await createPlatform(env, {
+      log,
+      // The local server is where migrations run (hosted Supabase: `supabase db push`).
+      onConnect: async (sql) => {
+        const applied = await migrate(sql, migrations);
+        if (applied.length) log.info("migrations applied", { versions: applied });
+      },
+    });
+    for (const { name, def, error } of await loadFunctions(opts.only)) {
+      if (error) log.error("function module failed to load", { fn: name, error });
+      const fn = await bootFunction(def ?? unloadable(name), platform);
+      handlers.set(name, fn.fetch);
+      if (fn.problems.length) printLine(`✗ ${name} did not boot: ${fn.problems.join("; ")}`);
+    }
+  } catch (err) {
+    await server.shutdown();
+    await platform?.close();
+    await sandbox?.close();
+    throw err;
+  }
+  ready();
   let closing: Promise<void> | undefined;
   return {
     url,
     port,
     profile: sandboxed ? "sandbox" : "production",
-    platform,
+    platform: platform!,
     sandbox,
     close() {
       closing ??= (async () => {
         await server.shutdown();
-        await platform.close();
+        await platform!.close();
         await sandbox?.close();
       })();
       return closing;
@@ -203,7 +220,10 @@ if (import.meta.main) {
     printLine(`✗ Configuration is invalid: ${err.problems.join("; ")}`);
     Deno.exit(1);
   }
-  if (server.sandbox) printLine(server.sandbox.banner(server.url));
+  if (server.sandbox) {
+    printLine(server.sandbox.exports(server.url));
+    printLine(server.sandbox.banner(server.url));
+  }
   printLine(`Serving ${server.url}/functions/v1/<name>`);
   const stop = async () => {
     printLine("Shutting down: finishing in-flight requests…");

@@ -82,7 +82,11 @@ export function defineFunction<S extends z.ZodType>(
   return def;
 }
 
-export type FetchHandler = (req: Request) => Response | Promise<Response>;
+/** A booted function: Hono's fetch, with the connection info `Deno.serve` hands over. */
+export type FetchHandler = (
+  req: Request,
+  info?: Deno.ServeHandlerInfo,
+) => Response | Promise<Response>;
 
 /** Boots a function on a platform; never throws: a bad configuration yields a BOOT_ERROR handler. */
 export async function bootFunction(

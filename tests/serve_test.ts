@@ -3,6 +3,9 @@
  * the database is cut and recovery, shutdown, and that no log line carries a secret.
  */
 import { assert, assertEquals, assertLess, assertMatch, assertStringIncludes } from "@std/assert";
+import postgres from "postgres";
+import { dbPush } from "../local/edge/db_push.ts";
+import { loadMigrations } from "../local/migrate.ts";
 import { freshDatabase, onServer } from "./support/db.ts";
 import { startStack } from "./support/stack.ts";
 import { JWT_SECRET, serviceToken, testEnv, userToken } from "./support/env.ts";
@@ -152,7 +155,19 @@ Deno.test("with nothing configured, npm start runs the sandbox, says so first, a
     const res = await server.call("status");
     assertEquals(res.status, 200);
     assertEquals(await res.json(), { status: "ok" });
-    assertStringIncludes(server.output.join("\n"), "JWT secret");
+    // Among the first lines, shell-ready keys for supabase-js and curl.
+    const exports = server.output.slice(0, 5).find((l) => l.startsWith("export SUPABASE_URL="));
+    assert(exports, "an export line among the first lines");
+    assertMatch(exports, /SUPABASE_ANON_KEY=\S+ USER_JWT=\S+ SERVICE_ROLE_KEY=\S+/);
+    // Auth is on the same port, with a JWKS of ES256 keys, and the printed user token works.
+    const jwks = await (await fetch(`${server.url}/auth/v1/.well-known/jwks.json`)).json();
+    assertEquals(jwks.keys[0].alg, "ES256");
+    const userJwt = /USER_JWT=(\S+)/.exec(exports)![1];
+    const orders = await server.call("broker-order", {
+      headers: { authorization: `Bearer ${userJwt}` },
+    });
+    assertEquals(orders.status, 200);
+    await orders.body?.cancel();
   } finally {
     assertEquals(await server.stop("SIGINT"), 0, "SIGINT exits 0");
     await Deno.remove(cwd, { recursive: true });
@@ -161,6 +176,10 @@ Deno.test("with nothing configured, npm start runs the sandbox, says so first, a
 
 Deno.test("a function also runs on its own with Deno.serve, as Supabase's runtime runs it", async () => {
   const db = await freshDatabase();
+  // Deployed, migrations arrive by `supabase db push`; the function itself runs no DDL.
+  const sql = postgres(db.url, { max: 1, onnotice: () => {} });
+  await dbPush(sql, await loadMigrations());
+  await sql.end();
   const server = await spawnServer(testEnv(db.url), {
     entry: "functions/status/index.ts",
     ready: /"msg":"listening","url":"(http:\/\/[\d.:]+)\/status"/,

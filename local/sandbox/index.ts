@@ -9,6 +9,7 @@
  */
 import { sign } from "hono/jwt";
 import { startEmbedded } from "../embedded_db.ts";
+import { loadSigningKey, type SigningKey } from "./signing_key.ts";
 import { type BrokerSimulator, startBrokerSimulator } from "./broker.ts";
 import { type BrokerOAuthSimulator, startBrokerOAuthSimulator } from "./broker_oauth.ts";
 import { type DiscordSimulator, startDiscordSimulator } from "./discord.ts";
@@ -23,6 +24,9 @@ export const CONTRACT_VARIABLES = [
   "SUPABASE_ANON_KEY",
   "SUPABASE_SERVICE_ROLE_KEY",
   "SUPABASE_JWT_SECRET",
+  "JWT_SECRET",
+  "SUPABASE_JWKS",
+  "SUPABASE_SECRET_KEYS",
   "SUPABASE_DB_URL",
   "STRIPE_SECRET_KEY",
   "STRIPE_WEBHOOK_SECRET",
@@ -46,7 +50,7 @@ export const CONTRACT_VARIABLES = [
 
 /** Well-known development secrets: printed, fixed, and worthless outside the sandbox. */
 export const SANDBOX_SECRETS = {
-  SUPABASE_JWT_SECRET: "sandbox-jwt-secret-with-at-least-32-characters-not-for-production",
+  SUPABASE_SECRET_KEYS: JSON.stringify({ default: "sb_secret_sandbox_not_a_real_key_0123" }),
   STRIPE_SECRET_KEY: "sk_test_sandbox_not_a_real_key",
   STRIPE_WEBHOOK_SECRET: "whsec_sandbox_not_a_real_secret",
   BROKER_API_KEY_ID: "sandbox-key-id",
@@ -55,6 +59,10 @@ export const SANDBOX_SECRETS = {
   MARKET_DATA_API_SECRET_KEY: "sandbox-secret-key",
   BROKER_TOKEN_KEY: "c2FuZGJveC10b2tlbi1rZXktMzItYnl0ZXMtbG9uZyE=",
 };
+
+function secretKeys(): Record<string, string> {
+  return JSON.parse(SANDBOX_SECRETS.SUPABASE_SECRET_KEYS);
+}
 
 /** The sandbox's one user. */
 export const SANDBOX_USER = {
@@ -66,11 +74,17 @@ export const SANDBOX_USER = {
 export interface Sandbox {
   env: Record<string, string>;
   simulators: Simulators;
+  /** The project's signing key (ES256): tokens for tests and the printed keys. */
+  signingKey: SigningKey;
+  /** The sandbox user's access token (24 h). */
+  userToken: string;
+  /** A shell line: `export SUPABASE_URL=… SUPABASE_ANON_KEY=… USER_JWT=… SERVICE_ROLE_KEY=…`. */
+  exports(serverUrl: string): string;
   banner(serverUrl: string): string;
   close(): Promise<void>;
 }
 
-/** Signs a token the way Supabase Auth does (HS256, `role`, `aud`, `exp`). */
+/** Signs a legacy HS256 token (`role`, `aud`, `exp`), for projects and tests with a JWT secret. */
 export function signToken(secret: string, claims: Record<string, unknown>, ttlSeconds = 24 * 3600) {
   const now = Math.floor(Date.now() / 1000);
   return sign({ iat: now, exp: now + ttlSeconds, ...claims }, secret, "HS256");
@@ -81,12 +95,19 @@ export interface SandboxOptions {
   dataDir?: string;
   /** Use this database instead of the embedded one (tests, benchmarks). */
   databaseUrl?: string;
-  /** Signs the sandbox's tokens; default the well-known sandbox secret. */
+  /**
+   * A legacy HS256 secret the functions also accept (tests sign their own tokens with it). The
+   * sandbox itself signs ES256, as hosted Supabase does, and sets no such secret.
+   */
   jwtSecret?: string;
+  /** Where the sandbox keeps its signing key (default `dataDir`, or a new key per start). */
+  keyDir?: string;
   /** Allowed origins; default the Vite dev server's. */
   frontendUrl?: string;
   /** The port the functions are served on (for the OAuth redirect URL). */
   port?: number;
+  /** `SUPABASE_URL` (the local server's own URL, where it mounts Auth); default the simulator's. */
+  supabaseUrl?: string;
   /** Where the Discord simulator prints each message it receives; default nowhere. */
   print?: (line: string) => void;
 }
@@ -103,20 +124,20 @@ export interface Simulators {
 }
 
 export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> {
-  const secret = opts.jwtSecret ?? SANDBOX_SECRETS.SUPABASE_JWT_SECRET;
   const closers: (() => Promise<void>)[] = [];
   const longLived = 10 * 365 * 86400;
+  const signingKey = await loadSigningKey(opts.keyDir ?? opts.dataDir);
   const env: Record<string, string> = {
     ...SANDBOX_SECRETS,
-    SUPABASE_JWT_SECRET: secret,
     FRONTEND_URL: opts.frontendUrl ?? "http://localhost:5173,http://127.0.0.1:5173",
-    SUPABASE_ANON_KEY: await signToken(secret, { role: "anon", iss: "supabase" }, longLived),
-    SUPABASE_SERVICE_ROLE_KEY: await signToken(
-      secret,
+    SUPABASE_JWKS: JSON.stringify(signingKey.jwks),
+    SUPABASE_ANON_KEY: await signingKey.sign({ role: "anon", iss: "supabase" }, longLived),
+    SUPABASE_SERVICE_ROLE_KEY: await signingKey.sign(
       { role: "service_role", iss: "supabase" },
       longLived,
     ),
   };
+  if (opts.jwtSecret) env.SUPABASE_JWT_SECRET = opts.jwtSecret;
   if (opts.databaseUrl) {
     env.SUPABASE_DB_URL = opts.databaseUrl;
   } else {
@@ -132,8 +153,9 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       secretKey: SANDBOX_SECRETS.BROKER_API_SECRET_KEY,
     }),
     auth: await startSupabaseAuthSimulator({
-      jwtSecret: secret,
+      signingKey,
       anonKey: env.SUPABASE_ANON_KEY,
+      apiKeys: [env.SUPABASE_SERVICE_ROLE_KEY, ...Object.values(secretKeys())],
       users: [SANDBOX_USER],
     }),
     oauth: await startBrokerOAuthSimulator(oauthClient),
@@ -147,7 +169,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
   for (const sim of Object.values(simulators)) closers.push(() => sim.close());
   Object.assign(env, {
     BROKER_API_URL: simulators.broker.url,
-    SUPABASE_URL: simulators.auth.url,
+    // The local server serves this simulator at its own /auth/v1 and sets SUPABASE_URL to itself.
+    SUPABASE_URL: opts.supabaseUrl ?? simulators.auth.url,
     BROKER_OAUTH_CLIENT_ID: oauthClient.clientId,
     BROKER_OAUTH_CLIENT_SECRET: oauthClient.clientSecret,
     BROKER_OAUTH_AUTHORIZE_URL: simulators.oauth.authorizeUrl,
@@ -160,15 +183,19 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     ALERT_FALLBACK_WEBHOOK_URL: simulators.fallback.url,
   });
 
-  const userToken = await signToken(secret, {
+  const userToken = await signingKey.sign({
     sub: SANDBOX_USER.id,
     email: SANDBOX_USER.email,
     role: "authenticated",
     aud: "authenticated",
-  });
+  }, 24 * 3600);
   return {
     env,
     simulators,
+    signingKey,
+    userToken,
+    exports: (serverUrl) =>
+      `export SUPABASE_URL=${serverUrl} SUPABASE_ANON_KEY=${env.SUPABASE_ANON_KEY} USER_JWT=${userToken} SERVICE_ROLE_KEY=${env.SUPABASE_SERVICE_ROLE_KEY}`,
     banner: (serverUrl) =>
       [
         "",
@@ -186,7 +213,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
         `  Sandbox user:       ${SANDBOX_USER.email} / ${SANDBOX_USER.password}`,
         `  User JWT (24 h):    ${userToken}`,
         `  Service-role JWT:   ${env.SUPABASE_SERVICE_ROLE_KEY}`,
-        `  JWT secret:         ${secret}`,
+        `  Secret key:         ${secretKeys().default}`,
+        `  Signing key:        ES256, kid ${signingKey.kid} (JWKS at ${serverUrl}/auth/v1/.well-known/jwks.json)`,
         `  Stripe webhook secret: ${env.STRIPE_WEBHOOK_SECRET}`,
         "  Try:",
         `    curl -H "Authorization: Bearer $USER_JWT" -H "Idempotency-Key: first-order-1" \\`,

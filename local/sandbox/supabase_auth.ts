@@ -2,18 +2,19 @@
  * A simulated Supabase Auth (GoTrue) on loopback, for the tests and the sandbox: the password and
  * refresh-token grants of `POST /auth/v1/token` and `POST /auth/v1/logout`, with GoTrue's answers.
  *
- * As GoTrue: every call needs the project's `apikey` header; the access token is an HS256 JWT
- * signed with the project's JWT secret (`role` and `aud` `authenticated`, `sub`, `email`, `exp`);
+ * As GoTrue: every call needs the project's `apikey` header; the access token is an ES256 JWT
+ * with a `kid` (`role` and `aud` `authenticated`, `sub`, `email`, `exp`), verifiable against the
+ * JWKS at `GET /auth/v1/.well-known/jwks.json`, as hosted Supabase signs them today;
  * a wrong password and an unknown email both answer `400 {"error": "invalid_grant",
  * "error_description": "Invalid login credentials"}`; refresh tokens rotate (a used one is
  * refused); logout revokes the user's refresh tokens and answers `204`.
  * (https://supabase.com/docs/reference/api/auth, https://github.com/supabase/auth)
  *
  * @example
- * const sim = await startSupabaseAuthSimulator({ jwtSecret, anonKey, users: [{ id, email, password }] });
+ * const sim = await startSupabaseAuthSimulator({ signingKey, anonKey, users: [{ id, email, password }] });
  * createClient(sim.url, anonKey).auth.signInWithPassword({ email, password });
  */
-import { sign, verify } from "hono/jwt";
+import { loadSigningKey, type SigningKey } from "./signing_key.ts";
 
 export interface SimulatedUser {
   id: string;
@@ -22,9 +23,13 @@ export interface SimulatedUser {
 }
 
 export interface SupabaseAuthSimulatorOptions {
-  jwtSecret: string;
-  /** The `apikey` callers must send (the project's anon key). */
+  /** The project's signing key (ES256). Default a new one. */
+  signingKey?: SigningKey;
+  /** Unused: tokens are ES256 (kept so older callers compile; see signingKey). */
+  jwtSecret?: string;
+  /** The `apikey` callers must send (the project's anon key); `apiKeys` adds others. */
   anonKey: string;
+  apiKeys?: string[];
   users: SimulatedUser[];
   /** Access token lifetime. Default 3600 s. */
   expiresIn?: number;
@@ -33,6 +38,8 @@ export interface SupabaseAuthSimulatorOptions {
 export interface SupabaseAuthSimulator {
   /** The project URL (`SUPABASE_URL`); Auth is at `${url}/auth/v1`. */
   url: string;
+  /** Answers `/auth/v1/*` in-process (the local server mounts it on its own port). */
+  handler(req: Request): Promise<Response>;
   /** Calls received, by path and grant (e.g. `token:password`, `logout`). */
   readonly calls: string[];
   /** While true, every call answers `503`. */
@@ -43,9 +50,10 @@ export interface SupabaseAuthSimulator {
   close(): Promise<void>;
 }
 
-export function startSupabaseAuthSimulator(
-  opts: SupabaseAuthSimulatorOptions,
+export async function startSupabaseAuthSimulator(
+  options: SupabaseAuthSimulatorOptions,
 ): Promise<SupabaseAuthSimulator> {
+  const opts = { ...options, signingKey: options.signingKey ?? await loadSigningKey() };
   const users = new Map(opts.users.map((u) => [u.email.toLowerCase(), { ...u }]));
   const expiresIn = opts.expiresIn ?? 3600;
   /** Live refresh tokens → user id. */
@@ -66,20 +74,14 @@ export function startSupabaseAuthSimulator(
     const refresh = crypto.randomUUID().replaceAll("-", "");
     refreshTokens.set(refresh, user.id);
     return {
-      access_token: await sign(
-        {
-          aud: "authenticated",
-          role: "authenticated",
-          sub: user.id,
-          email: user.email,
-          iat: now,
-          exp: now + expiresIn,
-          session_id: crypto.randomUUID(),
-          is_anonymous: false,
-        },
-        opts.jwtSecret,
-        "HS256",
-      ),
+      access_token: await opts.signingKey.sign({
+        aud: "authenticated",
+        role: "authenticated",
+        sub: user.id,
+        email: user.email,
+        session_id: crypto.randomUUID(),
+        is_anonymous: false,
+      }, expiresIn),
       token_type: "bearer",
       expires_in: expiresIn,
       expires_at: now + expiresIn,
@@ -96,14 +98,13 @@ export function startSupabaseAuthSimulator(
     };
   };
 
-  const server = Deno.serve({
-    hostname: "127.0.0.1",
-    port: 0,
-    signal: controller.signal,
-    onListen: () => {},
-  }, async (req) => {
+  const apiKeys = new Set([opts.anonKey, ...(opts.apiKeys ?? [])]);
+  const handler = async (req: Request): Promise<Response> => {
     const url = new URL(req.url);
-    if (req.headers.get("apikey") !== opts.anonKey) {
+    if (url.pathname === "/auth/v1/.well-known/jwks.json" && req.method === "GET") {
+      return json(200, opts.signingKey.jwks);
+    }
+    if (!apiKeys.has(req.headers.get("apikey") ?? "")) {
       return json(401, { message: "No API key found in request" });
     }
     const grant = url.searchParams.get("grant_type");
@@ -137,21 +138,27 @@ export function startSupabaseAuthSimulator(
       return json(200, await session(user));
     }
     if (url.pathname === "/auth/v1/logout") {
-      const token = /^Bearer (\S+)$/.exec(req.headers.get("authorization") ?? "")?.[1];
-      let sub: string | undefined;
-      try {
-        sub = token ? (await verify(token, opts.jwtSecret, "HS256")).sub as string : undefined;
-      } catch { /* answered below */ }
+      const token = /^Bearer (\S+)$/i.exec(req.headers.get("authorization") ?? "")?.[1];
+      const sub = token
+        ? (await opts.signingKey.verify(token))?.sub as string | undefined
+        : undefined;
       if (!sub) return json(401, { code: 401, msg: "invalid JWT" });
       for (const [t, id] of refreshTokens) if (id === sub) refreshTokens.delete(t);
       return new Response(null, { status: 204 });
     }
     return json(404, { code: 404, msg: "Not Found" });
-  });
+  };
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    signal: controller.signal,
+    onListen: () => {},
+  }, handler);
 
   // The simulator is its own state: tests steer it by setting `down` and `delayMs`.
-  return Promise.resolve(Object.assign(state, {
+  return (Object.assign(state, {
     url: `http://127.0.0.1:${server.addr.port}`,
+    handler,
     calls,
     failNext(n: number) {
       state.failures = n;

@@ -4,12 +4,7 @@
  * several `deno run local/serve.ts` processes over the same database.
  */
 import postgres from "postgres";
-import {
-  type Sandbox,
-  signToken,
-  type Simulators,
-  startSandbox,
-} from "../../local/sandbox/index.ts";
+import { type Sandbox, type Simulators, startSandbox } from "../../local/sandbox/index.ts";
 import { freshDatabase, type TestDatabase } from "./db.ts";
 import { FAST_LIMITS, FRONTEND, JWT_SECRET } from "./env.ts";
 import { type SpawnedServer, spawnServer, startTestServer, type TestServer } from "./server.ts";
@@ -83,9 +78,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     sql,
     jwtSecret: JWT_SECRET,
     frontend: FRONTEND,
+    // Signed as hosted Supabase signs them (ES256 with a kid, verified against SUPABASE_JWKS).
     userToken: (sub = crypto.randomUUID()) =>
-      signToken(JWT_SECRET, { sub, role: "authenticated", aud: "authenticated" }),
-    serviceToken: () => signToken(JWT_SECRET, { role: "service_role", iss: "supabase" }),
+      sandbox.signingKey.sign({ sub, role: "authenticated", aud: "authenticated" }),
+    serviceToken: () => sandbox.signingKey.sign({ role: "service_role", iss: "supabase" }),
     async close() {
       await sql.end();
       await server?.close();
