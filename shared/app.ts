@@ -57,10 +57,7 @@ export interface FunctionContext<E> extends Platform {
   /** This function's validated environment. */
   config: E;
   name: string;
-  /**
-   * The project's token and service-key verifier, built from this function's configuration.
-   * Reading it in a function whose configuration names no key source fails the boot.
-   */
+  /** The project's token and service-key verifier, built from this function's configuration. */
   tokens: TokenVerifier;
 }
 
@@ -107,12 +104,8 @@ export async function bootFunction(
       });
     }
     const app = baseApp(def.name, log, maxInFlight, guardCors);
-    let tokens: TokenVerifier | undefined;
-    const ctx = { ...platform, log, config, name: def.name } as FunctionContext<unknown>;
-    Object.defineProperty(ctx, "tokens", {
-      get: () => tokens ??= tokenVerifier(config, platform),
-    });
-    await def.build(app, ctx);
+    const tokens = tokenVerifier(config, platform);
+    await def.build(app, { ...platform, log, config, name: def.name, tokens });
     return { fetch: app.fetch, problems: [] };
   } catch (err) {
     const problems = err instanceof ConfigError ? err.problems : ["it failed to start"];
