@@ -10,7 +10,7 @@ import {
   startMarketDataSimulator,
 } from "../../../local/sandbox/market_data.ts";
 import { freshDatabase } from "../../support/db.ts";
-import { testEnv, userToken } from "../../support/env.ts";
+import { FRONTEND, testEnv, userToken } from "../../support/env.ts";
 import { startTestServer, type TestServer } from "../../support/server.ts";
 
 const KEYS = {
@@ -118,6 +118,31 @@ Deno.test("tools: without a user token both routes answer 401 and nothing runs",
     assertEquals(res.status, 401);
     await res.body?.cancel();
     assertEquals(sim.barCalls, 0);
+  });
+});
+
+Deno.test("tools: strict CORS for the frontend's origin only, and a body past the limit is 413", async () => {
+  await withServer({ BODY_LIMIT_BYTES: "1024" }, async ({ server, execute }) => {
+    const preflight = (origin: string) =>
+      server.call("tools/execute", {
+        method: "OPTIONS",
+        headers: {
+          origin,
+          "access-control-request-method": "POST",
+          "access-control-request-headers": "authorization, content-type",
+        },
+      });
+    const good = await preflight(FRONTEND);
+    await good.body?.cancel();
+    assertEquals(good.headers.get("access-control-allow-origin"), FRONTEND);
+    const evil = await preflight("https://evil.example");
+    await evil.body?.cancel();
+    assertEquals(evil.headers.get("access-control-allow-origin"), null);
+    const big = await execute({
+      tool: "options.greeks",
+      params: { ...HULL, pad: "x".repeat(2_000) },
+    });
+    assertEquals([big.res.status, big.body.error.code], [413, "PAYLOAD_TOO_LARGE"]);
   });
 });
 
