@@ -174,18 +174,7 @@ Deno.test("BarsProvider: the next page is fetched only when the consumer asks fo
   });
 });
 
-Deno.test("backtest.run: a million one-minute bars stream through in pages of 10,000", async () => {
-  await withRig({ pageSize: 10_000 }, async ({ sim, run }) => {
-    const r = await run({
-      ...hold(1_000_000),
-      strategy: { kind: "sma_cross", fast: 50, slow: 200 },
-    });
-    assertEquals(r.bars, 1_000_000);
-    assertEquals(sim.barPages, 100);
-    assertEquals(sim.barsServed, 1_000_000);
-    assert(r.trades > 0 && Number.isFinite(r.finalEquity));
-  });
-});
+// A million bars, page by page, on a real server process: backtest_memory_test.ts.
 
 Deno.test("backtest.run: a range holding more than the bar cap is 422, read no further than the cap", async () => {
   await withRig({ pageSize: 1_000, maxBars: 2_500 }, async ({ sim, run }) => {
