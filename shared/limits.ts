@@ -67,6 +67,11 @@ export const LimitsSchema = z.object({
   OAUTH_STATE_TTL_SECONDS: count(600),
   // Entries of X-Forwarded-For appended by proxies we trust; the client IP is this many from the right.
   LOGIN_TRUSTED_PROXY_HOPS: count(1),
+  // auth: refresh and logout calls per client IP per LOGIN_WINDOW_SECONDS (each costs a call to
+  // Supabase Auth, whose own per-IP limits see only the function's address). Refreshes are
+  // roomier than logins: many users behind one NAT each refresh about once an hour.
+  REFRESH_IP_LIMIT: count(60),
+  LOGOUT_IP_LIMIT: count(30),
   // market-data (names fixed by the contract)
   MARKET_DATA_CACHE_TTL_SECONDS: count(300),
   MARKET_DATA_MAX_STALE_SECONDS: count(900),

@@ -4,6 +4,13 @@
  * single-use, expiring `state`; and the callback, which checks the state, exchanges the code and
  * stores the connection with its encrypted tokens.
  *
+ * The callback is completed by the user who started the flow, and only by them (RFC 6749
+ * §10.12): the broker redirects the browser to a page of the frontend, which posts the `code`
+ * and `state` with the user's JWT; the state's row names the user it was issued to, and a caller
+ * who is not that user is refused before anything is exchanged or stored. Without this binding,
+ * a victim tricked into opening an attacker's authorize URL would link the victim's broker
+ * account to the attacker's user.
+ *
  * Order of the callback, so that nothing is ever half done: (1) the state is verified and found
  * unconsumed (no side effect yet); (2) the code is exchanged at the broker, outside any
  * transaction (a transaction may be re-run; a code may be exchanged once); (3) ONE transaction
@@ -14,7 +21,7 @@
  * @example
  * const oauth = await BrokerOAuth.create({ db, config, limits, breaker, now });
  * const url = await oauth.authorizeUrl(userId);
- * const outcome = await oauth.complete({ code, state }); // { ok: true } | { ok: false, reason }
+ * const outcome = await oauth.complete({ code, state }, callerId); // { ok: true } | { ok: false, reason }
  */
 import { z } from "zod";
 import type { Breaker } from "../../shared/circuit_breaker.ts";
@@ -48,14 +55,15 @@ export interface BrokerOAuthOptions {
   now: () => number;
 }
 
-/** Why a callback did not connect; goes to the frontend as `reason`. */
+/** Why a callback did not connect (the broker being unavailable is thrown instead: 503). */
 export type FailureReason =
-  | "invalid_request"
-  | "access_denied"
+  /** Not a state of ours, forged, tampered with, or already used. */
   | "invalid_state"
   | "expired_state"
-  | "exchange_refused"
-  | "broker_unavailable";
+  /** A genuine state, issued to another user than the caller. */
+  | "wrong_user"
+  /** The broker refused the code (unknown, used, expired, or issued for another redirect). */
+  | "exchange_refused";
 
 export type CallbackOutcome = { ok: true; userId: string } | { ok: false; reason: FailureReason };
 
@@ -125,17 +133,15 @@ export class BrokerOAuth {
   }
 
   /**
-   * Completes a callback. `callerId` is the user of a JWT sent along with it, if any: it must be
-   * the user the state was issued to. Throws DatabaseUnavailable (503) when the database is down.
+   * Completes a callback for `callerId`, the verified user of the request, who must be the user
+   * the state was issued to. Throws DatabaseUnavailable when the database is down, and
+   * UpstreamUnavailable or CircuitOpen (503, nothing stored, the state still usable) when the
+   * broker cannot be reached.
    */
   async complete(
-    params: { code?: string; state?: string; error?: string },
-    callerId?: string,
+    params: { code: string; state: string },
+    callerId: string,
   ): Promise<CallbackOutcome> {
-    if (params.error) return { ok: false, reason: "access_denied" };
-    if (!params.code || !params.state || params.code.length > 2048) {
-      return { ok: false, reason: "invalid_request" };
-    }
     const parsed = this.#signer.parse(params.state);
     if (!parsed) return { ok: false, reason: "invalid_state" };
     const nowSeconds = this.#o.now() / 1000;
@@ -153,8 +159,8 @@ export class BrokerOAuth {
     if (!(await this.#signer.verify(parsed, row.user_id))) {
       return { ok: false, reason: "invalid_state" };
     }
-    if (callerId !== undefined && callerId.toLowerCase() !== row.user_id.toLowerCase()) {
-      return { ok: false, reason: "invalid_state" };
+    if (callerId.toLowerCase() !== row.user_id.toLowerCase()) {
+      return { ok: false, reason: "wrong_user" };
     }
     if (row.consumed) return { ok: false, reason: "invalid_state" };
     if (!row.live || parsed.expiresAt <= nowSeconds) return { ok: false, reason: "expired_state" };
@@ -162,12 +168,10 @@ export class BrokerOAuth {
     // (2) The exchange, outside any transaction.
     let tokens: Tokens;
     try {
-      tokens = await this.#o.breaker.run(() => this.#exchange(params.code!));
+      tokens = await this.#o.breaker.run(() => this.#exchange(params.code));
     } catch (err) {
-      return {
-        ok: false,
-        reason: err instanceof ExchangeRefused ? "exchange_refused" : "broker_unavailable",
-      };
+      if (err instanceof ExchangeRefused) return { ok: false, reason: "exchange_refused" };
+      throw err;
     }
 
     // (3) Consume the state and store the connection, together or not at all.

@@ -1,7 +1,7 @@
 /**
  * auth: login, refresh and logout through Supabase Auth, with brute-force limits that hold across
- * instances, and connecting a broker account with OAuth (signed single-use state, tokens stored
- * encrypted). Browser-facing (strict CORS).
+ * instances, and connecting a broker account with OAuth (signed single-use state bound to the
+ * user who started the flow, tokens stored encrypted). Browser-facing (strict CORS).
  *
  * - `POST /login {email, password}` → the session; a wrong password and an unknown email get the
  *   same `401 INVALID_CREDENTIALS`. Limits (shared/rate_limit.ts, Postgres, all instances):
@@ -10,25 +10,35 @@
  *   (`LOGIN_EMAIL_LIMIT` per normalized email: NFKC, trimmed, lower-cased).
  *   The client IP is the rightmost `X-Forwarded-For` entry (the one Supabase's gateway wrote;
  *   see client_ip.ts for why not the leftmost), else the connection address, else "unknown".
- * - `POST /refresh {refresh_token}` → a new session; `POST /logout` (user JWT) → `200`.
- * - `GET /oauth/start` (user JWT) → `{"url"}`; `GET /oauth/callback?code&state` → `303` to the
- *   first `FRONTEND_URL` origin with `?broker=connected` or `?broker=error&reason=…`.
+ * - `POST /refresh {refresh_token}` → a new session; `POST /logout` (user JWT) → `200`. Each
+ *   costs a call to Supabase Auth, whose own per-IP limits see only this function's address, so
+ *   each is limited per client IP too: "refresh-ip" (`REFRESH_IP_LIMIT`) and "logout-ip"
+ *   (`LOGOUT_IP_LIMIT`) per `LOGIN_WINDOW_SECONDS`, counted before anything else.
+ * - `GET /oauth/start` (user JWT) → `{"url"}`, the broker's authorize URL carrying `state`.
+ * - `POST /oauth/callback {code, state}` (user JWT): the broker sends the browser back to
+ *   `BROKER_OAUTH_REDIRECT_URL`, a page of the frontend, which posts what it received with the
+ *   user's JWT. `200 {"connected": true}`; no token `401`; a state issued to another user `403`
+ *   (RFC 6749 §10.12: nothing is exchanged or stored); a bad, used or expired state, or a code
+ *   the broker refuses, `400`. A `GET` is `405`: a code is never exchanged by a bare redirect.
+ * - Broker OAuth is optional: the six `BROKER_OAUTH_*`/`BROKER_TOKEN_KEY` variables are all or
+ *   none (some → the function does not boot, naming the missing ones); with none, `/oauth/*`
+ *   answers `501 OAUTH_NOT_CONFIGURED` and everything else serves.
  * Supabase Auth unavailable or slow (`AUTH_TIMEOUT_MS`) → `503` (breaker "supabase-auth").
  */
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { z } from "zod";
 import { type AppEnv, defineFunction } from "../../shared/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
 import { bodyLimit } from "../../shared/body_limit.ts";
 import { contentType } from "../../shared/content_type.ts";
 import { httpUrl, secret } from "../../shared/env.ts";
-import { Unauthorized } from "../../shared/errors.ts";
-import { requireJwt, verifyJwt } from "../../shared/jwt.ts";
+import { BadRequest, Forbidden, HttpError, Unauthorized } from "../../shared/errors.ts";
+import { bearer, requireJwt } from "../../shared/jwt.ts";
 import { route } from "../../shared/methods.ts";
 import { rateLimit } from "../../shared/rate_limit.ts";
 import { serveStandalone } from "../../shared/standalone.ts";
 import { readJson } from "../../shared/validation.ts";
-import { BrokerOAuth } from "./broker_oauth.ts";
+import { BROKER, BrokerOAuth, type BrokerOAuthConfig, type FailureReason } from "./broker_oauth.ts";
 import { clientIp } from "./client_ip.ts";
 import { type GrantOutcome, SupabaseAuth } from "./supabase_auth.ts";
 import { tokenKeyBase64 } from "./token_crypto.ts";
@@ -39,16 +49,63 @@ const exactHttpUrl = z.string().url("must be an http(s) URL").refine(
   "must be an http(s) URL",
 );
 
+/** The broker OAuth group: all or none (contract, Environment). */
+const OAUTH_VARIABLES = [
+  "BROKER_OAUTH_CLIENT_ID",
+  "BROKER_OAUTH_CLIENT_SECRET",
+  "BROKER_OAUTH_AUTHORIZE_URL",
+  "BROKER_OAUTH_TOKEN_URL",
+  "BROKER_OAUTH_REDIRECT_URL",
+  "BROKER_TOKEN_KEY",
+] as const satisfies readonly (keyof BrokerOAuthConfig)[];
+
 const Env = BrowserEnv.extend({
   SUPABASE_URL: httpUrl,
   SUPABASE_ANON_KEY: secret(20),
-  BROKER_OAUTH_CLIENT_ID: secret(1),
-  BROKER_OAUTH_CLIENT_SECRET: secret(8),
-  BROKER_OAUTH_AUTHORIZE_URL: httpUrl,
-  BROKER_OAUTH_TOKEN_URL: httpUrl,
-  BROKER_OAUTH_REDIRECT_URL: exactHttpUrl,
-  BROKER_TOKEN_KEY: tokenKeyBase64,
-});
+  BROKER_OAUTH_CLIENT_ID: secret(1).optional(),
+  BROKER_OAUTH_CLIENT_SECRET: secret(8).optional(),
+  BROKER_OAUTH_AUTHORIZE_URL: httpUrl.optional(),
+  BROKER_OAUTH_TOKEN_URL: httpUrl.optional(),
+  BROKER_OAUTH_REDIRECT_URL: exactHttpUrl.optional(),
+  BROKER_TOKEN_KEY: tokenKeyBase64.optional(),
+}).superRefine((env, ctx) => {
+  const missing = OAUTH_VARIABLES.filter((name) => env[name] === undefined);
+  if (missing.length === 0 || missing.length === OAUTH_VARIABLES.length) return;
+  for (const name of missing) {
+    ctx.addIssue({
+      code: "custom",
+      path: [name],
+      message: "must be set: broker OAuth needs all of its variables, or none",
+    });
+  }
+  // Checked even when other variables are invalid, so the boot error names every problem.
+}, { when: () => true } as Parameters<z.ZodType["superRefine"]>[1]);
+
+type Config = z.infer<typeof Env>;
+
+/** The broker OAuth configuration when the group is set (the schema has refused a partial one). */
+function oauthConfig(cfg: Config): BrokerOAuthConfig | undefined {
+  const {
+    BROKER_OAUTH_CLIENT_ID,
+    BROKER_OAUTH_CLIENT_SECRET,
+    BROKER_OAUTH_AUTHORIZE_URL,
+    BROKER_OAUTH_TOKEN_URL,
+    BROKER_OAUTH_REDIRECT_URL,
+    BROKER_TOKEN_KEY,
+  } = cfg;
+  if (
+    !BROKER_OAUTH_CLIENT_ID || !BROKER_OAUTH_CLIENT_SECRET || !BROKER_OAUTH_AUTHORIZE_URL ||
+    !BROKER_OAUTH_TOKEN_URL || !BROKER_OAUTH_REDIRECT_URL || !BROKER_TOKEN_KEY
+  ) return undefined;
+  return {
+    BROKER_OAUTH_CLIENT_ID,
+    BROKER_OAUTH_CLIENT_SECRET,
+    BROKER_OAUTH_AUTHORIZE_URL,
+    BROKER_OAUTH_TOKEN_URL,
+    BROKER_OAUTH_REDIRECT_URL,
+    BROKER_TOKEN_KEY,
+  };
+}
 
 /** Canonical form of an email for counting attempts: NFKC, trimmed, lower-cased. */
 export function normalizeEmail(email: string): string {
@@ -64,12 +121,35 @@ const LoginBody = z.object({
 
 const RefreshBody = z.object({ refresh_token: z.string().min(1).max(1024) }).strict();
 
-/** The frontend's query values for the callback's outcome. */
-const CallbackQuery = z.object({
-  code: z.string().max(2048).optional(),
-  state: z.string().max(256).optional(),
-  error: z.string().max(256).optional(),
-});
+/** What the frontend's redirect page received from the broker, posted as it came. */
+const CallbackBody = z.object({
+  code: z.string().min(1).max(2048),
+  state: z.string().min(1).max(256),
+}).strict();
+
+/** The answer to each way a callback can fail (the broker being down is a thrown 503). */
+const CALLBACK_FAILURES: Record<FailureReason, () => HttpError> = {
+  invalid_state: () =>
+    new BadRequest("The OAuth state is not valid or was already used.", "OAUTH_STATE_INVALID"),
+  expired_state: () =>
+    new BadRequest("The OAuth state has expired; start again.", "OAUTH_STATE_EXPIRED"),
+  wrong_user: () =>
+    new Forbidden(
+      "This broker connection was started by another user; start it from your own account.",
+      "OAUTH_STATE_FORBIDDEN",
+    ),
+  exchange_refused: () =>
+    new BadRequest("The broker refused the authorization code.", "OAUTH_CODE_REJECTED"),
+};
+
+/** Broker OAuth routes when the function runs without the OAuth variables. */
+function notConfigured(): never {
+  throw new HttpError(
+    501,
+    "OAUTH_NOT_CONFIGURED",
+    "Broker OAuth is not configured on this server.",
+  );
+}
 
 const authFunction = defineFunction({
   name: "auth",
@@ -85,29 +165,26 @@ const authFunction = defineFunction({
       breaker: ctx.breakers.get("supabase-auth"),
       fetch: ctx.fetch,
     });
-    const oauth = await BrokerOAuth.create({
+    const brokerConfig = oauthConfig(cfg);
+    const oauth = brokerConfig && await BrokerOAuth.create({
       db: ctx.db,
-      config: cfg,
+      config: brokerConfig,
       stateTtlSeconds: l.OAUTH_STATE_TTL_SECONDS,
       timeoutMs: l.HTTP_TIMEOUT_MS,
       breaker: ctx.breakers.get("broker-oauth", { isHealthy: BrokerOAuth.isHealthy }),
       fetch: ctx.fetch,
       now: ctx.now,
     });
-    const frontend = cfg.FRONTEND_URL[0];
+    if (!oauth) ctx.log.info("broker OAuth is not configured; /oauth/* answers 501");
     // requireJwt is typed for `{claims}` only; it sets exactly that on AppEnv's context.
     const user = requireJwt({
-      secret: cfg.SUPABASE_JWT_SECRET,
+      tokens: ctx.tokens,
       role: "authenticated",
     }) as unknown as MiddlewareHandler<AppEnv>;
     const json = [bodyLimit(l.BODY_LIMIT_BYTES), contentType("application/json")];
     const window = { windowSeconds: l.LOGIN_WINDOW_SECONDS, db: ctx.db, now: ctx.now };
-    const perIp = rateLimit({
-      ...window,
-      policy: "login-ip",
-      quota: l.LOGIN_IP_LIMIT,
-      key: (c) => clientIp(c, l.LOGIN_TRUSTED_PROXY_HOPS),
-    });
+    const byIp = (c: Context) => clientIp(c, l.LOGIN_TRUSTED_PROXY_HOPS);
+    const perIp = rateLimit({ ...window, policy: "login-ip", quota: l.LOGIN_IP_LIMIT, key: byIp });
     // The body is validated here, before counting: a malformed request is a 400 and costs the
     // email nothing. Hono caches the body, so the handler reads it again for free.
     const perEmail = rateLimit({
@@ -115,6 +192,18 @@ const authFunction = defineFunction({
       policy: "login-email",
       quota: l.LOGIN_EMAIL_LIMIT,
       key: async (c) => (await readJson(c, LoginBody)).email,
+    });
+    const refreshPerIp = rateLimit({
+      ...window,
+      policy: "refresh-ip",
+      quota: l.REFRESH_IP_LIMIT,
+      key: byIp,
+    });
+    const logoutPerIp = rateLimit({
+      ...window,
+      policy: "logout-ip",
+      quota: l.LOGOUT_IP_LIMIT,
+      key: byIp,
     });
     const answer = (outcome: GrantOutcome, rejected: Unauthorized) => {
       if ("rejected" in outcome) throw rejected;
@@ -134,7 +223,7 @@ const authFunction = defineFunction({
     });
 
     route<AppEnv>(app, "/refresh", {
-      POST: [...json, async (c) => {
+      POST: [...json, refreshPerIp, async (c) => {
         const { refresh_token } = await readJson(c, RefreshBody);
         const session = answer(
           await auth.refresh(refresh_token),
@@ -146,13 +235,19 @@ const authFunction = defineFunction({
     });
 
     route<AppEnv>(app, "/logout", {
-      POST: [user, async (c) => {
-        const jwt = c.req.header("authorization")!.slice("Bearer ".length);
+      POST: [logoutPerIp, user, async (c) => {
+        const jwt = bearer(c.req.header("authorization"))!;
         const { rejected } = await auth.signOut(jwt);
         // Auth no longer knows the session (already signed out): the goal is reached either way.
         return c.json({ signedOut: true, alreadySignedOut: rejected });
       }],
     });
+
+    if (!oauth) {
+      route<AppEnv>(app, "/oauth/start", { GET: [notConfigured] });
+      route<AppEnv>(app, "/oauth/callback", { POST: [notConfigured] });
+      return;
+    }
 
     route<AppEnv>(app, "/oauth/start", {
       GET: [user, async (c) => {
@@ -162,35 +257,16 @@ const authFunction = defineFunction({
     });
 
     route<AppEnv>(app, "/oauth/callback", {
-      GET: [async (c) => {
-        const query = CallbackQuery.safeParse(c.req.query());
-        // A JWT is optional here (a redirect from the broker carries none); if one is sent it
-        // must belong to the user the state was issued to.
-        const header = c.req.header("authorization");
-        const callerId = header
-          ? (await verifyJwt(header.replace(/^Bearer /, ""), {
-            secret: cfg.SUPABASE_JWT_SECRET,
-            role: "authenticated",
-          })).sub
-          : undefined;
-        const outcome = query.success
-          ? await oauth.complete(query.data, callerId)
-          : { ok: false as const, reason: "invalid_request" as const };
-        const target = new URL("/", frontend);
-        if (outcome.ok) {
-          target.searchParams.set("broker", "connected");
-        } else {
-          target.searchParams.set("broker", "error");
-          target.searchParams.set("reason", outcome.reason);
-          ctx.log.warn("broker connection failed", {
-            requestId: c.var.requestId,
-            reason: outcome.reason,
-          });
-        }
-        // The callback URL carries the code: keep it out of caches and Referer headers.
+      POST: [user, ...json, async (c) => {
+        const body = await readJson(c, CallbackBody);
+        const outcome = await oauth.complete(body, c.var.claims.sub!);
         c.header("cache-control", "no-store");
-        c.header("referrer-policy", "no-referrer");
-        return c.redirect(target.toString(), 303);
+        if (outcome.ok) return c.json({ connected: true, broker: BROKER });
+        ctx.log.warn("broker connection refused", {
+          requestId: c.var.requestId,
+          reason: outcome.reason,
+        });
+        throw CALLBACK_FAILURES[outcome.reason]();
       }],
     });
   },

@@ -92,15 +92,26 @@ function message(nonce: string, userId: string, expiresAt: number): Uint8Array<A
   return new TextEncoder().encode(`oauth-state|v1|${nonce}|${userId.toLowerCase()}|${expiresAt}`);
 }
 
-function b64url(bytes: Uint8Array): string {
+/** Unpadded base64url (RFC 4648 §5). */
+export function b64url(bytes: Uint8Array): string {
   return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_")
     .replace(/=+$/, "");
 }
 
-function fromB64url(s: string): Uint8Array<ArrayBuffer> {
+/**
+ * Decodes unpadded base64url canonically: throws unless `s` is exactly what `b64url` writes for
+ * the bytes it decodes to. A lenient decoder (atob) ignores the unused low bits of the last
+ * character (RFC 4648 §3.5), so several strings decode to the same bytes and a state whose
+ * last character was changed could still verify. `Uint8Array.fromBase64` with
+ * `lastChunkHandling: "strict"` would say the same, but the Edge Runtime's V8 may predate it;
+ * encoding back and comparing works everywhere.
+ */
+export function fromB64url(s: string): Uint8Array<ArrayBuffer> {
   const b64 = s.replaceAll("-", "+").replaceAll("_", "/");
-  return Uint8Array.from(
+  const bytes = Uint8Array.from(
     atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4)),
     (c) => c.charCodeAt(0),
   );
+  if (b64url(bytes) !== s) throw new SyntaxError("Not canonical base64url");
+  return bytes;
 }

@@ -12,11 +12,14 @@
  * storage is dropped with the request (https://supabase.com/docs/reference/javascript/initializing,
  * "persistSession: false" for server-side use).
  *
+ * supabase-js is imported on the first call, not at boot: it is a large module graph, and an
+ * instance that only answers preflights, 401s or OAuth never needs it (cold start).
+ *
  * @example
  * const auth = new SupabaseAuth({ url, anonKey, timeoutMs: 5000, breaker, fetch });
  * const outcome = await auth.signIn(email, password); // { session } | { rejected: true }
  */
-import { AuthClient, createClient, type SupabaseClient } from "@supabase/supabase-js";
+import type { AuthClient, SupabaseClient } from "@supabase/supabase-js";
 import type { Breaker } from "../../shared/circuit_breaker.ts";
 import { UpstreamUnavailable } from "../../shared/errors.ts";
 import { fetchWithDeadline } from "../../shared/http_client.ts";
@@ -44,12 +47,16 @@ export type GrantOutcome = { session: SessionOut } | { rejected: true };
 
 const UPSTREAM = "Supabase Auth";
 
+type SupabaseJs = typeof import("@supabase/supabase-js");
+
 export class SupabaseAuth {
-  readonly #client: SupabaseClient;
+  readonly #url: string;
+  readonly #anonKey: string;
   readonly #breaker: Breaker;
   readonly #authUrl: string;
   readonly #headers: Record<string, string>;
   readonly #fetch: typeof fetch;
+  #lib?: Promise<{ js: SupabaseJs; client: SupabaseClient }>;
 
   constructor(opts: SupabaseAuthOptions) {
     const base = opts.fetch ?? fetch;
@@ -60,13 +67,30 @@ export class SupabaseAuth {
           upstream: UPSTREAM,
           fetch: base,
         })) as typeof fetch;
-    this.#client = createClient(opts.url, opts.anonKey, {
-      auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
-      global: { fetch: this.#fetch },
-    });
+    this.#url = opts.url;
+    this.#anonKey = opts.anonKey;
     this.#breaker = opts.breaker;
     this.#authUrl = `${opts.url}/auth/v1`;
     this.#headers = { apikey: opts.anonKey, authorization: `Bearer ${opts.anonKey}` };
+  }
+
+  /** supabase-js and the instance's one client, loaded on first use. */
+  #load(): Promise<{ js: SupabaseJs; client: SupabaseClient }> {
+    if (!this.#lib) {
+      const lib = import("@supabase/supabase-js").then((js) => ({
+        js,
+        client: js.createClient(this.#url, this.#anonKey, {
+          auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+          global: { fetch: this.#fetch },
+        }),
+      }));
+      // A failed import is not kept: the next call tries again.
+      lib.catch(() => {
+        if (this.#lib === lib) this.#lib = undefined;
+      });
+      this.#lib = lib;
+    }
+    return this.#lib;
   }
 
   /** The password grant. Wrong password and unknown email are the same `rejected`. */
@@ -81,8 +105,9 @@ export class SupabaseAuth {
 
   /** Revokes the session of `jwt` (all of the user's refresh tokens: scope global). */
   async signOut(jwt: string): Promise<{ rejected: boolean }> {
+    const { client } = await this.#load();
     return await this.#breaker.run(async () => {
-      const { error } = await this.#client.auth.admin.signOut(jwt, "global");
+      const { error } = await client.auth.admin.signOut(jwt, "global");
       if (!error) return { rejected: false };
       throwIfUnavailable(error);
       return { rejected: true };
@@ -90,13 +115,14 @@ export class SupabaseAuth {
   }
 
   /** One grant on a request-scoped client; 5xx, 429 and network failures throw 503. */
-  #grant(
+  async #grant(
     call: (
       auth: InstanceType<typeof AuthClient>,
     ) => Promise<{ data: { session: unknown }; error: unknown }>,
   ): Promise<GrantOutcome> {
-    return this.#breaker.run(async () => {
-      const auth = new AuthClient({
+    const { js } = await this.#load();
+    return await this.#breaker.run(async () => {
+      const auth = new js.AuthClient({
         url: this.#authUrl,
         headers: this.#headers,
         fetch: this.#fetch,

@@ -235,6 +235,138 @@ Deno.test("auth: a used refresh token gets 401; logout revokes the user's refres
   });
 });
 
+Deno.test("auth: NUL characters and unpaired surrogates in any auth body field get 400, never 500, and cost no attempt", async () => {
+  await withServer({ LOGIN_EMAIL_LIMIT: "1" }, async (server, sim) => {
+    const bodies: [string, Record<string, string>, string][] = [
+      ["auth/login", { email: "alice@example.com\u0000", password: "x" }, "email"],
+      ["auth/login", { email: "\u0000", password: "x" }, "email"],
+      ["auth/login", { email: USERS[0].email, password: "pw\u0000" }, "password"],
+      ["auth/login", { email: "alice\ud800@example.com", password: "x" }, "email"],
+      ["auth/login", { email: USERS[0].email, password: "\udc00" }, "password"],
+      ["auth/refresh", { refresh_token: "abc\u0000def" }, "refresh_token"],
+      ["auth/refresh", { refresh_token: "\ud83d" }, "refresh_token"],
+    ];
+    for (const [path, body, field] of bodies) {
+      const res = await server.call(path, {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-forwarded-for": "192.0.2.77" },
+        body: JSON.stringify(body),
+      });
+      assertEquals(res.status, 400, `${path} ${JSON.stringify(body)}`);
+      const err = (await res.json()).error;
+      assertEquals(err.code, "VALIDATION_FAILED");
+      assertEquals(err.issues[0].path, field);
+    }
+    assertEquals(sim.calls.length, 0, "nothing reached Supabase Auth");
+    // The one attempt the email allows is still there.
+    assertEquals((await login(server, USERS[0].email, USERS[0].password)).res.status, 200);
+  });
+});
+
+Deno.test("auth: refresh is limited per client IP with the RateLimit fields; past it 429 with Retry-After, Auth not called", async () => {
+  await withServer({ REFRESH_IP_LIMIT: "3" }, async (server, sim) => {
+    const refresh = (ip: string) =>
+      server.call("auth/refresh", {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-forwarded-for": ip },
+        body: JSON.stringify({ refresh_token: "not-a-real-refresh-token" }),
+      });
+    for (let i = 0; i < 3; i++) {
+      const res = await refresh("203.0.113.50");
+      assertEquals(res.status, 401);
+      assertMatch(res.headers.get("ratelimit-policy") ?? "", /^"refresh-ip";q=3;w=60$/);
+      assertMatch(
+        res.headers.get("ratelimit") ?? "",
+        new RegExp(`^"refresh-ip";r=${2 - i};t=\\d+$`),
+      );
+      await res.body?.cancel();
+    }
+    const blocked = await refresh("203.0.113.50");
+    assertEquals(blocked.status, 429);
+    assertEquals((await blocked.json()).error.code, "RATE_LIMITED");
+    assert(Number(blocked.headers.get("retry-after")) >= 1);
+    assertMatch(blocked.headers.get("ratelimit") ?? "", /^"refresh-ip";r=0;t=\d+$/);
+    assertEquals(sim.calls.filter((c) => c === "token:refresh_token").length, 3);
+    // Another client is untouched.
+    const other = await refresh("203.0.113.51");
+    assertEquals(other.status, 401);
+    await other.body?.cancel();
+  });
+});
+
+Deno.test("auth: logout is limited per client IP, counting unauthenticated calls too", async () => {
+  await withServer({ LOGOUT_IP_LIMIT: "2" }, async (server, sim) => {
+    const { body: session } = await login(server, USERS[0].email, USERS[0].password);
+    const logout = (ip: string, token?: string) =>
+      server.call("auth/logout", {
+        method: "POST",
+        headers: {
+          "x-forwarded-for": ip,
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+        },
+      });
+    const anonymous = await logout("203.0.113.60");
+    assertEquals(anonymous.status, 401);
+    assertMatch(anonymous.headers.get("ratelimit") ?? "", /^"logout-ip";r=1;t=\d+$/);
+    await anonymous.body?.cancel();
+    const out = await logout("203.0.113.60", session.access_token);
+    assertEquals(out.status, 200);
+    await out.body?.cancel();
+    const blocked = await logout("203.0.113.60", session.access_token);
+    assertEquals(blocked.status, 429);
+    assert(Number(blocked.headers.get("retry-after")) >= 1);
+    assertMatch(blocked.headers.get("ratelimit-policy") ?? "", /^"logout-ip";q=2;w=60$/);
+    await blocked.body?.cancel();
+    assertEquals(sim.calls.filter((c) => c.startsWith("logout")).length, 1);
+    const other = await logout("203.0.113.61", session.access_token);
+    assertEquals(other.status, 200);
+    await other.body?.cancel();
+  });
+});
+
+Deno.test(
+  "auth: the refresh limit holds across two server processes on one database",
+  onServer,
+  async () => {
+    const sim = await startSupabaseAuthSimulator({
+      jwtSecret: JWT_SECRET,
+      anonKey: ANON_KEY,
+      users: USERS,
+    });
+    const db = await freshDatabase();
+    const env = envFor(db.url, sim, { REFRESH_IP_LIMIT: "4" });
+    const a = await spawnServer(env);
+    const b = await spawnServer(env).catch(async (err) => {
+      await a.stop();
+      throw err;
+    });
+    try {
+      const refresh = (s: Caller) =>
+        s.call("auth/refresh", {
+          method: "POST",
+          headers: { "content-type": "application/json", "x-forwarded-for": "198.51.100.90" },
+          body: JSON.stringify({ refresh_token: "unknown-refresh-token" }),
+        });
+      for (const s of [a, b, a, b]) {
+        const res = await refresh(s);
+        assertEquals(res.status, 401);
+        await res.body?.cancel();
+      }
+      for (const s of [a, b]) {
+        const res = await refresh(s);
+        assertEquals(res.status, 429);
+        await res.body?.cancel();
+      }
+      assertEquals(sim.calls.filter((c) => c === "token:refresh_token").length, 4);
+    } finally {
+      await a.stop();
+      await b.stop();
+      await db.close();
+      await sim.close();
+    }
+  },
+);
+
 Deno.test(
   "auth: the email limit holds across two server processes on one database",
   onServer,

@@ -1,30 +1,48 @@
 /**
  * Broker OAuth through the real local server, a real Postgres and the simulated broker OAuth
- * server on loopback: the full round trip stores encrypted tokens; replayed, expired, forged and
- * other users' states and failed exchanges change nothing.
+ * server on loopback. The broker sends the browser back to a page of the frontend, which posts
+ * `{code, state}` with the user's JWT: the full round trip stores encrypted tokens; another
+ * user's token or none, replayed, expired, forged and tampered states, and failed exchanges
+ * change nothing; a GET never exchanges a code.
  */
-import { assert, assertEquals, assertNotEquals } from "@std/assert";
+import { assert, assertEquals, assertMatch, assertNotEquals } from "@std/assert";
 import {
   type BrokerOAuthSimulator,
   startBrokerOAuthSimulator,
 } from "../../local/sandbox/broker_oauth.ts";
 import { startSupabaseAuthSimulator } from "../../local/sandbox/supabase_auth.ts";
 import { decryptToken, importTokenKey, tokenContext } from "../../functions/auth/token_crypto.ts";
+import { b64url, fromB64url } from "../../functions/auth/oauth_state.ts";
 import { freshDatabase } from "../support/db.ts";
 import { FRONTEND, JWT_SECRET, testEnv, userToken } from "../support/env.ts";
 import { startTestServer, type TestServer } from "../support/server.ts";
 
 const KEY = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
-const REDIRECT = "http://127.0.0.1:9/functions/v1/auth/oauth/callback";
+/** The frontend's page the broker sends the browser back to. */
+const REDIRECT = `${FRONTEND}/settings/broker/callback`;
 const ALICE = "00000000-0000-4000-8000-0000000000a1";
 const BOB = "00000000-0000-4000-8000-0000000000b2";
+
+/** What the broker put on the frontend's URL. */
+interface Grant {
+  code: string;
+  state: string;
+}
+
+interface Answer {
+  status: number;
+  code?: string;
+  body: Record<string, unknown>;
+  headers: Headers;
+}
 
 interface Ctx {
   server: TestServer;
   sim: BrokerOAuthSimulator;
-  /** Starts the flow as `user` and lets the broker approve: the callback's query string. */
-  approve(user: string, server?: TestServer): Promise<string>;
-  callback(query: string, init?: RequestInit, server?: TestServer): Promise<URL>;
+  /** Starts the flow as `user` and lets the broker approve: what it hands the frontend. */
+  approve(user: string): Promise<Grant>;
+  /** The frontend posting the grant, with `user`'s JWT (none when `user` is null). */
+  callback(grant: Partial<Grant>, user: string | null): Promise<Answer>;
   stored(): Promise<{ connections: number; tokens: number }>;
 }
 
@@ -58,8 +76,8 @@ async function withOAuth(fn: (ctx: Ctx) => Promise<void>, extra: Record<string, 
     const ctx: Ctx = {
       server,
       sim,
-      async approve(user, s = server) {
-        const res = await s.call("auth/oauth/start", {
+      async approve(user) {
+        const res = await server.call("auth/oauth/start", {
           headers: { authorization: `Bearer ${await userToken(user)}`, origin: FRONTEND },
         });
         assertEquals(res.status, 200);
@@ -69,13 +87,23 @@ async function withOAuth(fn: (ctx: Ctx) => Promise<void>, extra: Record<string, 
         assertEquals(authorize.searchParams.get("redirect_uri"), REDIRECT);
         const back = await fetch(url, { redirect: "manual" });
         await back.body?.cancel();
-        return new URL(back.headers.get("location")!).search;
+        const page = new URL(back.headers.get("location")!);
+        assertEquals(`${page.origin}${page.pathname}`, REDIRECT, "back to the frontend's page");
+        return { code: page.searchParams.get("code")!, state: page.searchParams.get("state")! };
       },
-      async callback(query, init = {}, s = server) {
-        const res = await s.call(`auth/oauth/callback${query}`, { ...init, redirect: "manual" });
-        await res.body?.cancel();
-        assertEquals(res.status, 303);
-        return new URL(res.headers.get("location")!);
+      async callback(grant, user) {
+        const headers: Record<string, string> = {
+          "content-type": "application/json",
+          origin: FRONTEND,
+        };
+        if (user) headers.authorization = `Bearer ${await userToken(user)}`;
+        const res = await server.call("auth/oauth/callback", {
+          method: "POST",
+          headers,
+          body: JSON.stringify(grant),
+        });
+        const body = await res.json();
+        return { status: res.status, code: body.error?.code, body, headers: res.headers };
       },
       async stored() {
         const [row] = await server.platform.db.query((sql) =>
@@ -95,16 +123,13 @@ async function withOAuth(fn: (ctx: Ctx) => Promise<void>, extra: Record<string, 
   }
 }
 
-const outcome = (url: URL) => ({
-  origin: url.origin,
-  broker: url.searchParams.get("broker"),
-  reason: url.searchParams.get("reason"),
-});
-
 Deno.test("auth oauth: a full round trip stores the connection and encrypted tokens that decrypt back", async () => {
   await withOAuth(async ({ server, sim, approve, callback }) => {
-    const back = await callback(await approve(ALICE));
-    assertEquals(outcome(back), { origin: FRONTEND, broker: "connected", reason: null });
+    const done = await callback(await approve(ALICE), ALICE);
+    assertEquals(done.status, 200);
+    assertEquals(done.body, { connected: true, broker: "alpaca" });
+    assertEquals(done.headers.get("cache-control"), "no-store");
+    assertEquals(done.headers.get("access-control-allow-origin"), FRONTEND);
     const [conn] = await server.platform.db.query((sql) =>
       sql`select user_id::text, broker, status from public.broker_connections`
     );
@@ -143,8 +168,8 @@ Deno.test("auth oauth: a full round trip stores the connection and encrypted tok
 
 Deno.test("auth oauth: the API roles cannot read tokens, and users see only their own connection", async () => {
   await withOAuth(async ({ server, approve, callback }) => {
-    await callback(await approve(ALICE));
-    await callback(await approve(BOB));
+    assertEquals((await callback(await approve(ALICE), ALICE)).status, 200);
+    assertEquals((await callback(await approve(BOB), BOB)).status, 200);
     const seen = await server.platform.db.transaction(async (tx) => {
       await tx`set local role authenticated`;
       await tx`select set_config('request.jwt.claims', ${JSON.stringify({ sub: BOB })}, true)`;
@@ -169,13 +194,13 @@ Deno.test("auth oauth: the API roles cannot read tokens, and users see only thei
 
 Deno.test("auth oauth: a replayed state is refused and changes nothing", async () => {
   await withOAuth(async ({ server, sim, approve, callback }) => {
-    const query = await approve(ALICE);
-    assertEquals(outcome(await callback(query)).broker, "connected");
+    const grant = await approve(ALICE);
+    assertEquals((await callback(grant, ALICE)).status, 200);
     const before = await server.platform.db.query((sql) =>
       sql`select encode(access_token, 'hex') as t from internal.broker_tokens`
     );
-    const replay = await callback(query);
-    assertEquals(outcome(replay), { origin: FRONTEND, broker: "error", reason: "invalid_state" });
+    const replay = await callback(grant, ALICE);
+    assertEquals([replay.status, replay.code], [400, "OAUTH_STATE_INVALID"]);
     assertEquals(sim.calls, 1); // refused before any second exchange
     const after = await server.platform.db.query((sql) =>
       sql`select encode(access_token, 'hex') as t from internal.broker_tokens`
@@ -186,10 +211,10 @@ Deno.test("auth oauth: a replayed state is refused and changes nothing", async (
 
 Deno.test("auth oauth: an expired state is refused and stores nothing", async () => {
   await withOAuth(async ({ sim, approve, callback, stored }) => {
-    const query = await approve(ALICE);
+    const grant = await approve(ALICE);
     await new Promise((r) => setTimeout(r, 2100));
-    const back = await callback(query);
-    assertEquals(outcome(back).reason, "expired_state");
+    const late = await callback(grant, ALICE);
+    assertEquals([late.status, late.code], [400, "OAUTH_STATE_EXPIRED"]);
     assertEquals(sim.calls, 0);
     assertEquals(await stored(), { connections: 0, tokens: 0 });
   }, { OAUTH_STATE_TTL_SECONDS: "1" });
@@ -197,60 +222,92 @@ Deno.test("auth oauth: an expired state is refused and stores nothing", async ()
 
 Deno.test("auth oauth: forged, tampered and missing states are refused and store nothing", async () => {
   await withOAuth(async ({ sim, approve, callback, stored }) => {
-    const query = new URLSearchParams(await approve(ALICE));
-    const state = query.get("state")!;
+    const { code, state } = await approve(ALICE);
+    const [nonce, expiry, signature] = state.split(".");
+    // Every byte of the signature, tampered one at a time (decoded, changed, encoded back):
+    // whatever the last character, each is a different signature and must fail.
+    const bytes = fromB64url(signature);
+    const tampered = Array.from({ length: bytes.length }, (_, i) => {
+      const copy = bytes.slice();
+      copy[i] ^= 0x01;
+      return `${nonce}.${expiry}.${b64url(copy)}`;
+    });
+    // The same signature bytes spelled with non-zero padding bits in the last character (the
+    // flaky case of old: a lenient decoder read them as the original signature).
+    const last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const index = last.indexOf(signature.at(-1)!);
+    const lenient = `${nonce}.${expiry}.${signature.slice(0, -1)}${last[index ^ 0x01]}`;
     const flip = (s: string, i: number) =>
       s.slice(0, i) + (s[i] === "A" ? "B" : "A") + s.slice(i + 1);
     const variants = [
-      flip(state, state.length - 1), // signature
+      ...tampered,
+      lenient,
       flip(state, 0), // nonce
       state.replace(/\.(\d+)\./, (_, e) => `.${Number(e) + 3600}.`), // extended expiry
       "not-a-state",
     ];
     for (const forged of variants) {
-      const q = new URLSearchParams({ code: query.get("code")!, state: forged });
-      assertEquals(outcome(await callback(`?${q}`)).reason, "invalid_state", forged);
+      const answer = await callback({ code, state: forged }, ALICE);
+      assertEquals([answer.status, answer.code], [400, "OAUTH_STATE_INVALID"], forged);
     }
-    assertEquals(outcome(await callback(`?code=${query.get("code")}`)).reason, "invalid_request");
-    assertEquals(
-      outcome(await callback(`?error=access_denied&state=${state}`)).reason,
-      "access_denied",
-    );
+    const missing = await callback({ code }, ALICE);
+    assertEquals([missing.status, missing.code], [400, "VALIDATION_FAILED"]);
     assertEquals(sim.calls, 0);
     assertEquals(await stored(), { connections: 0, tokens: 0 });
+    // The untouched state still works: the refusals above were about the forgeries alone.
+    assertEquals((await callback({ code, state }, ALICE)).status, 200);
   });
 });
 
-Deno.test("auth oauth: another user's state is refused and stores nothing; its owner can still use it", async () => {
+Deno.test("auth oauth: user B completing A's state is refused with 403 and stores nothing; A still can", async () => {
   await withOAuth(async ({ sim, approve, callback, stored }) => {
-    const query = await approve(ALICE);
-    const asBob = await callback(query, {
-      headers: { authorization: `Bearer ${await userToken(BOB)}` },
-    });
-    assertEquals(outcome(asBob).reason, "invalid_state");
+    // A starts the flow; B (the victim, say) is the one whose browser comes back with the code.
+    const grant = await approve(ALICE);
+    const asBob = await callback(grant, BOB);
+    assertEquals([asBob.status, asBob.code], [403, "OAUTH_STATE_FORBIDDEN"]);
+    assertEquals(sim.calls, 0, "the code was not exchanged");
+    assertEquals(await stored(), { connections: 0, tokens: 0 });
+    const asAlice = await callback(grant, ALICE);
+    assertEquals(asAlice.status, 200);
+    assertEquals(await stored(), { connections: 1, tokens: 1 });
+  });
+});
+
+Deno.test("auth oauth: a callback without a token gets 401, and a GET gets 405; neither exchanges nor stores", async () => {
+  await withOAuth(async ({ server, sim, approve, callback, stored }) => {
+    const grant = await approve(ALICE);
+    const anonymous = await callback(grant, null);
+    assertEquals(anonymous.status, 401);
+    assertMatch(anonymous.headers.get("www-authenticate") ?? "", /^Bearer/);
+    // The broker's redirect as it used to arrive: a bare GET with the code in the query.
+    const get = await server.call(
+      `auth/oauth/callback?${new URLSearchParams({ ...grant })}`,
+      { redirect: "manual", headers: { authorization: `Bearer ${await userToken(ALICE)}` } },
+    );
+    assertEquals(get.status, 405);
+    assertEquals(get.headers.get("allow"), "POST");
+    assertEquals((await get.json()).error.code, "METHOD_NOT_ALLOWED");
     assertEquals(sim.calls, 0);
     assertEquals(await stored(), { connections: 0, tokens: 0 });
-    const asAlice = await callback(query, {
-      headers: { authorization: `Bearer ${await userToken(ALICE)}` },
-    });
-    assertEquals(outcome(asAlice).broker, "connected");
+    assertEquals((await callback(grant, ALICE)).status, 200);
   });
 });
 
 Deno.test("auth oauth: a failed or refused code exchange leaves no half-connection", async () => {
   await withOAuth(async ({ sim, approve, callback, stored, server }) => {
     sim.failNext(1);
-    const failed = await callback(await approve(ALICE));
-    assertEquals(outcome(failed).reason, "broker_unavailable");
+    const failed = await callback(await approve(ALICE), ALICE);
+    assertEquals([failed.status, failed.code], [503, "UPSTREAM_UNAVAILABLE"]);
+    assertMatch(failed.headers.get("retry-after") ?? "", /^\d+$/);
     assertEquals(await stored(), { connections: 0, tokens: 0 });
     const [state] = await server.platform.db.query((sql) =>
       sql`select count(*)::int as n from internal.oauth_states where consumed_at is not null`
     );
     assertEquals(state.n, 0);
 
-    const q = new URLSearchParams(await approve(ALICE));
-    q.set("code", "code-the-broker-never-issued");
-    assertEquals(outcome(await callback(`?${q}`)).reason, "exchange_refused");
+    const { state: fresh } = await approve(ALICE);
+    const refused = await callback({ code: "code-the-broker-never-issued", state: fresh }, ALICE);
+    assertEquals([refused.status, refused.code], [400, "OAUTH_CODE_REJECTED"]);
     assertEquals(await stored(), { connections: 0, tokens: 0 });
   });
 });
