@@ -52,19 +52,21 @@ export class AlertFallback {
    */
   async notify(kind: string, text: string): Promise<"sent" | "cooldown" | "failed"> {
     const { log, limits } = this.#o;
-    let claimed: Date | undefined;
+    // The claim's exact timestamp, compared as text: postgres.js would send it back as a JS Date
+    // (a timestamptz parameter), which drops the microseconds.
+    let claimed: string | undefined;
     try {
       const [row] = await this.#db.query((sql) =>
-        sql<{ sent_at: Date }[]>`
+        sql<{ stamp: string }[]>`
           insert into internal.alert_fallback_sends as f (kind, sent_at)
           values (${kind.slice(0, 300)}, clock_timestamp())
           on conflict (kind) do update set sent_at = excluded.sent_at
           where f.sent_at <= excluded.sent_at
             - make_interval(secs => ${limits.ALERT_FALLBACK_COOLDOWN_SECONDS}::int)
-          returning sent_at`
+          returning sent_at::text as stamp`
       );
       if (!row) return "cooldown";
-      claimed = row.sent_at;
+      claimed = row.stamp;
       await fetchWithDeadline(
         this.#o.webhookUrl,
         {
@@ -93,8 +95,8 @@ export class AlertFallback {
       if (claimed) {
         await this.#db.query((sql) =>
           sql`update internal.alert_fallback_sends set sent_at = '-infinity'
-              where kind = ${kind.slice(0, 300)} and sent_at = ${claimed!}`
-        ).catch(() => {});
+              where kind = ${kind.slice(0, 300)} and sent_at::text = ${claimed!}`
+        ).catch((e) => log.warn("fallback cooldown not given back", { kind, error: e }));
       }
       return "failed";
     }

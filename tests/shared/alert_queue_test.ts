@@ -377,3 +377,25 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "40 concurrent alerts with one key on two pools are one row counting 40",
+  ...onServer,
+  async fn() {
+    const h = await harness();
+    try {
+      const other = await h.anotherInstance();
+      const results = await Promise.all(
+        Array.from(
+          { length: 40 },
+          (_, i) => (i % 2 ? other : h).queue.enqueue(alert("Burst", { dedupKey: "burst" })),
+        ),
+      );
+      assertEquals(new Set(results.map((r) => r.id)).size, 1);
+      assertEquals(results.filter((r) => !r.coalesced).length, 1);
+      assertEquals((await rowsOf(h.db)).map((r) => [r.state, r.count]), [["queued", 40]]);
+    } finally {
+      await h.close();
+    }
+  },
+});
