@@ -39,6 +39,8 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { Database, Tx } from "./db.ts";
 import { BadRequest, Conflict, retryAfterSeconds, Unprocessable } from "./errors.ts";
+import type { RateLimitVariables } from "./rate_limit.ts";
+import { literal } from "./sql_literal.ts";
 
 /** The contract's key syntax: 8–255 characters of `A-Z a-z 0-9 - _ :`. */
 const KEY_PATTERN = /^[A-Za-z0-9_:-]{8,255}$/;
@@ -125,6 +127,38 @@ export interface IdempotencyClaim {
    * resuming. Inside `tx` when given (commits with the caller's writes), else on its own.
    */
   release(tx?: Tx): Promise<void>;
+  /**
+   * Settles the key in the caller's own statement, for a handler whose write and completion are
+   * one call (one round trip): `run` gets where the key is (`scope`, `owner`, `key`, `lease`) and
+   * must complete or release it conditionally on the lease, throwing IdempotencyLeaseLost when
+   * the lease is gone (`leaseLost` tells that database error apart). Marks the key settled once
+   * `run` resolves.
+   */
+  settleWith<T>(run: (where: KeyLocation) => Promise<T>): Promise<T>;
+}
+
+/** Where one attempt's key is, for a statement that settles it itself (`settleWith`). */
+export interface KeyLocation {
+  scope: string;
+  owner: string;
+  key: string;
+  lease: string;
+}
+
+/**
+ * SQLSTATE a settling statement raises when the lease is gone (another attempt took over), as
+ * `internal.order_record` does; `leaseLost(err)` recognises it.
+ */
+export const LEASE_LOST_SQLSTATE = "IK409";
+
+/** Whether a database error says the attempt's lease was lost (see LEASE_LOST_SQLSTATE). */
+export function leaseLost(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === LEASE_LOST_SQLSTATE;
+}
+
+/** The variable `idempotency()` sets: handlers read `c.var.idempotency`. */
+export interface IdempotencyVariables {
+  idempotency: IdempotencyClaim;
 }
 
 export interface IdempotencyOptions {
@@ -150,7 +184,10 @@ export interface IdempotencyOptions {
 }
 
 interface ClaimRow {
-  outcome: "claimed" | "resumed" | "replay" | "mismatch" | "in_use";
+  outcome: "claimed" | "resumed" | "replay" | "mismatch" | "in_use" | "limited";
+  allowed?: boolean;
+  remaining?: number;
+  reset_ms?: number;
   key_id: string | null;
   attempt: number | null;
   response_status: number | null;
@@ -158,7 +195,7 @@ interface ClaimRow {
   retry_after_ms: number | null;
 }
 
-const VARIABLE = "idempotency";
+const VARIABLE = "idempotency" as const;
 
 /** The claim the middleware put on the context; throws if the route has no `idempotency()`. */
 export function idempotencyClaim(c: Context): IdempotencyClaim {
@@ -171,7 +208,9 @@ export function idempotencyClaim(c: Context): IdempotencyClaim {
  * The middleware (see the module's summary). Throws at start-up on a bad option; per request it
  * throws the 400/409/422 errors above, or DatabaseUnavailable (503) when the database is down.
  */
-export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
+export function idempotency(
+  options: IdempotencyOptions,
+): MiddlewareHandler<{ Variables: IdempotencyVariables & RateLimitVariables }> {
   const opts = { ...options };
   if (!/^[a-z0-9_-]+$/.test(opts.scope)) throw new Error(`Scope is not a token: ${opts.scope}`);
   for (const name of ["ttlSeconds", "lockSeconds"] as const) {
@@ -199,12 +238,29 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
     const owner = opts.owner(c);
     const fingerprint = await requestFingerprint(c.req.method, c.req.path, await c.req.text());
     const lease = crypto.randomUUID();
+    const claimArgs = [scope, owner, key, fingerprint, lease].map(literal).join(", ") +
+      `, ${lockMs}, ${opts.ttlSeconds}`;
+    // A rate-limit hit left by rateLimit({ withClaim }) is counted in the same statement.
+    const hit = c.var.rateLimitHit;
+    const counting = hit && !hit.counted ? hit : undefined;
     const [row] = await db.query((sql) =>
-      sql<ClaimRow[]>`
-        select * from internal.idempotency_claim(
-          ${scope}, ${owner}, ${key}, ${fingerprint}, ${lease}, ${lockMs}, ${opts.ttlSeconds}
-        )`
+      sql.unsafe<ClaimRow[]>(
+        counting
+          ? `select * from internal.idempotency_claim_limited(${
+            counting.limiter.hitArguments(counting.key)
+          }, ${claimArgs})`
+          : `select * from internal.idempotency_claim(${claimArgs})`,
+      )
     );
+    if (counting) {
+      counting.counted = true;
+      const decision = counting.limiter.settle(counting.key, {
+        allowed: row.allowed!,
+        remaining: row.remaining!,
+        reset_ms: row.reset_ms!,
+      });
+      counting.limiter.apply(c, decision); // throws 429 when limited (nothing was claimed)
+    }
     maybePurge();
     switch (row.outcome) {
       case "mismatch":
@@ -226,9 +282,9 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
     }
 
     let settled = false;
-    const where = (tx: Tx) =>
-      tx`scope = ${scope} and owner = ${owner} and key = ${key}
-        and lease = ${lease} and state = 'in_progress'`;
+    const where = `scope = ${literal(scope)} and owner = ${literal(owner)} and key = ${
+      literal(key)
+    } and lease = ${literal(lease)} and state = 'in_progress'`;
     const claim: IdempotencyClaim = {
       key,
       keyId: row.key_id!,
@@ -239,25 +295,36 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
           throw new Error(`Cannot store status ${status} as an idempotent answer`);
         }
         const text = typeof body === "string" ? body : JSON.stringify(body);
-        const done = await tx`
-          update internal.idempotency_keys set state = 'completed', response_status = ${status},
-            response_body = ${text}, lease = null, locked_until = null,
+        const done = await tx.unsafe(
+          `update internal.idempotency_keys set state = 'completed', response_status = ${status},
+            response_body = ${literal(text)}, lease = null, locked_until = null,
             updated_at = clock_timestamp()
-          where ${where(tx)} returning 1`;
+          where ${where} returning 1`,
+        );
         if (done.length === 0) throw new IdempotencyLeaseLost();
         settled = true;
       },
       async release(tx) {
-        const run = (t: Tx) =>
-          t`update internal.idempotency_keys set lease = null, locked_until = clock_timestamp(),
-              updated_at = clock_timestamp()
-            where ${where(t)} returning 1`;
-        const done = tx ? await run(tx) : await db.query((sql) => run(sql as unknown as Tx));
+        const text = `update internal.idempotency_keys set lease = null,
+            locked_until = clock_timestamp(), updated_at = clock_timestamp()
+          where ${where} returning 1`;
+        const done = tx ? await tx.unsafe(text) : await db.query((sql) => sql.unsafe(text));
         if (done.length === 0) throw new IdempotencyLeaseLost();
         settled = true;
       },
+      async settleWith(run) {
+        let result;
+        try {
+          result = await run({ scope, owner, key, lease });
+        } catch (err) {
+          if (leaseLost(err)) throw new IdempotencyLeaseLost();
+          throw err;
+        }
+        settled = true;
+        return result;
+      },
     };
-    c.set(VARIABLE as never, claim as never);
+    c.set(VARIABLE, claim);
     await next();
     // A handler that threw (its transaction rolled back, whatever it called) or forgot to settle
     // hands the key to the next retry. Conditional on the lease: a no-op once completed.
@@ -270,7 +337,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
 /** Deletes up to `batchSize` expired keys; safe to run from any number of instances at once. */
 export async function purgeExpiredKeys(db: Database, batchSize: number): Promise<number> {
   const [row] = await db.query((sql) =>
-    sql<{ n: number }[]>`select internal.idempotency_purge(${batchSize}) as n`
+    sql.unsafe<{ n: number }[]>(`select internal.idempotency_purge(${literal(batchSize)}) as n`)
   );
   return row.n;
 }

@@ -1,7 +1,8 @@
 /**
  * Rate limiting that holds across all instances: a sliding window per key in Postgres (60
  * sub-buckets, the oldest counted in full, so never looser than the quota), checked and updated
- * in one round trip (`internal.rate_limit_hit`). Idle keys are purged in the background. Named policies per route,
+ * in one round trip (`internal.rate_limit_hit`), or in the same statement as an idempotency claim
+ * (`withClaim`). Idle keys are purged in the background. Named policies per route,
  * the IETF httpapi RateLimit fields (draft -11) on every response, `429` with `Retry-After`.
  *
  * Written here rather than with rate-limiter-flexible: its Postgres store needs node-postgres
@@ -15,6 +16,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { Database } from "./db.ts";
 import { TooManyRequests } from "./errors.ts";
+import { literal } from "./sql_literal.ts";
 
 export interface RateLimitPolicy {
   /** Policy name, in the headers and the stored key. */
@@ -82,23 +84,45 @@ export class RateLimiter {
     });
   }
 
-  /** Counts one hit for `key`. Throws DatabaseUnavailable when the database is down. */
-  async hit(key: string): Promise<Decision> {
+  /** The in-process answer for `key` when it is known to be blocked (no database call), else undefined. */
+  blocked(key: string): Decision | undefined {
     const blockedUntil = this.#blocked.get(key);
+    if (blockedUntil === undefined) return undefined;
     const now = this.#now();
-    if (blockedUntil !== undefined) {
-      if (blockedUntil > now) {
-        this.counters.limited++;
-        return { allowed: false, remaining: 0, resetMs: blockedUntil - now };
-      }
-      this.#blocked.delete(key);
+    if (blockedUntil > now) {
+      this.counters.limited++;
+      return { allowed: false, remaining: 0, resetMs: blockedUntil - now };
     }
+    this.#blocked.delete(key);
+    return undefined;
+  }
+
+  /**
+   * The arguments of `internal.rate_limit_hit` for `key`, as SQL literals, for a statement that
+   * counts the hit together with other work (`internal.idempotency_claim_limited`); pass its
+   * answer to `settle`.
+   */
+  hitArguments(key: string): string {
+    return `${literal(`${this.#p.policy}:${key}`)}, ${this.#p.quota}, ${
+      this.#p.windowSeconds * 1000
+    }`;
+  }
+
+  /** Counts one hit for `key` (one round trip). Throws DatabaseUnavailable when the database is down. */
+  async hit(key: string): Promise<Decision> {
+    const known = this.blocked(key);
+    if (known) return known;
     const [row] = await this.#db.query((sql) =>
-      sql<{ allowed: boolean; remaining: number; reset_ms: number }[]>`
-        select * from internal.rate_limit_hit(${`${this.#p.policy}:${key}`}, ${this.#p.quota}, ${
-        this.#p.windowSeconds * 1000
-      })`
+      sql.unsafe<{ allowed: boolean; remaining: number; reset_ms: number }[]>(
+        `select * from internal.rate_limit_hit(${this.hitArguments(key)})`,
+      )
     );
+    return this.settle(key, row);
+  }
+
+  /** Records the database's answer to a hit on `key` (counters, blocked cache, purge schedule). */
+  settle(key: string, row: { allowed: boolean; remaining: number; reset_ms: number }): Decision {
+    const now = this.#now();
     const decision = { allowed: row.allowed, remaining: row.remaining, resetMs: row.reset_ms };
     if (now >= this.#nextPurge) {
       this.#nextPurge = now + PURGE_INTERVAL_MS;
@@ -116,6 +140,13 @@ export class RateLimiter {
     return decision;
   }
 
+  /** Sets the RateLimit fields of `decision` on the response; throws 429 when it is a denial. */
+  apply(c: Context, decision: Decision): void {
+    c.header("ratelimit-policy", this.policyHeader, { append: true });
+    c.header("ratelimit", this.header(decision), { append: true });
+    if (!decision.allowed) throw new TooManyRequests(decision.resetMs);
+  }
+
   /** The `RateLimit` field for a decision. */
   header(d: Decision): string {
     return `"${this.#p.policy}";r=${d.remaining};t=${Math.ceil(d.resetMs / 1000)}`;
@@ -126,19 +157,56 @@ export interface RateLimitOptions extends RateLimitPolicy {
   db: Database;
   /** The key to count under; `undefined` skips this policy for the request. */
   key: (c: Context) => string | undefined | Promise<string | undefined>;
+  /**
+   * Count the hit in the same statement as the route's idempotency claim (one round trip for
+   * both; `idempotency()` takes it from `c.var.rateLimitHit`). A request that fails before the
+   * claim (validation) is counted on its own afterwards, and answered 429 if over quota, so every
+   * request counts and carries the fields as before. Default false.
+   */
+  withClaim?: boolean;
   now?: () => number;
 }
 
+/** A hit left for the idempotency claim to count (`withClaim`). */
+export interface PendingHit {
+  limiter: RateLimiter;
+  key: string;
+  /** Set by whoever counted it. */
+  counted: boolean;
+}
+
+/** The variable `rateLimit({ withClaim: true })` sets for `idempotency()`. */
+export interface RateLimitVariables {
+  rateLimitHit?: PendingHit;
+}
+
 /** The middleware: headers on every response, `429 RATE_LIMITED` when the key is over quota. */
-export function rateLimit(opts: RateLimitOptions): MiddlewareHandler {
+export function rateLimit(
+  opts: RateLimitOptions,
+): MiddlewareHandler<{ Variables: RateLimitVariables }> {
   const limiter = new RateLimiter(opts.db, opts, opts.now);
-  return async function rateLimitGuard(c, next) {
+  if (!opts.withClaim) {
+    return async function rateLimitGuard(c, next) {
+      const key = await opts.key(c);
+      if (key === undefined) return next();
+      limiter.apply(c, await limiter.hit(key));
+      await next();
+    };
+  }
+  return async function rateLimitWithClaim(c, next) {
     const key = await opts.key(c);
     if (key === undefined) return next();
-    const decision = await limiter.hit(key);
-    c.header("ratelimit-policy", limiter.policyHeader, { append: true });
-    c.header("ratelimit", limiter.header(decision), { append: true });
-    if (!decision.allowed) throw new TooManyRequests(decision.resetMs);
+    const known = limiter.blocked(key);
+    if (known) return limiter.apply(c, known);
+    const pending: PendingHit = { limiter, key, counted: false };
+    c.set("rateLimitHit", pending);
     await next();
+    if (pending.counted) return;
+    if (!c.error) {
+      // The route let a request through without counting it: a wiring bug, loud at once.
+      throw new Error("rateLimit({ withClaim }) needs idempotency() later in the chain");
+    }
+    // Failed before the claim (bad input): counted now, and 429 when over quota.
+    limiter.apply(c, await limiter.hit(key));
   };
 }

@@ -9,6 +9,8 @@
  * order.qty; // "1"
  */
 import { z } from "zod";
+import { BadRequest } from "../../shared/errors.ts";
+import { isPostgresText } from "../../shared/sql_literal.ts";
 
 /** Upper bounds (inclusive): far above any real order, low enough to catch a typo or an attack. */
 export const QTY_MAX = 100_000_000;
@@ -49,14 +51,65 @@ function atMost(s: string, max: number): boolean {
   return frac === undefined;
 }
 
+/**
+ * A JSON number exactly as written in the body (`parseOrderJson`), so a decimal field is checked
+ * on its digits and not on the nearest double: `9999999.999999999` stays that, and
+ * `100000000.0000000001` is refused rather than rounded to `100000000`.
+ */
+export class JsonNumber {
+  constructor(readonly source: string) {}
+}
+
+/** The decimal fields of an order, read from the body's number literals. */
+const DECIMAL_FIELDS = new Set(["qty", "notional", "limit_price", "stop_price"]);
+
+/**
+ * Parses an order body, keeping the decimal fields' number literals as written (JsonNumber,
+ * through the reviver's `context.source`, ES2025 "JSON.parse source text access"). Throws
+ * `400 MALFORMED_JSON` when the body is not JSON.
+ */
+export function parseOrderJson(text: string): unknown {
+  try {
+    return JSON.parse(text, function (this: unknown, key, value, context?: { source?: string }) {
+      if (typeof value === "number" && DECIMAL_FIELDS.has(key) && context?.source !== undefined) {
+        return new JsonNumber(context.source);
+      }
+      return value;
+    });
+  } catch {
+    throw new BadRequest("The body is not valid JSON.", "MALFORMED_JSON");
+  }
+}
+
+/** A JSON number literal (`-1.5e3`) as a plain decimal string, exactly (no double in between). */
+export function literalToDecimal(source: string): string {
+  const m = /^(-?)(\d+)(?:\.(\d+))?(?:e([+-]?\d+))?$/i.exec(source);
+  if (!m) return source;
+  const [, sign, int, frac = "", expText = "0"] = m;
+  const exp = Number(expText);
+  if (exp === 0) return source.replace(/e.*$/i, "");
+  if (Math.abs(exp) > 400) {
+    return `${sign}${exp > 0 ? "9".repeat(401) : "0." + "0".repeat(401) + "1"}`;
+  }
+  const digits = int + frac;
+  const point = int.length + exp;
+  if (point <= 0) return `${sign}0.${"0".repeat(-point)}${digits}`;
+  if (point >= digits.length) return sign + digits + "0".repeat(point - digits.length);
+  return `${sign}${digits.slice(0, point)}.${digits.slice(point)}`;
+}
+
 /** A positive decimal (number or string) with at most 9 decimals and at most `max`; a string out. */
 export function decimal(max: number) {
-  return z.union([z.number(), z.string()]).transform((value, ctx) => {
+  return z.union([z.number(), z.string(), z.instanceof(JsonNumber)]).transform((value, ctx) => {
     if (typeof value === "number" && !Number.isFinite(value)) {
       ctx.addIssue({ code: "custom", message: "must be a finite number" });
       return z.NEVER;
     }
-    const text = typeof value === "number" ? numberToDecimal(value) : value.trim();
+    const text = value instanceof JsonNumber
+      ? literalToDecimal(value.source)
+      : typeof value === "number"
+      ? numberToDecimal(value)
+      : value.trim();
     if (!/^\d{1,20}(\.\d+)?$/.test(text)) {
       ctx.addIssue({ code: "custom", message: "must be a positive decimal such as 10 or 12.5" });
       return z.NEVER;
@@ -102,7 +155,10 @@ export const OrderRequest = z.strictObject({
   limit_price: decimal(PRICE_MAX).optional(),
   stop_price: decimal(PRICE_MAX).optional(),
   time_in_force: z.enum(TIME_IN_FORCE),
-  note: z.string().max(NOTE_MAX, `must be at most ${NOTE_MAX} characters`).optional(),
+  note: z.string().max(NOTE_MAX, `must be at most ${NOTE_MAX} characters`).refine(
+    isPostgresText,
+    "must be text without NUL characters or lone surrogates",
+  ).optional(),
 }).superRefine((o, ctx) => {
   if ((o.qty === undefined) === (o.notional === undefined)) {
     ctx.addIssue({
@@ -168,8 +224,15 @@ export function formatCursor(c: Cursor): string {
   return `${c.createdAt}_${c.id}`;
 }
 
+/**
+ * The cursor, or null when it is not one: its time must be a real instant Postgres can hold
+ * (year 0001 or later; no 30 February, no hour 24: the date must read back unchanged).
+ */
 export function parseCursor(value: string): Cursor | null {
   const m = CURSOR.exec(value);
-  if (!m || Number.isNaN(Date.parse(m[1]))) return null;
+  if (!m) return null;
+  const ms = Date.parse(m[1]);
+  if (Number.isNaN(ms) || m[1].startsWith("0000")) return null;
+  if (new Date(ms).toISOString().slice(0, 19) !== m[1].slice(0, 19)) return null;
   return { createdAt: m[1], id: m[2] };
 }

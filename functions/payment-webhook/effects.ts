@@ -1,8 +1,12 @@
 /**
- * What each Stripe event does to `purchases` and `subscriptions`, run inside the transaction that
- * records the event. Every field used is validated with zod first: a correctly signed but
- * malformed event is ignored with the reason (acknowledged, so Stripe does not retry it for
- * three days), never a 500.
+ * What each Stripe event does to `purchases` and `subscriptions`, and the one call that records
+ * it. Every field used is validated with zod first and turned into an effect (`planStripeEvent`,
+ * pure); `internal.stripe_event_apply` (supabase/migrations/20261202000200_one_round_trip.sql)
+ * then claims the event id, applies the effect with its out-of-order guard and records the
+ * outcome, in one transaction of two round trips (`recordStripeEvent`). A correctly signed but
+ * malformed event is ignored with the reason (acknowledged, so Stripe does not retry it for three
+ * days), never a 500; so is an event whose id is text Postgres cannot store (a NUL character),
+ * recorded under a digest of its id.
  *
  * Stripe does not guarantee the order of events (https://docs.stripe.com/webhooks#event-ordering):
  * each row keeps the `created` time and a rank of the event its state came from, and an event
@@ -14,10 +18,12 @@
  * older top-level fields, since a webhook endpoint can be pinned to an older API version.
  *
  * @example
- * const outcome = await applyStripeEvent(tx, event); // { outcome: "applied" } | { outcome: "ignored", reason }
+ * const effect = planStripeEvent(event); // { kind: "checkout", … } | { kind: "ignored", reason }
+ * const result = await recordStripeEvent(db, { id, type, createdAt, effect }); // "duplicate" | outcome
  */
 import { z } from "zod";
-import type { Tx } from "../../shared/db.ts";
+import type { Database } from "../../shared/db.ts";
+import { isPostgresText, jsonLiteral, literal, toPostgresText } from "../../shared/sql_literal.ts";
 import type { EventOutcome } from "../../shared/webhook_dedup.ts";
 
 /** The event envelope fields used to apply it (the rest of Stripe's envelope is not read). */
@@ -45,41 +51,65 @@ export const HANDLED_TYPES = [
 
 type Handled = typeof HANDLED_TYPES[number];
 
-/** Applies the event's effect in `tx`, or says why it has none. Throws only database errors. */
-export function applyStripeEvent(tx: Tx, event: StripeEventInput): Promise<EventOutcome> {
-  if (!(HANDLED_TYPES as readonly string[]).includes(event.type)) {
-    return Promise.resolve(ignored(`unhandled event type ${event.type}`));
+/** A validated effect, as `internal.stripe_event_apply` takes it. */
+export type Effect =
+  | { kind: "ignored"; reason: string }
+  | {
+    kind: "checkout";
+    user: string;
+    session: string;
+    payment_intent: string | null;
+    customer: string | null;
+    amount_total: number | null;
+    currency: string | null;
+    status: PurchaseStatus;
+    rank: number;
   }
-  const at = new Date(event.created * 1000);
+  | { kind: "purchase_status"; payment_intent: string; status: PurchaseStatus; rank: number }
+  | {
+    kind: "subscription";
+    id: string;
+    customer: string | null;
+    status: string;
+    /** ISO time; null keeps the stored one. */
+    current_period_end: string | null;
+    metadata_user: string | null;
+    rank: number;
+  };
+
+/** The effect of the event, or why it has none. Pure: no database, no clock. */
+export function planStripeEvent(event: StripeEventInput): Effect {
+  if (!(HANDLED_TYPES as readonly string[]).includes(event.type)) {
+    return ignored(`unhandled event type ${event.type}`);
+  }
   switch (event.type as Handled) {
     case "checkout.session.completed":
-      return parsed(CheckoutSession, event, (s) => checkoutCompleted(tx, s, at));
+      return parsed(CheckoutSession, event, checkoutCompleted);
     case "payment_intent.succeeded":
-      return parsed(PaymentIntent, event, (pi) => setPurchaseStatus(tx, pi.id, "paid", at));
+      return parsed(PaymentIntent, event, (pi) => purchaseStatus(pi.id, "paid"));
     case "payment_intent.payment_failed":
-      return parsed(PaymentIntent, event, (pi) => setPurchaseStatus(tx, pi.id, "failed", at));
+      return parsed(PaymentIntent, event, (pi) => purchaseStatus(pi.id, "failed"));
     case "charge.refunded":
       return parsed(Charge, event, (charge) => {
         if (!charge.payment_intent) return ignored("the charge names no payment_intent");
         // charge.refunded fires for partial refunds too; `refunded` is true once fully refunded.
-        const status = charge.refunded ? "refunded" : "partially_refunded";
-        return setPurchaseStatus(tx, charge.payment_intent, status, at);
+        return purchaseStatus(
+          charge.payment_intent,
+          charge.refunded ? "refunded" : "partially_refunded",
+        );
       });
     case "customer.subscription.created":
     case "customer.subscription.updated":
     case "customer.subscription.deleted":
-      return parsed(Subscription, event, (sub) => {
-        const state = {
-          id: sub.id,
-          customer: sub.customer,
-          status: sub.status,
-          currentPeriodEnd: subscriptionPeriodEnd(sub),
-          metadataUser: userIdIn(sub.metadata),
-          at,
-          rank: event.type === "customer.subscription.deleted" ? RANK.deleted : RANK.subscription,
-        };
-        return upsertSubscription(tx, state);
-      });
+      return parsed(Subscription, event, (sub) => ({
+        kind: "subscription",
+        id: sub.id,
+        customer: sub.customer,
+        status: sub.status,
+        current_period_end: subscriptionPeriodEnd(sub)?.toISOString() ?? null,
+        metadata_user: userIdIn(sub.metadata),
+        rank: event.type === "customer.subscription.deleted" ? RANK.deleted : RANK.subscription,
+      }));
     case "invoice.paid":
     case "invoice.payment_failed":
       return parsed(Invoice, event, (invoice) => {
@@ -88,24 +118,88 @@ export function applyStripeEvent(tx: Tx, event: StripeEventInput): Promise<Event
         if (!subscription) return ignored("the invoice belongs to no subscription");
         const paid = event.type === "invoice.paid";
         const ends = (invoice.lines?.data ?? []).map((line) => line.period.end);
-        return upsertSubscription(tx, {
+        return {
+          kind: "subscription",
           id: subscription,
           customer: invoice.customer ?? null,
           // Stripe moves a subscription to past_due when a renewal payment fails and back to
           // active once its invoice is paid (https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses).
           status: paid ? "active" : "past_due",
-          currentPeriodEnd: paid && ends.length ? new Date(Math.max(...ends) * 1000) : null,
-          metadataUser: userIdIn(invoice.parent?.subscription_details?.metadata),
-          at,
+          current_period_end: paid && ends.length
+            ? new Date(Math.max(...ends) * 1000).toISOString()
+            : null,
+          metadata_user: userIdIn(invoice.parent?.subscription_details?.metadata),
           rank: RANK.invoice,
-        });
+        };
       });
   }
 }
 
+/** What `recordStripeEvent` records. */
+export interface EventRecord {
+  id: string;
+  type: string;
+  /** event.created; null when the event did not say. */
+  createdAt: Date | null;
+  effect: Effect;
+}
+
+/**
+ * Claims the event id, applies the effect and records the outcome, in one transaction: the
+ * call and its `begin` in one round trip, the `commit` in a second, so a connection lost before
+ * the commit leaves nothing written. "duplicate" when a committed delivery already recorded it.
+ * Throws DatabaseUnavailable when the database is down (nothing written; Stripe delivers again).
+ */
+export function recordStripeEvent(
+  db: Database,
+  e: EventRecord,
+): Promise<"duplicate" | EventOutcome> {
+  let { id, type, effect } = e;
+  if (!isPostgresText(id)) {
+    // Not a Stripe id (theirs are `evt_` and letters): recorded under a digest so that its
+    // redeliveries stay duplicates, and acknowledged without effect.
+    id = `invalid-id:${digest(id)}`;
+    effect = ignored("the event id is not valid text");
+  }
+  type = toPostgresText(type).slice(0, 255);
+  const call = `select outcome, reason from internal.stripe_event_apply(${literal(id)}, ${
+    literal(type)
+  }, ${literal(e.createdAt)}::timestamptz, ${jsonLiteral(effect)})`;
+  return db.query(async (sql) => {
+    const conn = await sql.reserve();
+    try {
+      const results = await conn.unsafe(`begin; ${call}`).simple();
+      const [row] = (results as unknown as { outcome: string; reason: string | null }[][])[1];
+      await conn.unsafe("commit");
+      if (row.outcome === "duplicate") return "duplicate" as const;
+      return row.outcome === "applied"
+        ? APPLIED
+        : { outcome: "ignored" as const, reason: row.reason ?? "" };
+    } catch (err) {
+      await conn.unsafe("rollback").catch(
+        () => {/* the connection is gone: so is the transaction */},
+      );
+      throw err;
+    } finally {
+      conn.release();
+    }
+  });
+}
+
+/** A short, stable digest of text that cannot be stored as it is (FNV-1a over UTF-16 units). */
+function digest(text: string): string {
+  let h1 = 0x811c9dc5, h2 = 0x01000193;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 0x01000193) >>> 0;
+    h2 = Math.imul(h2 ^ c, 0x811c9dc5) >>> 0;
+  }
+  return h1.toString(16).padStart(8, "0") + h2.toString(16).padStart(8, "0") + text.length;
+}
+
 // ---- validation -------------------------------------------------------------------------------
 
-const stripeId = z.string().min(1).max(255);
+const stripeId = z.string().min(1).max(255).refine(isPostgresText, "must be valid text");
 /** An expandable reference: the id, or the expanded object carrying it. */
 const ref = z.union([stripeId, z.object({ id: stripeId })]).transform((v) =>
   typeof v === "string" ? v : v.id
@@ -113,7 +207,9 @@ const ref = z.union([stripeId, z.object({ id: stripeId })]).transform((v) =>
 const metadata = z.record(z.string(), z.string()).nullish();
 /** Supabase user ids are uuids; any 8-4-4-4-12 hex string fits Postgres' uuid type. */
 const userId = z.guid();
-const timestamp = z.number().int().nonnegative();
+/** Seconds since the epoch, up to the end of year 9999 (a time Postgres and Date both hold). */
+export const MAX_EPOCH_SECONDS = 253_402_300_799;
+const timestamp = z.number().int().nonnegative().max(MAX_EPOCH_SECONDS);
 
 const CheckoutSession = z.object({
   id: stripeId,
@@ -122,7 +218,7 @@ const CheckoutSession = z.object({
   payment_intent: ref.nullish(),
   customer: ref.nullish(),
   amount_total: z.number().int().nullish(),
-  currency: z.string().max(10).nullish(),
+  currency: z.string().max(10).refine(isPostgresText, "must be valid text").nullish(),
   payment_status: z.enum(["paid", "unpaid", "no_payment_required"]),
 });
 
@@ -168,23 +264,23 @@ const Invoice = z.object({
   }).nullish(),
 });
 
-/** Runs `effect` on the validated object, or ignores the event naming the first bad field. */
-async function parsed<S extends z.ZodType>(
+/** The effect of the validated object, or the event ignored naming the first bad field. */
+function parsed<S extends z.ZodType>(
   schema: S,
   event: StripeEventInput,
-  effect: (value: z.infer<S>) => EventOutcome | Promise<EventOutcome>,
-): Promise<EventOutcome> {
+  effect: (value: z.infer<S>) => Effect,
+): Effect {
   const result = schema.safeParse(event.object);
   if (!result.success) {
     const issue = result.error.issues[0];
     const path = ["data", "object", ...issue.path.map(String)].join(".");
     return ignored(`malformed ${event.type}: ${path}: ${issue.message}`);
   }
-  return await effect(result.data);
+  return effect(result.data);
 }
 
-function ignored(reason: string): EventOutcome {
-  return { outcome: "ignored", reason };
+function ignored(reason: string): Effect & { kind: "ignored" } {
+  return { kind: "ignored", reason: toPostgresText(reason).slice(0, 500) };
 }
 
 const APPLIED: EventOutcome = { outcome: "applied" };
@@ -215,11 +311,7 @@ const PURCHASE_RANK: Record<PurchaseStatus, number> = {
   refunded: 4,
 };
 
-async function checkoutCompleted(
-  tx: Tx,
-  s: z.infer<typeof CheckoutSession>,
-  at: Date,
-): Promise<EventOutcome> {
+function checkoutCompleted(s: z.infer<typeof CheckoutSession>): Effect {
   // The user is whoever our checkout page named (https://docs.stripe.com/api/checkout/sessions/object#checkout_session_object-client_reference_id).
   const fromReference = userId.safeParse(s.client_reference_id);
   const user = fromReference.success ? fromReference.data : userIdIn(s.metadata);
@@ -227,87 +319,29 @@ async function checkoutCompleted(
     return ignored("no user: neither client_reference_id nor metadata.user_id is a user id");
   }
   const status: PurchaseStatus = s.payment_status === "unpaid" ? "pending" : "paid";
-  const rank = PURCHASE_RANK[status];
-  const rows = await tx`
-    insert into public.purchases as p (user_id, stripe_checkout_session_id, stripe_payment_intent_id,
-      stripe_customer_id, amount_total, currency, status, stripe_state_at, stripe_state_rank)
-    values (${user}, ${s.id}, ${s.payment_intent ?? null}, ${s.customer ?? null},
-      ${s.amount_total ?? null}, ${s.currency ?? null}, ${status}, ${at}, ${rank})
-    on conflict (stripe_checkout_session_id) do update set
-      status = excluded.status, stripe_state_at = excluded.stripe_state_at,
-      stripe_state_rank = excluded.stripe_state_rank, updated_at = now()
-    where (p.stripe_state_at, p.stripe_state_rank) <= (excluded.stripe_state_at, excluded.stripe_state_rank)
-    returning p.id`;
-  if (s.customer) {
-    // A Stripe customer belongs to the user who first checked out with it.
-    await tx`
-      insert into internal.stripe_customers (customer_id, user_id) values (${s.customer}, ${user})
-      on conflict (customer_id) do nothing`;
-  }
-  return rows.length ? APPLIED : ignored("a newer event already set this purchase's state");
+  return {
+    kind: "checkout",
+    user,
+    session: s.id,
+    payment_intent: s.payment_intent ?? null,
+    customer: s.customer ?? null,
+    amount_total: s.amount_total ?? null,
+    currency: s.currency ?? null,
+    status,
+    rank: PURCHASE_RANK[status],
+  };
 }
 
-async function setPurchaseStatus(
-  tx: Tx,
-  paymentIntent: string,
-  status: PurchaseStatus,
-  at: Date,
-): Promise<EventOutcome> {
-  const rank = PURCHASE_RANK[status];
-  const updated = await tx`
-    update public.purchases p set status = ${status}, stripe_state_at = ${at},
-      stripe_state_rank = ${rank}, updated_at = now()
-    where p.stripe_payment_intent_id = ${paymentIntent}
-      and (p.stripe_state_at, p.stripe_state_rank) <= (${at}::timestamptz, ${rank}::smallint)
-    returning p.id`;
-  if (updated.length) return APPLIED;
-  const found = await tx`
-    select 1 from public.purchases where stripe_payment_intent_id = ${paymentIntent}`;
-  return found.length
-    ? ignored("a newer event already set this purchase's state")
-    : ignored(`no purchase for payment_intent ${paymentIntent}`);
+function purchaseStatus(paymentIntent: string, status: PurchaseStatus): Effect {
+  return {
+    kind: "purchase_status",
+    payment_intent: paymentIntent,
+    status,
+    rank: PURCHASE_RANK[status],
+  };
 }
 
 // ---- subscriptions ----------------------------------------------------------------------------
 
 /** Between events of the same second: a deletion wins over an update, which wins over an invoice. */
 const RANK = { invoice: 1, subscription: 2, deleted: 3 } as const;
-
-interface SubscriptionState {
-  id: string;
-  customer: string | null;
-  status: string;
-  /** Null keeps the stored one. */
-  currentPeriodEnd: Date | null;
-  metadataUser: string | null;
-  at: Date;
-  rank: number;
-}
-
-async function upsertSubscription(tx: Tx, s: SubscriptionState): Promise<EventOutcome> {
-  // The user: the subscription's own metadata (set through Checkout's subscription_data.metadata),
-  // else the row we already have, else whoever checked out as this customer.
-  const [owner] = await tx<{ user_id: string | null }[]>`
-    select coalesce(
-      ${s.metadataUser}::uuid,
-      (select user_id from public.subscriptions where stripe_subscription_id = ${s.id}),
-      (select user_id from internal.stripe_customers where customer_id = ${s.customer})
-    ) as user_id`;
-  if (!owner.user_id) {
-    return ignored(`no user for subscription ${s.id} (customer ${s.customer ?? "unknown"})`);
-  }
-  const rows = await tx`
-    insert into public.subscriptions as s (stripe_subscription_id, user_id, stripe_customer_id,
-      status, current_period_end, stripe_state_at, stripe_state_rank)
-    values (${s.id}, ${owner.user_id}, ${s.customer}, ${s.status}, ${s.currentPeriodEnd},
-      ${s.at}, ${s.rank})
-    on conflict (stripe_subscription_id) do update set
-      status = excluded.status,
-      current_period_end = coalesce(excluded.current_period_end, s.current_period_end),
-      stripe_customer_id = coalesce(s.stripe_customer_id, excluded.stripe_customer_id),
-      stripe_state_at = excluded.stripe_state_at, stripe_state_rank = excluded.stripe_state_rank,
-      updated_at = now()
-    where (s.stripe_state_at, s.stripe_state_rank) <= (excluded.stripe_state_at, excluded.stripe_state_rank)
-    returning s.stripe_subscription_id`;
-  return rows.length ? APPLIED : ignored("a newer event already set this subscription's state");
-}

@@ -1,7 +1,8 @@
 /**
- * payment-webhook: Stripe → us. Verifies `Stripe-Signature` against the raw body, then records
- * the event and applies its effect in one transaction, so each event id takes effect exactly once
- * however often, however concurrently and on however many instances it is delivered.
+ * payment-webhook: Stripe → us. The signature guard verifies `Stripe-Signature` against the raw
+ * body (signature.ts); the handler then claims the event, applies its effect and records it in
+ * one transaction (effects.ts), so each event id takes effect exactly once however often,
+ * however concurrently and on however many instances it is delivered.
  *
  * Answers: `200 {"received":true}` (applied, or recorded as ignored: unknown type, no user,
  * malformed object), `200 {"received":true,"duplicate":true}` for an id already committed,
@@ -9,6 +10,7 @@
  * unavailable (nothing written; Stripe retries for three days:
  * https://docs.stripe.com/webhooks#retries).
  */
+import type { Context, Hono } from "hono";
 import Stripe from "stripe";
 import { z } from "zod";
 import { defineFunction } from "../../shared/app.ts";
@@ -18,7 +20,8 @@ import { BadRequest } from "../../shared/errors.ts";
 import { route } from "../../shared/methods.ts";
 import { serveStandalone } from "../../shared/standalone.ts";
 import { webhookDedup } from "../../shared/webhook_dedup.ts";
-import { applyStripeEvent, type StripeEventInput } from "./effects.ts";
+import { MAX_EPOCH_SECONDS, planStripeEvent, recordStripeEvent } from "./effects.ts";
+import { type SignedEnv, stripeSignature } from "./signature.ts";
 
 /**
  * `STRIPE_WEBHOOK_SECRET`: one or more signing secrets, comma-separated. While a secret is being
@@ -44,7 +47,7 @@ const Env = BaseEnv.extend({
 const Envelope = z.object({
   id: z.string().min(1).max(255),
   type: z.string().min(1).max(255).catch("(invalid type)"),
-  created: z.number().int().positive().nullable().catch(null),
+  created: z.number().int().positive().max(MAX_EPOCH_SECONDS).nullable().catch(null),
   data: z.object({ object: z.unknown() }).nullable().catch(null),
 });
 
@@ -52,46 +55,13 @@ const paymentWebhook = defineFunction({
   name: "payment-webhook",
   env: Env,
   browser: false,
-  build(app, ctx) {
-    const { limits, db, log, config } = ctx;
-    // One client per instance; only its webhook helpers are used, with Web Crypto so it runs
-    // on the Edge Runtime (https://docs.stripe.com/webhooks/quickstart?lang=node, Deno example).
-    const stripe = new Stripe(config.STRIPE_SECRET_KEY, {
-      httpClient: Stripe.createFetchHttpClient(),
-    });
-    const cryptoProvider = Stripe.createSubtleCryptoProvider();
+  build(base, { limits, db, log, config, ...ctx }) {
+    const app = base as unknown as Hono<SignedEnv>; // the same app, with the guard's variable
     const dedup = webhookDedup({ table: "internal.stripe_events" });
     // The first purge falls at a random point of the first interval: instances are short-lived
     // and start together, so across many of them purges happen regularly but not all at once.
     const purgeIntervalMs = limits.WEBHOOK_PURGE_INTERVAL_SECONDS * 1000;
     let lastPurge = ctx.now() - Math.random() * purgeIntervalMs;
-
-    /** The event, if any configured secret signed this exact body recently enough. */
-    async function verify(body: Uint8Array, header: string | undefined): Promise<unknown> {
-      if (!header) throw invalidSignature();
-      let reason = "";
-      for (const secret of config.STRIPE_WEBHOOK_SECRET) {
-        try {
-          return await stripe.webhooks.constructEventAsync(
-            body,
-            header,
-            secret,
-            limits.WEBHOOK_TOLERANCE_SECONDS,
-            cryptoProvider,
-            ctx.now(),
-          );
-        } catch (err) {
-          if (err instanceof Stripe.errors.StripeSignatureVerificationError) {
-            reason = err.message.split("\n")[0];
-            continue;
-          }
-          // The signature matched but the body is not JSON: nothing to record it by.
-          throw new BadRequest("The signed body is not a JSON event.", "MALFORMED_EVENT");
-        }
-      }
-      log.warn("stripe signature rejected", { reason });
-      throw invalidSignature();
-    }
 
     /** Purges old event ids at most once per interval per instance, off the request's path. */
     function maybePurge() {
@@ -109,49 +79,41 @@ const paymentWebhook = defineFunction({
     }
 
     route(app, "/", {
-      POST: [bodyLimit(limits.WEBHOOK_BODY_LIMIT_BYTES), async function receive(c) {
-        const body = new Uint8Array(await c.req.arrayBuffer());
-        const verified = await verify(body, c.req.header("stripe-signature"));
-        const envelope = Envelope.safeParse(verified);
-        if (!envelope.success) {
-          throw new BadRequest("The signed event has no id.", "MALFORMED_EVENT");
-        }
-        const { id, type, created, data } = envelope.data;
-        const event: StripeEventInput = { id, type, created: created ?? 0, object: data?.object };
-
-        const result = await db.transaction(async (tx) => {
+      POST: [
+        bodyLimit(limits.WEBHOOK_BODY_LIMIT_BYTES),
+        stripeSignature({
+          secrets: config.STRIPE_WEBHOOK_SECRET,
+          toleranceSeconds: limits.WEBHOOK_TOLERANCE_SECONDS,
+          // Web Crypto, so it runs on the Edge Runtime (https://docs.stripe.com/webhooks/quickstart?lang=node, Deno example).
+          crypto: Stripe.createSubtleCryptoProvider(),
+          now: ctx.now,
+          log,
+        }),
+        async function receive(c: Context<SignedEnv>) {
+          const envelope = Envelope.safeParse(c.var.event);
+          if (!envelope.success) {
+            throw new BadRequest("The signed event has no id.", "MALFORMED_EVENT");
+          }
+          const { id, type, created, data } = envelope.data;
+          const effect = created === null || data === null
+            ? { kind: "ignored" as const, reason: "malformed event: no created time or data" }
+            : planStripeEvent({ id, type, created, object: data.object });
           const createdAt = created === null ? null : new Date(created * 1000);
-          if (!await dedup.claim(tx, { id, type, createdAt })) return "duplicate" as const;
-          const outcome = created === null || data === null
-            ? { outcome: "ignored" as const, reason: "malformed event: no created time or data" }
-            : await applyStripeEvent(tx, event);
-          await dedup.record(tx, id, outcome);
-          return outcome;
-        });
+          const result = await recordStripeEvent(db, { id, type, createdAt, effect });
 
-        maybePurge();
-        if (result === "duplicate") {
-          log.info("stripe event duplicate", { requestId: c.var.requestId, eventId: id, type });
-          return c.json({ received: true, duplicate: true });
-        }
-        log.info("stripe event recorded", {
-          requestId: c.var.requestId,
-          eventId: id,
-          type,
-          ...result,
-        });
-        return c.json({ received: true });
-      }],
+          maybePurge();
+          const requestId = c.var.requestId;
+          if (result === "duplicate") {
+            log.info("stripe event duplicate", { requestId, eventId: id, type });
+            return c.json({ received: true, duplicate: true });
+          }
+          log.info("stripe event recorded", { requestId, eventId: id, type, ...result });
+          return c.json({ received: true });
+        },
+      ],
     });
   },
 });
-
-function invalidSignature(): BadRequest {
-  return new BadRequest(
-    "The Stripe-Signature header does not match the body with any configured secret, or is too old.",
-    "INVALID_SIGNATURE",
-  );
-}
 
 export default paymentWebhook;
 

@@ -1,8 +1,15 @@
 /**
  * A small TCP proxy for fault injection between the functions and Postgres or an upstream:
  * `cut()` resets every connection and refuses new ones, `stall()` keeps connections open but
- * forwards nothing, `slow(ms)` delays every chunk, `heal()` passes traffic again.
- * (Toxiproxy is not available here; this is the part of it the tests need.)
+ * forwards nothing, `slow(ms)` delays every chunk (one after the other), `latency(ms)` delivers
+ * every chunk `ms` after it arrived without slowing the stream (a far database: 5 ms each way is
+ * a 10 ms round trip), `heal()` passes traffic again. (Toxiproxy is not available here; this is
+ * the part of it the tests need.)
+ *
+ * It also counts round trips: a client send that follows an answer from the server (or opens
+ * the connection) is one, on each connection. A count is deterministic where a time is not, so
+ * tests pin how many times a request waits for the database (`resetRoundTrips()` right before
+ * the request, `roundTrips` right after).
  */
 
 export type Mode = { kind: "pass" } | { kind: "cut" } | { kind: "stall" } | {
@@ -17,7 +24,12 @@ export interface FaultProxy {
   cut(): void;
   stall(): void;
   slow(ms: number): void;
+  /** Delivers each chunk `ms` after it arrived, in order, in both directions (0: none). */
+  latency(ms: number): void;
   heal(): void;
+  /** Round trips since the start or the last reset (see the module's summary). */
+  readonly roundTrips: number;
+  resetRoundTrips(): void;
   close(): Promise<void>;
 }
 
@@ -27,6 +39,8 @@ export function startFaultProxy(
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   let mode = { kind: "pass" } as Mode;
+  let latencyMs = 0;
+  let roundTrips = 0;
   const open = new Set<Deno.Conn>();
   const tasks = new Set<Promise<void>>();
 
@@ -36,20 +50,47 @@ export function startFaultProxy(
     } catch { /* already closed */ }
     open.delete(c);
   };
-  const pipe = async (from: Deno.Conn, to: Deno.Conn) => {
+  /** Per connection: who spoke last, so a client send after the server's answer counts once. */
+  type Turn = { last: "client" | "server" | "none" };
+  const pipe = async (from: Deno.Conn, to: Deno.Conn, side: "client" | "server", turn: Turn) => {
     const buf = new Uint8Array(64 * 1024);
+    let delivered: Promise<void> = Promise.resolve();
+    let failed = false;
+    const writeAll = async (bytes: Uint8Array) => {
+      let written = 0;
+      while (written < bytes.length) written += await to.write(bytes.subarray(written));
+    };
     try {
       while (true) {
         const n = await from.read(buf);
         if (n === null) break;
+        if (side === "client" && turn.last !== "client") roundTrips++;
+        turn.last = side;
         while (mode.kind === "stall") await new Promise((r) => setTimeout(r, 20));
         if (mode.kind === "cut") break;
         if (mode.kind === "slow") {
           await new Promise((r) => setTimeout(r, (mode as { ms: number }).ms));
         }
-        let written = 0;
-        while (written < n) written += await to.write(buf.subarray(written, n));
+        if (latencyMs > 0) {
+          // Delivered later, in order, while reading goes on: latency, not a slower stream.
+          const bytes = buf.slice(0, n);
+          const due = performance.now() + latencyMs;
+          delivered = delivered.then(async () => {
+            const wait = due - performance.now();
+            if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+            if (mode.kind === "cut" || failed) return;
+            await writeAll(bytes).catch(() => {
+              failed = true;
+              closeQuietly(from);
+              closeQuietly(to);
+            });
+          });
+          continue;
+        }
+        await delivered;
+        await writeAll(buf.subarray(0, n));
       }
+      await delivered;
     } catch { /* either side went away */ }
     closeQuietly(from);
     closeQuietly(to);
@@ -70,7 +111,11 @@ export function startFaultProxy(
           return;
         }
         open.add(upstream);
-        await Promise.all([pipe(client, upstream), pipe(upstream, client)]);
+        const turn: Turn = { last: "none" };
+        await Promise.all([
+          pipe(client, upstream, "client", turn),
+          pipe(upstream, client, "server", turn),
+        ]);
       })();
       tasks.add(task);
       task.finally(() => tasks.delete(task));
@@ -95,8 +140,18 @@ export function startFaultProxy(
     slow(ms: number) {
       mode = { kind: "slow", ms };
     },
+    latency(ms: number) {
+      latencyMs = ms;
+    },
     heal() {
       mode = { kind: "pass" };
+      latencyMs = 0;
+    },
+    get roundTrips() {
+      return roundTrips;
+    },
+    resetRoundTrips() {
+      roundTrips = 0;
     },
     async close() {
       mode = { kind: "cut" };

@@ -1,0 +1,71 @@
+/**
+ * broker-order's own guard and its two handlers, as factories over their collaborators, with the
+ * variables they share declared once (Hono's `Variables` pattern): the guards set `c.var.order`
+ * and `c.var.idempotency`, the handlers read them.
+ *
+ * @example
+ * route(app, "/", { GET: [user, listOrders(orders, 100)], POST: [user, validOrder, idem, placeOrder(placer)] });
+ */
+import type { Context } from "hono";
+import { createMiddleware } from "hono/factory";
+import type { AppEnv } from "../../shared/app.ts";
+import type { IdempotencyVariables } from "../../shared/idempotency.ts";
+import type { RateLimitVariables } from "../../shared/rate_limit.ts";
+import { toPlainText } from "../../shared/sanitize.ts";
+import { validate } from "../../shared/validation.ts";
+import { formatCursor, OrderRequest, pageQuery, parseOrderJson } from "./order_schema.ts";
+import type { OrdersRepository } from "./orders_repository.ts";
+import type { OrderPlacer } from "./place_order.ts";
+
+/** Orders per page when `?limit=` is not given. */
+const DEFAULT_PAGE = 50;
+
+/** What broker-order's guards give its handlers. */
+export type OrderEnv = {
+  Variables: AppEnv["Variables"] & IdempotencyVariables & RateLimitVariables & {
+    /** The validated order, its note already plain text. */
+    order: OrderRequest;
+  };
+};
+
+/** The caller's user id (a uuid: `requireJwt` checks users' `sub`). */
+export const userId = (c: Context<OrderEnv>): string => c.var.claims.sub as string;
+
+/** The order body, validated strictly, its decimals read from the JSON text exactly. */
+export const validOrder = createMiddleware<OrderEnv>(async function validOrder(c, next) {
+  const order = validate(OrderRequest, parseOrderJson(await c.req.text()));
+  // Plain text before the claim: the first note with markup loads DOMPurify's jsdom.
+  if (order.note !== undefined) order.note = await toPlainText(order.note);
+  c.set("order", order);
+  await next();
+});
+
+/** `GET`: a page of the caller's orders, newest first, one database round trip. */
+export function listOrders(orders: OrdersRepository, maxPage: number) {
+  const query = pageQuery(maxPage);
+  return async function listOrders(c: Context<OrderEnv>): Promise<Response> {
+    const q = validate(query, c.req.query());
+    const limit = q.limit ?? Math.min(DEFAULT_PAGE, maxPage);
+    const rows = await orders.list(userId(c), limit + 1, q.before);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    c.header("cache-control", "no-store");
+    return c.json({
+      orders: page,
+      nextCursor: rows.length > limit && last ? formatCursor(last) : null,
+    });
+  };
+}
+
+/** `POST`: places `c.var.order` under `c.var.idempotency` (place_order.ts). */
+export function placeOrder(placer: OrderPlacer) {
+  return async function placeOrder(c: Context<OrderEnv>): Promise<Response> {
+    const answer = await placer.place({
+      claim: c.var.idempotency,
+      order: c.var.order,
+      userId: userId(c),
+      requestId: c.var.requestId,
+    });
+    return c.body(answer.body, answer.status, answer.headers);
+  };
+}

@@ -1,0 +1,127 @@
+/**
+ * The orders repository: every statement broker-order sends about orders, each one round trip
+ * (values as literals, shared/sql_literal.ts, since parameters cost postgres.js a Describe round
+ * trip without prepared statements).
+ *
+ * - `record`: the order row (or the update of the row an earlier attempt left pending) and the
+ *   settling of its idempotency key, in one call of `internal.order_record` (one transaction).
+ * - `list`: a page of a user's orders, newest first, keyset-paginated on (created_at, id) to the
+ *   microsecond.
+ *
+ * @example
+ * const repo = new OrdersRepository(db);
+ * const json = await claim.settleWith((where) => repo.record(where, { order, settle: { kind: "complete" } }));
+ */
+import type { Database } from "../../shared/db.ts";
+import type { KeyLocation } from "../../shared/idempotency.ts";
+import { jsonLiteral, literal } from "../../shared/sql_literal.ts";
+import type { Cursor, OrderRequest } from "./order_schema.ts";
+
+/** The order as the API answers it (decimals as text without trailing zeros, times in UTC µs). */
+export interface OrderJson {
+  id: string;
+  clientOrderId: string;
+  brokerOrderId: string | null;
+  status: string;
+  symbol: string;
+  side: string;
+  type: string;
+  qty: string | null;
+  notional: string | null;
+  limitPrice: string | null;
+  stopPrice: string | null;
+  timeInForce: string;
+  note: string | null;
+  createdAt: string;
+}
+
+/** What to write: the request, whose it is, and what the broker said. */
+export interface OrderRecord {
+  userId: string;
+  clientOrderId: string;
+  order: OrderRequest;
+  brokerOrderId: string | null;
+  status: string;
+  rejectReason: string | null;
+}
+
+/**
+ * How the key is settled with the write: completed with the order as its answer (`201`), with
+ * another answer (`status`, `body`), or released for the next retry.
+ */
+export type Settle =
+  | { kind: "complete"; status?: number; body?: string }
+  | { kind: "release" };
+
+/** The API's columns of `public.orders`, in the order of OrderJson. */
+const COLUMNS = `json_build_object(
+    'id', id, 'clientOrderId', client_order_id, 'brokerOrderId', broker_order_id,
+    'status', status, 'symbol', symbol, 'side', side, 'type', type,
+    'qty', trim_scale(qty)::text, 'notional', trim_scale(notional)::text,
+    'limitPrice', trim_scale(limit_price)::text, 'stopPrice', trim_scale(stop_price)::text,
+    'timeInForce', time_in_force, 'note', note,
+    'createdAt', to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+  )::text as order_json`;
+
+export class OrdersRepository {
+  readonly #db: Database;
+
+  constructor(db: Database) {
+    this.#db = db;
+  }
+
+  /**
+   * Writes the order and settles the key in one round trip; returns the order as JSON text (the
+   * exact text stored as the key's answer when it completes with the order). Throws the
+   * database's IK409 when the lease was lost (see `IdempotencyClaim.settleWith`).
+   */
+  async record(where: KeyLocation, v: OrderRecord & { settle: Settle }): Promise<string> {
+    const o = v.order;
+    const row = {
+      id: crypto.randomUUID(),
+      user_id: v.userId,
+      client_order_id: v.clientOrderId,
+      broker_order_id: v.brokerOrderId,
+      symbol: o.symbol,
+      side: o.side,
+      type: o.type,
+      qty: o.qty ?? null,
+      notional: o.notional ?? null,
+      limit_price: o.limit_price ?? null,
+      stop_price: o.stop_price ?? null,
+      time_in_force: o.time_in_force,
+      note: o.note ?? null,
+      status: v.status,
+      reject_reason: v.rejectReason,
+    };
+    const s = v.settle;
+    const [result] = await this.#db.query((sql) =>
+      sql.unsafe<{ order_json: string }[]>(
+        `select internal.order_record(${jsonLiteral(row)}, ${literal(s.kind)}, ${
+          literal(where.scope)
+        }, ${literal(where.owner)}, ${literal(where.key)}, ${literal(where.lease)}::uuid, ${
+          literal(s.kind === "complete" ? s.status : null)
+        }, ${literal(s.kind === "complete" ? s.body : null)}) as order_json`,
+      )
+    );
+    return result.order_json;
+  }
+
+  /** Up to `limit` of the user's orders older than `before`, newest first, as JSON text each. */
+  async list(userId: string, limit: number, before?: Cursor): Promise<OrderJson[]> {
+    const after = before
+      ? `and (created_at, id) < (${literal(before.createdAt)}::timestamptz, ${
+        literal(before.id)
+      }::uuid)`
+      : "";
+    const rows = await this.#db.query((sql) =>
+      sql.unsafe<{ order_json: string }[]>(
+        `select ${COLUMNS} from public.orders
+        where user_id = ${literal(userId)}::uuid ${after}
+        order by created_at desc, id desc
+        limit ${limit}`,
+      )
+    );
+    return rows.map((r) => JSON.parse(r.order_json) as OrderJson);
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * Database round trips per request, pinned (issue 13): the server talks to Postgres through the
+ * TCP fault proxy, which counts client sends that follow a server answer. On the platform the
+ * database is never on loopback, so each round trip is paid in latency on every request; a count
+ * is deterministic where a time is not. Counted only during the request (the platform's probe
+ * and migrations on connect are not), after one warm-up request, so background housekeeping that
+ * runs once per interval is not counted either.
+ */
+import { assert, assertEquals } from "@std/assert";
+import { SANDBOX_SECRETS } from "../../local/sandbox/index.ts";
+import { startBrokerSimulator } from "../../local/sandbox/broker.ts";
+import { startMarketDataSimulator } from "../../local/sandbox/market_data.ts";
+import { freshDatabase } from "../support/db.ts";
+import { FRONTEND, testEnv, userToken } from "../support/env.ts";
+import { type FaultProxy, startFaultProxy } from "../support/fault_proxy.ts";
+import { startTestServer, type TestServer } from "../support/server.ts";
+import { checkoutCompleted, delivery, webhookEnv } from "./payment_webhook/stripe_events.ts";
+
+interface World {
+  server: TestServer;
+  proxy: FaultProxy;
+  /** Round trips `request` made (its response body read to the end). */
+  count(request: () => Promise<Response>): Promise<{ roundTrips: number; res: Response }>;
+}
+
+/** One server with broker-order, payment-webhook, market-data and status, its database behind the proxy. */
+async function withWorld(fn: (w: World) => Promise<void>) {
+  const db = await freshDatabase();
+  const target = new URL(db.url);
+  const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port) });
+  const broker = await startBrokerSimulator({ keyId: "rt-key-id", secretKey: "rt-secret" });
+  const quotes = await startMarketDataSimulator({
+    keyId: SANDBOX_SECRETS.MARKET_DATA_API_KEY_ID,
+    secretKey: SANDBOX_SECRETS.MARKET_DATA_API_SECRET_KEY,
+  });
+  try {
+    const server = await startTestServer(
+      testEnv(proxy.url(db.url), {
+        ...webhookEnv(),
+        BROKER_API_URL: broker.url,
+        BROKER_API_KEY_ID: "rt-key-id",
+        BROKER_API_SECRET_KEY: "rt-secret",
+        MARKET_DATA_API_URL: quotes.url,
+        MARKET_DATA_API_KEY_ID: SANDBOX_SECRETS.MARKET_DATA_API_KEY_ID,
+        MARKET_DATA_API_SECRET_KEY: SANDBOX_SECRETS.MARKET_DATA_API_SECRET_KEY,
+      }),
+      { only: ["broker-order", "payment-webhook", "market-data", "status"] },
+    );
+    try {
+      await fn({
+        server,
+        proxy,
+        async count(request) {
+          proxy.resetRoundTrips();
+          const res = await request();
+          const body = await res.arrayBuffer();
+          const roundTrips = proxy.roundTrips;
+          return { roundTrips, res: new Response(body, res) };
+        },
+      });
+    } finally {
+      await server.close();
+    }
+  } finally {
+    await proxy.close();
+    await quotes.close();
+    await broker.close();
+    await db.close();
+  }
+}
+
+function order(server: TestServer, token: string, key = crypto.randomUUID()) {
+  return server.call("broker-order", {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${token}`,
+      "content-type": "application/json",
+      origin: FRONTEND,
+      "idempotency-key": key,
+    },
+    body: JSON.stringify({
+      symbol: "AAPL",
+      side: "buy",
+      type: "market",
+      qty: 1,
+      time_in_force: "day",
+    }),
+  });
+}
+
+Deno.test("round trips: a new order takes at most 2 (limit and claim; order and key), a replay 1, the list 1", async () => {
+  await withWorld(async ({ server, count }) => {
+    const token = await userToken();
+    assertEquals((await order(server, token)).status, 201); // warm-up: first purges run
+    const key = crypto.randomUUID();
+    const placed = await count(() => order(server, token, key));
+    assertEquals(placed.res.status, 201);
+    assert(placed.roundTrips <= 2, `a new order took ${placed.roundTrips} round trips`);
+    assert(placed.roundTrips >= 1, "the proxy saw the order's statements");
+
+    const replay = await count(() => order(server, token, key));
+    assertEquals(replay.res.headers.get("idempotent-replayed"), "true");
+    assertEquals(replay.roundTrips, 1, "a replay is the one claim statement");
+
+    const list = await count(() =>
+      server.call("broker-order?limit=1", {
+        headers: { authorization: `Bearer ${token}`, origin: FRONTEND },
+      })
+    );
+    assertEquals(list.res.status, 200);
+    assertEquals((await list.res.json()).orders.length, 1);
+    assertEquals(list.roundTrips, 1, "the order list is one statement");
+  });
+});
+
+Deno.test("round trips: a webhook event is claimed, applied and recorded in at most 2; a duplicate too", async () => {
+  await withWorld(async ({ server, count }) => {
+    await (await server.call("payment-webhook", await delivery(checkoutCompleted()))).body
+      ?.cancel();
+    const event = checkoutCompleted();
+    const first = await count(async () => server.call("payment-webhook", await delivery(event)));
+    assertEquals(await first.res.json(), { received: true });
+    assert(first.roundTrips <= 2, `a webhook took ${first.roundTrips} round trips`);
+    assert(first.roundTrips >= 1, "the proxy saw the webhook's statements");
+    const again = await count(async () => server.call("payment-webhook", await delivery(event)));
+    assertEquals(await again.res.json(), { received: true, duplicate: true });
+    assert(again.roundTrips <= 2, `a duplicate took ${again.roundTrips} round trips`);
+  });
+});
+
+Deno.test("round trips: a cached quote takes at most 1 (the rate-limit hit); status takes 1", async () => {
+  await withWorld(async ({ server, count }) => {
+    const token = await userToken();
+    const get = () =>
+      server.call("market-data?symbols=AAPL", {
+        headers: { authorization: `Bearer ${token}`, origin: FRONTEND },
+      });
+    assertEquals((await get()).status, 200); // live: fills both cache layers
+    const cached = await count(get);
+    assertEquals(cached.res.status, 200);
+    assertEquals((await cached.res.json()).quotes.AAPL.source, "cache");
+    assert(cached.roundTrips <= 1, `a cached quote took ${cached.roundTrips} round trips`);
+
+    const status = await count(() => server.call("status"));
+    assertEquals(await status.res.json(), { status: "ok" });
+    assertEquals(status.roundTrips, 1, "status is one ping");
+  });
+});
