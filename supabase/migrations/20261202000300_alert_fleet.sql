@@ -178,18 +178,23 @@ alter table internal.alerts add column if not exists fallback_at timestamptz;
 
 -- Coalescing by one atomic upsert: at most one queued row per dedup key, so
 -- `insert … on conflict … do update` counts into it without any lock held across statements.
--- Rows queued by the earlier code could share a key: fold them into the oldest first.
+-- Rows queued by the earlier code could share a key: fold them into the oldest first (its count
+-- the sum, its severity the highest).
 with ranked as (
-  select id, dedup_key, count,
+  select id, dedup_key, count, priority,
     first_value(id) over (partition by dedup_key order by seq) as keep
   from internal.alerts
   where state = 'queued' and dedup_key is not null
 ),
 folded as (
-  select keep, sum(count)::int as extra from ranked where id <> keep group by keep
+  select keep, (sum(count) filter (where id <> keep))::int as extra, min(priority) as top
+  from ranked group by keep having count(*) > 1
 ),
 bumped as (
-  update internal.alerts a set count = a.count + f.extra from folded f where a.id = f.keep
+  update internal.alerts a
+  set count = a.count + f.extra, priority = f.top,
+      severity = (array['critical', 'warning', 'info'])[f.top + 1]
+  from folded f where a.id = f.keep
   returning a.id
 )
 delete from internal.alerts a using ranked r
