@@ -1,24 +1,31 @@
 /**
  * Runs one function on its own with `Deno.serve`, as Supabase's Edge Runtime runs
- * `functions/<name>/index.ts`: the platform from the process environment, then the handler.
+ * `functions/<name>/index.ts` (or its bundle): the platform from the process environment, then
+ * the handler. It listens at once; requests wait for the database's first probe (bounded by its
+ * connect and query deadlines), so a cold start answers from a decided gate, never a guess.
  *
  * @example
  * if (import.meta.main) await serveStandalone(myFunction);
  */
 import { bootFunction, type FunctionDefinition } from "./app.ts";
+import { createLogger } from "./logger.ts";
 import { createPlatform } from "./platform.ts";
 
 export async function serveStandalone(def: FunctionDefinition): Promise<void> {
-  const platform = await createPlatform(Deno.env.toObject());
-  const { fetch } = await bootFunction(def, platform);
+  const log = createLogger();
+  const booting = createPlatform(Deno.env.toObject(), { log }).then(async (platform) => ({
+    platform,
+    fn: await bootFunction(def, platform),
+  }));
   const port = Number(Deno.env.get("PORT") ?? 8000);
   const hostname = Deno.env.get("HOST") ?? "0.0.0.0";
   const server = Deno.serve({
     port,
     hostname,
     onListen: (addr) =>
-      platform.log.info("listening", { url: `http://${addr.hostname}:${addr.port}/${def.name}` }),
-  }, fetch);
+      log.info("listening", { url: `http://${addr.hostname}:${addr.port}/${def.name}` }),
+  }, async (req, info) => (await booting).fn.fetch(req, info));
+  const { platform } = await booting;
   const stop = async () => {
     await server.shutdown();
     await platform.close();

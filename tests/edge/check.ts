@@ -1,0 +1,511 @@
+/**
+ * The edge check (`npm run check:edge`, run by `.ci/run`): the deployed shape, as a new user
+ * deploys it to hosted Supabase, emulated here (the Edge Runtime and the CLI's local stack need
+ * Docker, which this machine lacks):
+ *
+ * 1. every function named in `supabase/config.toml` is bundled into one file as the CLI does
+ *    (`deno bundle --platform deno`) and must fit its limit (20 MB; 5 MB for a function that
+ *    sanitizes no HTML, Supabase's limit for server-side bundling);
+ * 2. a Postgres database is set up as a Supabase project's is (roles, `auth.uid()`,
+ *    `supabase_migrations`) and migrated the way `supabase db push` does it;
+ * 3. each bundle runs under the Edge Runtime's permissions (network, environment, `/tmp` only;
+ *    `EdgeRuntime.waitUntil` preloaded) with only the platform's default secrets (an ES256 JWKS,
+ *    the service-role key, an `sb_secret_` key; no JWT secret) plus its own, and is exercised once;
+ * 4. the schema is identical before and after (no function runs DDL); a database without the
+ *    migrations answers `503 SCHEMA_OUTDATED` naming the version, then `200` once they are
+ *    pushed, without a restart;
+ * 5. boot time (process start to first answer) is measured against a bare `Deno.serve` bundle.
+ *
+ * Prints a table, writes `tests/bench/results/edge.json`, ends with "N passed, N failed".
+ */
+import postgres from "postgres";
+import { SignJWT } from "jose";
+import { dbPush } from "../../local/edge/db_push.ts";
+import { loadMigrations } from "../../local/migrate.ts";
+import { startBrokerSimulator } from "../../local/sandbox/broker.ts";
+import { startDiscordSimulator } from "../../local/sandbox/discord.ts";
+import { startMarketDataSimulator } from "../../local/sandbox/market_data.ts";
+import { loadSigningKey } from "../../local/sandbox/signing_key.ts";
+import { startSupabaseAuthSimulator } from "../../local/sandbox/supabase_auth.ts";
+import { SCHEMA_VERSION } from "../../shared/schema_version.ts";
+import { freshDatabase } from "../support/db.ts";
+import { checkoutCompleted, delivery } from "../functions/payment_webhook/stripe_events.ts";
+
+const ROOT = new URL("../../", import.meta.url);
+const MB = 1024 * 1024;
+/** Functions that sanitize HTML (isomorphic-dompurify brings jsdom): 20 MB; the others 5 MB. */
+const SANITIZES_HTML = new Set(["broker-order", "discord-alert"]);
+/**
+ * Boot runs per bundle after one warm-up run (not counted): the platform analyses a bundle once
+ * at deploy time, as Deno's dependency-analysis and code caches do after a first run here; the
+ * median counts. The bare bundle is measured the same way.
+ */
+const BOOT_RUNS = Number(Deno.env.get("EDGE_BOOT_RUNS") ?? 3);
+
+const results: { check: string; ok: boolean; detail?: string }[] = [];
+function record(check: string, ok: boolean, detail?: string) {
+  results.push({ check, ok, detail });
+  console.log(`${ok ? "ok  " : "FAIL"} ${check}${detail ? ` — ${detail}` : ""}`);
+}
+async function step(check: string, fn: () => Promise<string | void>) {
+  try {
+    record(check, true, (await fn()) ?? undefined);
+  } catch (err) {
+    record(check, false, err instanceof Error ? err.message : String(err));
+  }
+}
+function expect(cond: unknown, message: string): asserts cond {
+  if (!cond) throw new Error(message);
+}
+
+// ---- 1. bundles --------------------------------------------------------------------------------
+
+/** The functions of config.toml: name and entrypoint. */
+async function configuredFunctions(): Promise<{ name: string; entry: string }[]> {
+  const toml = await Deno.readTextFile(new URL("supabase/config.toml", ROOT));
+  const out: { name: string; entry: string }[] = [];
+  for (const m of toml.matchAll(/^\[functions\.([\w-]+)\]\s*\n((?:(?!\[)[^\n]*\n?)*)/gm)) {
+    const entry = /^entrypoint\s*=\s*"([^"]+)"/m.exec(m[2])?.[1];
+    expect(entry, `functions.${m[1]} names no entrypoint`);
+    out.push({ name: m[1], entry: new URL(entry, new URL("supabase/", ROOT)).pathname });
+  }
+  return out;
+}
+
+const work = await Deno.makeTempDir({ prefix: "edge-check-" });
+
+async function bundle(entry: string, out: string): Promise<number> {
+  const { success, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["bundle", "--quiet", "--platform", "deno", entry, "-o", out],
+    cwd: ROOT.pathname,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  expect(success, `deno bundle failed: ${new TextDecoder().decode(stderr).slice(0, 500)}`);
+  return (await Deno.stat(out)).size;
+}
+
+// ---- 3. running a bundle as the Edge Runtime does ----------------------------------------------
+
+const shim = `${work}/edge_runtime_shim.js`;
+await Deno.writeTextFile(
+  shim,
+  // What the Edge Runtime provides that a plain Deno does not: background work kept alive.
+  "globalThis.EdgeRuntime = { waitUntil(p) { Promise.resolve(p).catch(() => {}); } };\n",
+);
+
+interface Running {
+  url: string;
+  bootMs: number;
+  output: string[];
+  stop(): Promise<void>;
+}
+
+let nextPort = 18_400 + Math.floor(Math.random() * 1000);
+
+/** Starts a bundle with exactly `env` under edge permissions; resolves at its first answer. */
+async function runBundle(
+  file: string,
+  name: string,
+  env: Record<string, string>,
+): Promise<Running> {
+  const port = nextPort++;
+  const started = performance.now();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read=/tmp",
+      "--allow-write=/tmp",
+      "--no-prompt",
+      "--v8-flags=--max-old-space-size=256",
+      "--preload",
+      shim,
+      file,
+    ],
+    cwd: work,
+    clearEnv: true,
+    env: { ...env, PORT: String(port), HOME: work, PATH: "/usr/bin:/bin" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output: string[] = [];
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      output.push(...chunk.split("\n").filter(Boolean));
+    }
+  };
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  let exited = false;
+  const status = child.status.then((s) => (exited = true, s));
+  const url = `http://127.0.0.1:${port}/${name}`;
+  const stop = async () => {
+    if (!exited) child.kill("SIGKILL");
+    await status;
+    await pumps;
+  };
+  const deadline = started + 30_000;
+  while (true) {
+    expect(!exited, `${name} exited at boot: ${output.slice(-5).join(" | ")}`);
+    try {
+      // Any answer counts: the process is serving.
+      await (await fetch(`http://127.0.0.1:${port}/__boot`)).body?.cancel();
+      break;
+    } catch {
+      if (performance.now() > deadline) {
+        await stop();
+        throw new Error(`${name} did not answer within 30 s: ${output.slice(-5).join(" | ")}`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+  return { url, bootMs: performance.now() - started, output, stop };
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+// ---- the run ---------------------------------------------------------------------------------
+
+const functions = await configuredFunctions();
+const sizes: Record<string, number> = {};
+const boots: Record<string, number> = {};
+
+for (const fn of functions) {
+  await step(`bundle ${fn.name} within its limit`, async () => {
+    const size = await bundle(fn.entry, `${work}/${fn.name}.js`);
+    sizes[fn.name] = size;
+    const limit = SANITIZES_HTML.has(fn.name) ? 20 * MB : 5 * MB;
+    expect(size <= limit, `${(size / MB).toFixed(2)} MB > ${limit / MB} MB`);
+    const text = await Deno.readTextFile(`${work}/${fn.name}.js`);
+    expect(
+      !/@electric-sql|PGliteSocketServer/.test(text),
+      "the bundle contains the embedded database",
+    );
+    return `${(size / MB).toFixed(2)} MB (limit ${limit / MB} MB)`;
+  });
+}
+
+const bare = `${work}/bare.ts`;
+await Deno.writeTextFile(
+  bare,
+  'Deno.serve({ port: Number(Deno.env.get("PORT")), onListen() {} }, () => new Response("ok"));\n',
+);
+await bundle(bare, `${work}/bare.js`);
+const bareBoots: number[] = [];
+await (await runBundle(`${work}/bare.js`, "bare", {})).stop(); // warm-up
+for (let i = 0; i < BOOT_RUNS; i++) {
+  const r = await runBundle(`${work}/bare.js`, "bare", {});
+  bareBoots.push(r.bootMs);
+  await r.stop();
+}
+const bareBoot = median(bareBoots);
+
+// The project: a database set up as Supabase's, the platform's keys, the upstreams.
+const project = await supabaseProject();
+const signingKey = await loadSigningKey();
+const secretKey = "sb_secret_edgecheck_0123456789abcdef";
+const serviceRoleKey = await signingKey.sign({ role: "service_role", iss: "supabase" }, 3600);
+const anonKey = await signingKey.sign({ role: "anon", iss: "supabase" }, 3600);
+const user = { id: crypto.randomUUID(), email: "edge@check.test", password: "edge-password-1" };
+const auth = await startSupabaseAuthSimulator({
+  signingKey,
+  anonKey,
+  apiKeys: [serviceRoleKey],
+  users: [user],
+});
+const broker = await startBrokerSimulator({ keyId: "edge-key", secretKey: "edge-secret" });
+const quotes = await startMarketDataSimulator({ keyId: "edge-key", secretKey: "edge-secret" });
+const discord = await startDiscordSimulator({});
+
+/** What hosted Supabase sets for every function (no JWT secret). */
+const platformSecrets = (dbUrl: string) => ({
+  SUPABASE_URL: auth.url,
+  SUPABASE_DB_URL: dbUrl,
+  SUPABASE_ANON_KEY: anonKey,
+  SUPABASE_SERVICE_ROLE_KEY: serviceRoleKey,
+  SUPABASE_JWKS: JSON.stringify(signingKey.jwks),
+  SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({ default: "sb_publishable_edgecheck_0123456789" }),
+  SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
+});
+const STRIPE_WEBHOOK_SECRET = "whsec_edge_check_secret_000000000001";
+/** What `supabase secrets set` adds (names the platform allows). */
+const userSecrets = {
+  FRONTEND_URL: "https://app.example.com",
+  STRIPE_SECRET_KEY: "sk_test_edge_check",
+  STRIPE_WEBHOOK_SECRET,
+  BROKER_API_URL: broker.url,
+  BROKER_API_KEY_ID: "edge-key",
+  BROKER_API_SECRET_KEY: "edge-secret",
+  MARKET_DATA_API_URL: quotes.url,
+  MARKET_DATA_API_KEY_ID: "edge-key",
+  MARKET_DATA_API_SECRET_KEY: "edge-secret",
+  DISCORD_WEBHOOK_URL: discord.url,
+  DB_SCHEMA_RECHECK_MS: "300",
+};
+
+const migrated = await project.create();
+await dbPush(migrated.sql, await loadMigrations());
+const schemaBefore = await schemaFingerprint(migrated.sql);
+const env = { ...platformSecrets(migrated.url), ...userSecrets };
+
+const userToken = await signingKey.sign({
+  sub: user.id,
+  role: "authenticated",
+  aud: "authenticated",
+});
+const json = (body: unknown, headers: Record<string, string> = {}) => ({
+  method: "POST",
+  headers: { "content-type": "application/json", ...headers },
+  body: JSON.stringify(body),
+});
+const bearer = (t: string) => ({ authorization: `Bearer ${t}` });
+async function status(res: Response): Promise<number> {
+  await res.body?.cancel();
+  return res.status;
+}
+
+/** Each function's one exercise against its running bundle. */
+const exercises: Record<string, (url: string) => Promise<string | void>> = {
+  async status(url) {
+    const res = await fetch(url);
+    expect(res.status === 200, `status ${res.status}: ${await res.text()}`);
+  },
+  async "broker-order"(url) {
+    const order = { symbol: "AAPL", side: "buy", type: "market", qty: 1, time_in_force: "day" };
+    const placed = await fetch(
+      url,
+      json(order, { ...bearer(userToken), "idempotency-key": `edge-${crypto.randomUUID()}` }),
+    );
+    const body = await placed.json();
+    expect(placed.status === 201, `ES256 user order: ${placed.status} ${JSON.stringify(body)}`);
+    const list = await fetch(url, { headers: bearer(userToken) });
+    const listed = await list.json();
+    expect(list.status === 200 && listed.orders[0]?.id === body.id, "the order is listed");
+    const hs256 = await new SignJWT({ sub: user.id, role: "authenticated", aud: "authenticated" })
+      .setProtectedHeader({ alg: "HS256" }).setExpirationTime("1h")
+      .sign(new TextEncoder().encode("a-guessable-legacy-secret-of-32-characters"));
+    expect(await status(await fetch(url, { headers: bearer(hs256) })) === 401, "HS256 → 401");
+    const impostor = await new SignJWT({
+      sub: user.id,
+      role: "authenticated",
+      aud: "authenticated",
+    })
+      .setProtectedHeader({ alg: "ES256", kid: signingKey.kid }).setExpirationTime("1h")
+      .sign(await otherKeyPrivate());
+    expect(
+      await status(await fetch(url, { headers: bearer(impostor) })) === 401,
+      "another key under the same kid → 401",
+    );
+    return "201, listed; HS256 401; same-kid impostor 401";
+  },
+  async "discord-alert"(url) {
+    const alert = { severity: "info", title: "Edge check", message: "Deployed shape works." };
+    for (
+      const [who, headers] of [
+        ["service-role key", bearer(serviceRoleKey)],
+        ["sb_secret_ key", bearer(secretKey)],
+        ["sb_secret_ key as apikey", { apikey: secretKey }],
+      ] as const
+    ) {
+      const res = await fetch(url, json(alert, headers));
+      expect(res.status === 202, `${who}: ${res.status} ${await res.text()}`);
+    }
+    expect(await status(await fetch(url, json(alert, bearer(userToken)))) === 403, "user → 403");
+    return "service-role key and sb_secret_ key 202, user 403";
+  },
+  async "payment-webhook"(url) {
+    const event = checkoutCompleted({ userId: user.id });
+    const res = await fetch(url, await delivery(event, STRIPE_WEBHOOK_SECRET));
+    expect(res.status === 200, `signed event: ${res.status} ${await res.text()}`);
+    const [row] = await migrated.sql`select count(*)::int as n from public.purchases
+      where user_id = ${user.id}`;
+    expect(row.n === 1, "the purchase was recorded");
+  },
+  async auth(url) {
+    const res = await fetch(
+      `${url}/login`,
+      json({ email: user.email, password: user.password }, {
+        origin: "https://app.example.com",
+      }),
+    );
+    const body = await res.json();
+    expect(res.status === 200 && body.access_token, `login without broker OAuth: ${res.status}`);
+    return "login works without broker OAuth variables";
+  },
+  async "market-data"(url) {
+    const res = await fetch(`${url}?symbols=AAPL`, { headers: bearer(userToken) });
+    const body = await res.json();
+    expect(res.status === 200 && body.quotes?.AAPL, `quote: ${res.status} ${JSON.stringify(body)}`);
+  },
+  async tools(url) {
+    const res = await fetch(url, { headers: bearer(userToken) });
+    expect(res.status === 200, `tools list: ${res.status} ${await res.text()}`);
+  },
+};
+
+for (const fn of functions) {
+  if (!sizes[fn.name]) continue;
+  const file = `${work}/${fn.name}.js`;
+  await step(
+    `${fn.name} boots under edge permissions with the platform's secrets and serves`,
+    async () => {
+      const times: number[] = [];
+      let detail: string | void = undefined;
+      for (let i = 0; i < BOOT_RUNS; i++) {
+        const r = await runBundle(file, fn.name, env);
+        times.push(r.bootMs);
+        try {
+          if (i === 0) {
+            const exercise = exercises[fn.name];
+            expect(exercise, `no exercise for ${fn.name}`);
+            detail = await exercise(r.url);
+          }
+        } catch (err) {
+          throw new Error(`${(err as Error).message} | ${r.output.slice(-3).join(" | ")}`);
+        } finally {
+          await r.stop();
+        }
+      }
+      boots[fn.name] = median(times);
+      return `${detail ? `${detail}; ` : ""}boot ${boots[fn.name].toFixed(0)} ms`;
+    },
+  );
+}
+
+await step("no function ran DDL: the schema is identical before and after", async () => {
+  const after = await schemaFingerprint(migrated.sql);
+  expect(after === schemaBefore, "the schema changed while the functions ran");
+});
+
+await step("bundled boot within 3 × a bare Deno.serve bundle", () => {
+  const worst = Math.max(...Object.values(boots));
+  const ratio = worst / bareBoot;
+  expect(
+    ratio <= 3,
+    `worst ${worst.toFixed(0)} ms = ${ratio.toFixed(2)} × bare ${bareBoot.toFixed(0)} ms`,
+  );
+  return Promise.resolve(
+    `worst ${worst.toFixed(0)} ms = ${ratio.toFixed(2)} × bare ${bareBoot.toFixed(0)} ms`,
+  );
+});
+
+await step(
+  "without the migrations: status 503 SCHEMA_OUTDATED naming the version; after db push, 200 without a restart",
+  async () => {
+    const bareDb = await project.create();
+    const r = await runBundle(`${work}/status.js`, "status", {
+      ...platformSecrets(bareDb.url),
+      ...userSecrets,
+    });
+    try {
+      const res = await fetch(r.url);
+      const body = await res.json();
+      expect(res.status === 503, `status ${res.status}`);
+      expect(res.headers.get("retry-after"), "Retry-After");
+      expect(body.error?.code === "SCHEMA_OUTDATED", JSON.stringify(body));
+      expect(String(body.error.message).includes(SCHEMA_VERSION), "the message names the version");
+      expect(r.output.some((l) => l.includes(SCHEMA_VERSION)), "the log names the missing version");
+      await dbPush(bareDb.sql, await loadMigrations());
+      const deadline = Date.now() + 10_000;
+      let last = 0;
+      while (Date.now() < deadline && (last = await status(await fetch(r.url))) !== 200) {
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      expect(last === 200, `still ${last} after the push`);
+    } finally {
+      await r.stop();
+      await bareDb.close();
+    }
+  },
+);
+
+// ---- report ------------------------------------------------------------------------------------
+
+const table = functions.map((fn) => ({
+  function: fn.name,
+  bundleMB: sizes[fn.name] ? Number((sizes[fn.name] / MB).toFixed(2)) : null,
+  limitMB: SANITIZES_HTML.has(fn.name) ? 20 : 5,
+  bootMs: boots[fn.name] ? Math.round(boots[fn.name]) : null,
+  bootRatio: boots[fn.name] ? Number((boots[fn.name] / bareBoot).toFixed(2)) : null,
+}));
+console.log(`\nbare Deno.serve bundle: boot ${bareBoot.toFixed(0)} ms (median of ${BOOT_RUNS})`);
+console.table(table);
+await Deno.writeTextFile(
+  new URL("tests/bench/results/edge.json", ROOT),
+  JSON.stringify(
+    { measuredAt: new Date().toISOString(), bareBootMs: Math.round(bareBoot), functions: table },
+    null,
+    2,
+  ) + "\n",
+);
+
+await migrated.close();
+await Promise.all([auth.close(), broker.close(), quotes.close(), discord.close()]);
+await Deno.remove(work, { recursive: true });
+const failed = results.filter((r) => !r.ok).length;
+console.log(`\nedge check: ${results.length - failed} passed, ${failed} failed`);
+Deno.exit(failed ? 1 : 0);
+
+// ---- helpers -----------------------------------------------------------------------------------
+
+/** Another ES256 key, to sign an impostor token under the project's kid. */
+async function otherKeyPrivate(): Promise<CryptoKey> {
+  const { privateKey } = await crypto.subtle.generateKey(
+    { name: "ECDSA", namedCurve: "P-256" },
+    false,
+    ["sign"],
+  );
+  return privateKey;
+}
+
+/** Fresh databases prepared as a hosted Supabase project's are before any migration. */
+async function supabaseProject() {
+  return {
+    async create() {
+      const db = await freshDatabase();
+      const sql = postgres(db.url, { max: 1, onnotice: () => {} });
+      // What a new Supabase project has: its roles, the auth schema with auth.uid(), and the
+      // CLI's migration history schema.
+      await sql.unsafe(`
+        do $$ begin
+          if not exists (select 1 from pg_roles where rolname = 'anon') then create role anon nologin noinherit; end if;
+          if not exists (select 1 from pg_roles where rolname = 'authenticated') then create role authenticated nologin noinherit; end if;
+          if not exists (select 1 from pg_roles where rolname = 'service_role') then create role service_role nologin noinherit bypassrls; end if;
+        end $$;
+        create schema if not exists auth;
+        create or replace function auth.uid() returns uuid language sql stable as $f$
+          select nullif(coalesce(current_setting('request.jwt.claim.sub', true),
+            (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')), '')::uuid
+        $f$;
+        create schema if not exists supabase_migrations;`);
+      return {
+        url: db.url,
+        sql,
+        async close() {
+          await sql.end();
+          await db.close();
+        },
+      };
+    },
+  };
+}
+
+/** A digest of everything DDL can change in the project's own schemas. */
+async function schemaFingerprint(sql: postgres.Sql): Promise<string> {
+  const [row] = await sql`
+    with parts as (
+      select 'col ' || table_schema || '.' || table_name || '.' || column_name || ' ' || data_type
+        || ' ' || coalesce(column_default, '') as part
+      from information_schema.columns where table_schema not in ('pg_catalog', 'information_schema')
+      union all select 'idx ' || indexdef from pg_indexes where schemaname not in ('pg_catalog')
+      union all select 'fn ' || n.nspname || '.' || p.proname || ' ' || md5(coalesce(p.prosrc, ''))
+        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname not in ('pg_catalog', 'information_schema')
+      union all select 'pol ' || schemaname || '.' || tablename || '.' || policyname from pg_policies
+      union all select 'trg ' || tgname from pg_trigger where not tgisinternal
+      union all select 'ns ' || nspname from pg_namespace
+    )
+    select md5(string_agg(part, E'\n' order by part)) as digest from parts`;
+  return row.digest;
+}
