@@ -38,6 +38,8 @@ Deno.test("cors() answers a preflight from an allowed origin with that exact ori
   assertEquals(res.status, 204);
   assertEquals(res.headers.get("access-control-allow-origin"), ALLOWED);
   assertEquals(res.headers.get("vary"), "Origin");
+  // Bearer tokens, not cookies: no credentials grant (issue 12, point 11).
+  assertEquals(res.headers.get("access-control-allow-credentials"), null);
   assertEquals(res.headers.get("access-control-max-age"), "600");
   const allowHeaders = res.headers.get("access-control-allow-headers")!.split(", ");
   for (
