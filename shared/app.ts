@@ -16,6 +16,7 @@ import { Hono } from "hono";
 import { requestId } from "hono/request-id";
 import { getPath } from "hono/utils/url";
 import type { z } from "zod";
+import { bodyDeadline } from "./body_deadline.ts";
 import { cors } from "./cors.ts";
 import { loadShed } from "./load_shed.ts";
 import type { Database } from "./db.ts";
@@ -91,7 +92,6 @@ export async function bootFunction(
   platform: Platform,
 ): Promise<{ fetch: FetchHandler; problems: string[] }> {
   const log = platform.log.child({ fn: def.name });
-  const maxInFlight = platform.limits.MAX_IN_FLIGHT_REQUESTS;
   try {
     const config = parseEnv(def.env, platform.env) as KeyConfig & { FRONTEND_URL?: string[] };
     let guardCors: MiddlewareHandler | undefined;
@@ -103,7 +103,7 @@ export async function bootFunction(
         maxAgeSeconds: platform.limits.CORS_MAX_AGE_SECONDS,
       });
     }
-    const app = baseApp(def.name, log, maxInFlight, guardCors);
+    const app = baseApp(def.name, log, platform.limits, guardCors);
     const tokens = tokenVerifier(config, platform);
     await def.build(app, { ...platform, log, config, name: def.name, tokens });
     return { fetch: app.fetch, problems: [] };
@@ -113,7 +113,7 @@ export async function bootFunction(
       problems,
       error: err instanceof ConfigError ? undefined : err,
     });
-    const failed = baseApp(def.name, log, maxInFlight);
+    const failed = baseApp(def.name, log, platform.limits);
     failed.all("*", () => {
       throw new BootError(def.name, problems);
     });
@@ -163,13 +163,14 @@ const LOCAL_PREFIX = "/functions/v1/";
 
 /**
  * The standard stack under every function's routes, in the one order every function uses:
- * request id, access log, CORS (so a browser can read even a `503 OVERLOADED`), load shedding,
- * then the function's own guards and handlers; one error boundary and a JSON `404`.
+ * request id, access log, CORS (so a browser can read even a `503 OVERLOADED`), the body read
+ * under its deadline (so a slow sender never counts as work), load shedding, then the function's
+ * own guards and handlers; one error boundary and a JSON `404`.
  */
 function baseApp(
   name: string,
   log: Logger,
-  maxInFlight: number,
+  limits: Limits,
   guardCors?: MiddlewareHandler,
 ): App {
   const app = new Hono<AppEnv>({ getPath: functionPath }).basePath(`/${name}`);
@@ -186,7 +187,11 @@ function baseApp(
     });
   });
   if (guardCors) app.use(guardCors);
-  app.use(loadShed({ maxInFlight }));
+  app.use(bodyDeadline({
+    timeoutMs: limits.BODY_READ_TIMEOUT_MS,
+    maxBytes: limits.BODY_READ_MAX_BYTES,
+  }));
+  app.use(loadShed({ maxInFlight: limits.MAX_IN_FLIGHT_REQUESTS }));
   app.notFound(() => {
     throw new NotFound();
   });

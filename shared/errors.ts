@@ -169,6 +169,25 @@ export class PayloadTooLarge extends HttpError {
   }
 }
 
+/** The body did not fully arrive within the deadline; the connection is closed. */
+export class BodyTimeout extends HttpError {
+  constructor(timeoutMs: number) {
+    super(408, "BODY_TIMEOUT", `The body did not arrive within ${timeoutMs} ms.`, {
+      headers: { connection: "close" },
+    });
+  }
+}
+
+/** The client went away before its body arrived: nobody reads the answer; not our failure. */
+export class BodyIncomplete extends HttpError {
+  constructor(cause?: unknown) {
+    super(400, "BODY_INCOMPLETE", "The connection closed before the body arrived.", {
+      headers: { connection: "close" },
+      cause,
+    });
+  }
+}
+
 export class UnsupportedMediaType extends HttpError {
   constructor(expected: string) {
     super(415, "UNSUPPORTED_MEDIA_TYPE", `The body must be ${expected}.`);

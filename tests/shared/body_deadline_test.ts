@@ -1,0 +1,70 @@
+import { Hono } from "hono";
+import { assertEquals } from "@std/assert";
+import { bodyDeadline } from "../../shared/body_deadline.ts";
+import { errorParts } from "../../shared/errors.ts";
+import { loadShed } from "../../shared/load_shed.ts";
+
+function app(opts = { timeoutMs: 100, maxBytes: 64 }) {
+  const a = new Hono();
+  a.onError((err, c) => {
+    const { status, headers, body } = errorParts(err, "t");
+    return c.body(body, status as 400, headers);
+  });
+  a.use(bodyDeadline(opts));
+  a.use(loadShed({ maxInFlight: 2 }));
+  a.post("/", async (c) => c.json({ got: await c.req.text() }));
+  return a;
+}
+
+/** A body that sends `first` and then nothing, or fails after it. */
+function stalled(first: string, then: "stall" | "fail" = "stall"): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(controller) {
+      controller.enqueue(new TextEncoder().encode(first));
+      if (then === "fail") controller.error(new TypeError("connection reset"));
+    },
+  });
+}
+
+const post = (body: BodyInit) => new Request("http://fn/", { method: "POST", body });
+
+Deno.test("bodyDeadline() passes a whole body on to later readers", async () => {
+  const res = await app().fetch(post('{"a":1}'));
+  assertEquals(res.status, 200);
+  assertEquals(await res.json(), { got: '{"a":1}' });
+});
+
+Deno.test("bodyDeadline() answers 408 with Connection: close to a body that stops arriving", async () => {
+  const res = await app().fetch(post(stalled("{")));
+  assertEquals(res.status, 408);
+  assertEquals(res.headers.get("connection"), "close");
+  assertEquals((await res.json()).error.code, "BODY_TIMEOUT");
+});
+
+Deno.test("bodyDeadline() answers 400 BODY_INCOMPLETE, not an unhandled error, when the client hangs up mid-body", async () => {
+  const res = await app().fetch(post(stalled("{", "fail")));
+  assertEquals(res.status, 400);
+  assertEquals((await res.json()).error.code, "BODY_INCOMPLETE");
+});
+
+Deno.test("bodyDeadline() answers 413 past its size, declared or streamed", async () => {
+  assertEquals((await app().fetch(post("x".repeat(65)))).status, 413);
+  const streamed = new ReadableStream({
+    start(c) {
+      c.enqueue(new Uint8Array(100));
+      c.close();
+    },
+  });
+  assertEquals((await app().fetch(post(streamed))).status, 413);
+});
+
+Deno.test("slow senders are not counted as work: load shedding still admits a whole request", async () => {
+  const a = app({ timeoutMs: 300, maxBytes: 64 });
+  const slow = Array.from({ length: 5 }, () => a.fetch(post(stalled("{"))));
+  const res = await a.fetch(post("{}"));
+  assertEquals(res.status, 200, "a complete request is served while 5 slow ones wait");
+  for (const r of await Promise.all(slow)) {
+    assertEquals(r.status, 408);
+    await r.body?.cancel();
+  }
+});
