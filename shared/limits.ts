@@ -27,9 +27,15 @@ export const LimitsSchema = z.object({
   DB_PROBE_MAX_MS: ms(2_000),
   DB_MIGRATE_TIMEOUT_MS: ms(60_000),
   DB_QUEUE_TIMEOUT_MS: ms(1_000),
+  // While the schema lacks the migration the code needs, it is re-checked this often (jittered).
+  DB_SCHEMA_RECHECK_MS: ms(5_000),
   // HTTP in and out (shared/body_limit.ts, shared/http_client.ts, shared/cors.ts)
   BODY_LIMIT_BYTES: count(16 * 1024),
   MAX_IN_FLIGHT_REQUESTS: count(256),
+  // A body must fully arrive within this time (else 408, connection closed), and is read before
+  // the request counts as work (shared/body_deadline.ts); routes apply their own smaller limits.
+  BODY_READ_TIMEOUT_MS: ms(10_000),
+  BODY_READ_MAX_BYTES: count(1024 * 1024),
   HTTP_TIMEOUT_MS: ms(10_000),
   CORS_MAX_AGE_SECONDS: count(600),
   // Token verification (shared/jwt.ts): an unknown `kid` refetches the JWKS at most this often.
