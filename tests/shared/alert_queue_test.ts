@@ -4,6 +4,7 @@
  */
 import { assert, assertEquals, assertLess, assertMatch, assertStringIncludes } from "@std/assert";
 import { AlertDrainer } from "../../shared/alert_drainer.ts";
+import { AlertFallback } from "../../shared/alert_fallback.ts";
 import { AlertQueue, type EnqueueResult, type NewAlert } from "../../shared/alert_queue.ts";
 import { Breakers } from "../../shared/circuit_breaker.ts";
 import { Database } from "../../shared/db.ts";
@@ -17,6 +18,7 @@ import {
   type DiscordSimulatorOptions,
   startDiscordSimulator,
 } from "../../local/sandbox/discord.ts";
+import { startSlackWebhookSimulator } from "../../local/sandbox/slack_webhook.ts";
 import { freshDatabase, onServer, type TestDatabase } from "../support/db.ts";
 import { FAST_LIMITS } from "../support/env.ts";
 
@@ -398,4 +400,54 @@ Deno.test({
       await h.close();
     }
   },
+});
+
+Deno.test("a deleted webhook (404, code 10015) keeps every alert queued, tells the fallback once, and a probe after the interval delivers them", async () => {
+  const h = await harness({ ALERT_WEBHOOK_PROBE_INTERVAL_SECONDS: "1" });
+  const slack = await startSlackWebhookSimulator();
+  const breakers = new Breakers(h.limits);
+  try {
+    const drainer = new AlertDrainer({
+      queue: h.queue,
+      client: new DiscordClient({ webhookUrl: h.sim.url, timeoutMs: h.limits.DISCORD_TIMEOUT_MS }),
+      webhook: new DiscordWebhookState(h.db, { webhookUrl: h.sim.url, limits: h.limits }),
+      fallback: new AlertFallback(h.db, { webhookUrl: slack.url, limits: h.limits, log: QUIET }),
+      breaker: breakers.get("discord"),
+      limits: h.limits,
+      log: QUIET,
+    });
+    h.sim.deleted = true;
+    for (let i = 0; i < 10; i++) await h.queue.enqueue(alert(`kept${i}`, { severity: "warning" }));
+    const first = await drainer.drain();
+    assertEquals([first.stopped, first.sent, first.dead, first.remaining], [
+      "webhook_unusable",
+      0,
+      0,
+      10,
+    ]);
+    const again = await drainer.drain();
+    assertEquals(again.stopped, "webhook_unusable");
+    assertEquals(h.sim.requests, 1, "nothing more reaches the deleted webhook before the probe");
+    assertEquals(
+      (await rowsOf(h.db)).map((r) => [r.state, r.attempts]).filter(([s, a]) =>
+        s !== "queued" || a !== 0
+      ),
+      [],
+    );
+    assertEquals(slack.messages.length, 1);
+    assertMatch(slack.messages[0].text, /webhook is unusable .*Unknown Webhook/);
+    const stats = await h.queue.stats();
+    assertEquals([stats.queued, stats.dead], [10, 0]);
+
+    h.sim.deleted = false;
+    await new Promise((r) => setTimeout(r, 1100)); // the probe interval
+    const back = await drainer.drain();
+    assertEquals([back.sent, back.remaining], [10, 0]);
+    assertEquals(h.sim.messages.length, 10);
+    assertEquals(slack.messages.length, 1, "no second notice");
+  } finally {
+    breakers.shutdown();
+    await slack.close();
+    await h.close();
+  }
 });
