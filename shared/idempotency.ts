@@ -208,9 +208,7 @@ export function idempotencyClaim(c: Context): IdempotencyClaim {
  * The middleware (see the module's summary). Throws at start-up on a bad option; per request it
  * throws the 400/409/422 errors above, or DatabaseUnavailable (503) when the database is down.
  */
-export function idempotency(
-  options: IdempotencyOptions,
-): MiddlewareHandler<{ Variables: IdempotencyVariables & RateLimitVariables }> {
+export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
   const opts = { ...options };
   if (!/^[a-z0-9_-]+$/.test(opts.scope)) throw new Error(`Scope is not a token: ${opts.scope}`);
   for (const name of ["ttlSeconds", "lockSeconds"] as const) {
@@ -241,26 +239,17 @@ export function idempotency(
     const claimArgs = [scope, owner, key, fingerprint, lease].map(literal).join(", ") +
       `, ${lockMs}, ${opts.ttlSeconds}`;
     // A rate-limit hit left by rateLimit({ withClaim }) is counted in the same statement.
-    const hit = c.var.rateLimitHit;
+    const hit: RateLimitVariables["rateLimitHit"] = c.var.rateLimitHit;
     const counting = hit && !hit.counted ? hit : undefined;
     const [row] = await db.query((sql) =>
       sql.unsafe<ClaimRow[]>(
         counting
-          ? `select * from internal.idempotency_claim_limited(${
-            counting.limiter.hitArguments(counting.key)
-          }, ${claimArgs})`
+          ? `select * from internal.idempotency_claim_limited(${counting.sqlArguments()}, ${claimArgs})`
           : `select * from internal.idempotency_claim(${claimArgs})`,
       )
     );
-    if (counting) {
-      counting.counted = true;
-      const decision = counting.limiter.settle(counting.key, {
-        allowed: row.allowed!,
-        remaining: row.remaining!,
-        reset_ms: row.reset_ms!,
-      });
-      counting.limiter.apply(c, decision); // throws 429 when limited (nothing was claimed)
-    }
+    // Over quota: 429 with the fields (nothing was claimed).
+    counting?.settle({ allowed: row.allowed!, remaining: row.remaining!, reset_ms: row.reset_ms! });
     maybePurge();
     switch (row.outcome) {
       case "mismatch":
@@ -324,7 +313,7 @@ export function idempotency(
         return result;
       },
     };
-    c.set(VARIABLE, claim);
+    c.set(VARIABLE satisfies keyof IdempotencyVariables, claim);
     await next();
     // A handler that threw (its transaction rolled back, whatever it called) or forgot to settle
     // hands the key to the next retry. Conditional on the lease: a no-op once completed.

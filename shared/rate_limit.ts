@@ -158,32 +158,67 @@ export interface RateLimitOptions extends RateLimitPolicy {
   /** The key to count under; `undefined` skips this policy for the request. */
   key: (c: Context) => string | undefined | Promise<string | undefined>;
   /**
-   * Count the hit in the same statement as the route's idempotency claim (one round trip for
-   * both; `idempotency()` takes it from `c.var.rateLimitHit`). A request that fails before the
-   * claim (validation) is counted on its own afterwards, and answered 429 if over quota, so every
+   * Count the hit in the route's next statement instead of its own (one round trip for both):
+   * the guard leaves a DeferredHit in `c.var.rateLimitHit`, which `idempotency()` counts with its
+   * claim (and QuoteService with its cache read). A request that fails before it is counted
+   * (bad input) is counted on its own afterwards, and answered 429 if over quota, so every
    * request counts and carries the fields as before. Default false.
    */
   withClaim?: boolean;
   now?: () => number;
 }
 
-/** A hit left for the idempotency claim to count (`withClaim`). */
-export interface PendingHit {
-  limiter: RateLimiter;
-  key: string;
-  /** Set by whoever counted it. */
-  counted: boolean;
+/** What `internal.rate_limit_hit` answers. */
+export interface HitRow {
+  allowed: boolean;
+  remaining: number;
+  reset_ms: number;
 }
 
-/** The variable `rateLimit({ withClaim: true })` sets for `idempotency()`. */
+/** A hit left for the route's next statement to count (`withClaim`). */
+export class DeferredHit {
+  #counted = false;
+
+  constructor(
+    readonly limiter: RateLimiter,
+    readonly key: string,
+    readonly c: Context,
+  ) {}
+
+  /** Whether it was counted (by a statement, or on its own). */
+  get counted(): boolean {
+    return this.#counted;
+  }
+
+  /** The arguments of `internal.rate_limit_hit(…)` for this hit, as SQL literals. */
+  sqlArguments(): string {
+    return this.limiter.hitArguments(this.key);
+  }
+
+  /**
+   * Takes the database's answer: RateLimit fields on the response, counters. Throws 429 when the
+   * key is over quota (the statement must then have done nothing else).
+   */
+  settle(row: HitRow): void {
+    this.#counted = true;
+    this.limiter.apply(this.c, this.limiter.settle(this.key, row));
+  }
+
+  /** Counts it on its own (one round trip), when no statement of the route is left to carry it. */
+  async countAlone(): Promise<void> {
+    if (this.#counted) return;
+    this.#counted = true;
+    this.limiter.apply(this.c, await this.limiter.hit(this.key));
+  }
+}
+
+/** The variable `rateLimit({ withClaim: true })` sets. */
 export interface RateLimitVariables {
-  rateLimitHit?: PendingHit;
+  rateLimitHit?: DeferredHit;
 }
 
 /** The middleware: headers on every response, `429 RATE_LIMITED` when the key is over quota. */
-export function rateLimit(
-  opts: RateLimitOptions,
-): MiddlewareHandler<{ Variables: RateLimitVariables }> {
+export function rateLimit(opts: RateLimitOptions): MiddlewareHandler {
   const limiter = new RateLimiter(opts.db, opts, opts.now);
   if (!opts.withClaim) {
     return async function rateLimitGuard(c, next) {
@@ -198,15 +233,15 @@ export function rateLimit(
     if (key === undefined) return next();
     const known = limiter.blocked(key);
     if (known) return limiter.apply(c, known);
-    const pending: PendingHit = { limiter, key, counted: false };
-    c.set("rateLimitHit", pending);
+    const pending = new DeferredHit(limiter, key, c);
+    c.set("rateLimitHit" satisfies keyof RateLimitVariables, pending);
     await next();
     if (pending.counted) return;
     if (!c.error) {
       // The route let a request through without counting it: a wiring bug, loud at once.
-      throw new Error("rateLimit({ withClaim }) needs idempotency() later in the chain");
+      throw new Error("rateLimit({ withClaim }) needs a statement that counts the hit");
     }
-    // Failed before the claim (bad input): counted now, and 429 when over quota.
-    limiter.apply(c, await limiter.hit(key));
+    // Failed before it was counted (bad input): counted now, and 429 when over quota.
+    await pending.countAlone();
   };
 }

@@ -5,7 +5,8 @@
  *
  * A cached value is a Quote, or `null` when the provider had no quote for the symbol (a negative
  * entry, kept for the same TTL so unknown symbols do not cost an upstream call each time).
- * Ages are computed with the database's clock, so instances with skewed clocks agree.
+ * Ages are computed with the database's clock, so instances with skewed clocks agree. Every method
+ * is one statement with its values as literals: one database round trip (shared/sql_literal.ts).
  *
  * @example
  * const memory = new MemoryQuoteCache(5000);
@@ -13,7 +14,14 @@
  * const rows = await store.read(["AAPL"], 900_000); // [{ symbol, quote, ageMs }]
  */
 import type { Database } from "../../shared/db.ts";
+import type { DeferredHit, HitRow } from "../../shared/rate_limit.ts";
+import { jsonLiteral, literal } from "../../shared/sql_literal.ts";
 import type { Quote } from "./provider.ts";
+
+/** A text[] literal of symbols (already validated against ^[A-Z][A-Z.]{0,9}$). */
+function symbolArray(symbols: readonly string[]): string {
+  return `array[${symbols.map(literal).join(", ")}]::text[]`;
+}
 
 export type Cached = Quote | null;
 
@@ -63,17 +71,40 @@ export class QuoteStore {
     this.#db = db;
   }
 
-  /** Cached rows of `symbols` younger than `maxAgeMs`. */
-  read(symbols: readonly string[], maxAgeMs: number): Promise<CachedRow[]> {
-    return this.#db.query(async (sql) => {
-      const rows = await sql<{ symbol: string; quote: Cached; age_ms: string }[]>`
-        select symbol, quote,
+  /**
+   * Cached rows of `symbols` younger than `maxAgeMs`. With `hit` (the route's deferred rate-limit
+   * hit), counts it in the same statement and settles it, reading nothing when it is denied
+   * (`hit.settle` then throws 429).
+   */
+  async read(
+    symbols: readonly string[],
+    maxAgeMs: number,
+    hit?: DeferredHit,
+  ): Promise<CachedRow[]> {
+    const cached = `select symbol, quote,
           floor(extract(epoch from (clock_timestamp() - fetched_at)) * 1000)::bigint as age_ms
         from internal.quote_cache
-        where symbol = any(${sql.array([...symbols])}::text[])
-          and fetched_at > clock_timestamp() - make_interval(secs => ${maxAgeMs / 1000})`;
-      return rows.map((r) => ({ symbol: r.symbol, quote: r.quote, ageMs: Number(r.age_ms) }));
-    });
+        where symbol = any(${symbolArray(symbols)})
+          and fetched_at > clock_timestamp() - make_interval(secs => ${literal(maxAgeMs / 1000)})`;
+    type Row = { symbol: string | null; quote: Cached; age_ms: string | null } & Partial<HitRow>;
+    const rows = await this.#db.query((sql) =>
+      sql.unsafe<Row[]>(
+        hit
+          ? `select h.allowed, h.remaining, h.reset_ms, c.symbol, c.quote, c.age_ms
+            from internal.rate_limit_hit(${hit.sqlArguments()}) h
+            left join lateral (${cached}) c on h.allowed`
+          : cached,
+      )
+    );
+    if (hit) {
+      const [h] = rows;
+      hit.settle({ allowed: h.allowed!, remaining: h.remaining!, reset_ms: h.reset_ms! });
+    }
+    return rows.filter((r) => r.symbol !== null).map((r) => ({
+      symbol: r.symbol!,
+      quote: r.quote,
+      ageMs: Number(r.age_ms),
+    }));
   }
 
   /**
@@ -87,10 +118,11 @@ export class QuoteStore {
     leaseMs: number,
   ): Promise<{ claimed: string[]; pausedMs: number }> {
     const rows = await this.#db.query((sql) =>
-      sql<{ claimed: string | null; paused_ms: number | null }[]>`
-        select claimed, paused_ms from internal.quote_refresh_claim(
-          ${sql.array([...symbols].sort())}::text[], ${owner}::uuid, ${Math.floor(freshMs)}::int,
-          ${Math.ceil(leaseMs)}::int)`
+      sql.unsafe<{ claimed: string | null; paused_ms: number | null }[]>(
+        `select claimed, paused_ms from internal.quote_refresh_claim(
+          ${symbolArray([...symbols].sort())}, ${literal(owner)}::uuid, ${Math.floor(freshMs)}::int,
+          ${Math.ceil(leaseMs)}::int)`,
+      )
     );
     const paused = rows.find((r) => r.paused_ms !== null);
     if (paused) return { claimed: [], pausedMs: paused.paused_ms! };
@@ -100,34 +132,36 @@ export class QuoteStore {
   /** Stores what a refresh got (null for symbols the provider has no quote for) and frees the leases. */
   save(results: Map<string, Cached>, owner: string): Promise<void> {
     const entries = Object.fromEntries(results);
-    return this.#db.transaction(async (tx) => {
-      await tx`
-        insert into internal.quote_cache (symbol, quote, fetched_at)
-        select key, value, clock_timestamp() from jsonb_each((${
-        JSON.stringify(entries)
-      }::text)::jsonb)
-        order by key
-        on conflict (symbol) do update set quote = excluded.quote, fetched_at = excluded.fetched_at`;
-      await tx`delete from internal.quote_refresh_leases
-        where symbol = any(${tx.array([...results.keys()])}::text[]) and owner = ${owner}::uuid`;
+    // One statement (one transaction): the cache rows, then the leases freed.
+    return this.#db.query(async (sql) => {
+      await sql.unsafe(`
+        with saved as (
+          insert into internal.quote_cache (symbol, quote, fetched_at)
+          select key, value, clock_timestamp() from jsonb_each(${jsonLiteral(entries)})
+          order by key
+          on conflict (symbol) do update set quote = excluded.quote, fetched_at = excluded.fetched_at
+          returning symbol
+        )
+        delete from internal.quote_refresh_leases
+        where symbol in (select symbol from saved) and owner = ${literal(owner)}::uuid`);
     });
   }
 
   /** Frees leases after a failed refresh, so waiting instances stop waiting. */
   release(symbols: readonly string[], owner: string): Promise<void> {
     return this.#db.query(async (sql) => {
-      await sql`delete from internal.quote_refresh_leases
-        where symbol = any(${sql.array([...symbols])}::text[]) and owner = ${owner}::uuid`;
+      await sql.unsafe(`delete from internal.quote_refresh_leases
+        where symbol = any(${symbolArray(symbols)}) and owner = ${literal(owner)}::uuid`);
     });
   }
 
   /** Records the provider's rate-limit pause for every instance (a longer one wins). */
   pause(ms: number): Promise<void> {
     return this.#db.query(async (sql) => {
-      await sql`insert into internal.provider_pauses (provider, paused_until)
-        values ('market-data', clock_timestamp() + make_interval(secs => ${ms / 1000}))
+      await sql.unsafe(`insert into internal.provider_pauses (provider, paused_until)
+        values ('market-data', clock_timestamp() + make_interval(secs => ${literal(ms / 1000)}))
         on conflict (provider) do update
-          set paused_until = greatest(internal.provider_pauses.paused_until, excluded.paused_until)`;
+          set paused_until = greatest(internal.provider_pauses.paused_until, excluded.paused_until)`);
     });
   }
 
@@ -137,15 +171,17 @@ export class QuoteStore {
    */
   async poll(symbols: readonly string[], freshMs: number) {
     const rows = await this.#db.query((sql) =>
-      sql<{ symbol: string; quote: Cached | undefined; age_ms: string | null; leased: boolean }[]>`
+      sql.unsafe<
+        { symbol: string; quote: Cached | undefined; age_ms: string | null; leased: boolean }[]
+      >(`
         select s.sym as symbol, c.quote,
           floor(extract(epoch from (clock_timestamp() - c.fetched_at)) * 1000)::bigint as age_ms,
           l.symbol is not null as leased
-        from unnest(${sql.array([...symbols])}::text[]) as s(sym)
+        from unnest(${symbolArray(symbols)}) as s(sym)
         left join internal.quote_cache c on c.symbol = s.sym
-          and c.fetched_at > clock_timestamp() - make_interval(secs => ${freshMs / 1000})
+          and c.fetched_at > clock_timestamp() - make_interval(secs => ${literal(freshMs / 1000)})
         left join internal.quote_refresh_leases l on l.symbol = s.sym
-          and l.leased_until > clock_timestamp()`
+          and l.leased_until > clock_timestamp()`)
     );
     return rows.map((r) => ({
       symbol: r.symbol,

@@ -28,6 +28,7 @@ import type { Breaker } from "../../shared/circuit_breaker.ts";
 import { CircuitOpen, UpstreamUnavailable } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { ProviderRateLimited, type Quote, type QuoteProvider } from "./provider.ts";
+import type { DeferredHit } from "../../shared/rate_limit.ts";
 import type { Cached, CachedRow, MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
 
 /** A quote as answered, with where it came from and how old it is. */
@@ -97,6 +98,7 @@ export class QuoteService {
    */
   async get(
     symbols: readonly string[],
+    hit?: DeferredHit,
   ): Promise<{ quotes: Record<string, ServedQuote>; notFound: string[] }> {
     const { memory, store, ttlMs, maxStaleMs } = this.#o;
     const now = this.#o.now();
@@ -119,10 +121,14 @@ export class QuoteService {
       if (hit && now - hit.fetchedAtMs < ttlMs) put(s, hit.quote, false, now - hit.fetchedAtMs);
     }
     let missing = symbols.filter((s) => !served.has(s));
-    if (missing.length === 0) return { quotes, notFound };
+    if (missing.length === 0) {
+      await hit?.countAlone(); // the route's rate-limit hit, its only database call
+      return { quotes, notFound };
+    }
 
     const stale = new Map<string, CachedRow>();
-    for (const row of await store.read(missing, maxStaleMs)) {
+    // The route's rate-limit hit (if left for us) is counted in the same statement as the read.
+    for (const row of await store.read(missing, maxStaleMs, hit)) {
       if (row.ageMs < ttlMs) {
         memory.set(row.symbol, row.quote, now - row.ageMs);
         put(row.symbol, row.quote, false, row.ageMs);
