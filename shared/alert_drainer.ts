@@ -157,7 +157,7 @@ export class AlertDrainer {
           report.stopped = "webhook_unusable";
           break;
         }
-        if (permit.waitMs >= this.#deadlineLeft(deadline)) {
+        if (permit.waitMs >= deadline - this.#now()) {
           report.stopped = "budget";
           break;
         }
@@ -258,10 +258,6 @@ export class AlertDrainer {
     report.remaining = (await queue.stats()).queued;
     report.durationMs = this.#now() - started;
     return report;
-  }
-
-  #deadlineLeft(deadline: number): number {
-    return deadline - this.#now();
   }
 
   /**

@@ -9,7 +9,9 @@
  * `429` carries `{"message", "retry_after" (seconds), "global"}` (and `X-RateLimit-Global`,
  * `Retry-After`); a global one pauses every send. Discord asks clients not to hard-code limits
  * but to follow the headers, which is what this does; sends are serialized per client, so two
- * callers in one instance never race for the last slot of a bucket.
+ * callers in one instance never race for the last slot of a bucket. Each answer's bucket state
+ * is also returned (`rateLimit`), so the drainer can share it with every other instance
+ * (shared/discord_webhook_state.ts).
  *
  * @example
  * const discord = new DiscordClient({ webhookUrl, timeoutMs: 5_000 });

@@ -3,9 +3,12 @@
  * enters the database fail-safe or a circuit breaker opens. The queue lives in the database
  * that may be down, so these go straight to DISCORD_WEBHOOK_URL, at most once per kind per
  * ALERT_DIRECT_COOLDOWN_SECONDS per instance (an outage trips every request; operators need one
- * message). Each is recorded in `internal.alerts` (`recordDirect`) once the database is reachable: as sent when
- * the direct send worked (so it is never sent twice), else as queued, so the queue delivers it
- * when Discord is back. Nothing here ever throws: it runs in the background of whatever failed.
+ * message). Each is recorded in `internal.alerts` (`recordDirect`) once the database is
+ * reachable: as sent when the direct send worked (so it is never sent twice), else as queued,
+ * so the queue delivers it when Discord is back. Nothing here ever throws: it runs in the background of whatever failed.
+ * A direct send does not take from the fleet's shared bucket (shared/discord_webhook_state.ts):
+ * the database that holds it may be what is down; these are at most one per kind per cooldown
+ * per instance, and the client still follows the headers and `retry_after` it sees.
  *
  * @example
  * const direct = operatorAlerts({ env, limits, log, fetch, db: () => platform.db, background });
