@@ -100,7 +100,7 @@ const discordAlert = defineFunction({
       now: ctx.now,
     });
     const serviceOnly: MiddlewareHandler = requireJwt({
-      secret: ctx.config.SUPABASE_JWT_SECRET,
+      tokens: ctx.tokens,
       role: "service_role",
     });
 
