@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { startSupabaseAuthSimulator } from "../../local/sandbox/supabase_auth.ts";
 import { freshDatabase } from "../support/db.ts";
-import { FRONTEND, JWT_SECRET, testEnv, userToken } from "../support/env.ts";
+import { FRONTEND, testEnv, userToken } from "../support/env.ts";
 import { startTestServer } from "../support/server.ts";
 
 const ANON_KEY = "test-anon-key-0123456789abcdef";
@@ -32,7 +32,6 @@ async function withAuth(
   ) => Promise<void>,
 ) {
   const sim = await startSupabaseAuthSimulator({
-    jwtSecret: JWT_SECRET,
     anonKey: ANON_KEY,
     users: [USER],
   });

@@ -3,17 +3,26 @@
  * simulated Supabase Auth (GoTrue) on loopback: uniform 401s, per-email and per-IP limits across
  * instances, upstream failure, and sessions that never cross between users.
  */
-import { verify } from "hono/jwt";
 import { assert, assertEquals, assertMatch, assertNotEquals } from "@std/assert";
 import {
   startSupabaseAuthSimulator,
   type SupabaseAuthSimulator,
 } from "../../local/sandbox/supabase_auth.ts";
+import { loadSigningKey } from "../../local/sandbox/signing_key.ts";
 import { freshDatabase, onServer } from "../support/db.ts";
-import { FRONTEND, JWT_SECRET, testEnv } from "../support/env.ts";
+import { FRONTEND, testEnv } from "../support/env.ts";
 import { spawnServer, startTestServer, type TestServer } from "../support/server.ts";
 
 const ANON_KEY = "test-anon-key-0123456789abcdef";
+/** The simulated project's signing key (ES256, as hosted Supabase signs user tokens). */
+const SIGNING_KEY = await loadSigningKey();
+
+/** The `sub` of an access token, after checking the project's key signed it. */
+async function subjectOf(accessToken: string): Promise<unknown> {
+  const claims = await SIGNING_KEY.verify(accessToken);
+  assert(claims, "the access token is signed by the project's key");
+  return claims.sub;
+}
 const USERS = [
   {
     id: "00000000-0000-4000-8000-00000000000a",
@@ -53,7 +62,7 @@ async function withServer(
   fn: (server: TestServer, sim: SupabaseAuthSimulator) => Promise<void>,
 ) {
   const sim = await startSupabaseAuthSimulator({
-    jwtSecret: JWT_SECRET,
+    signingKey: SIGNING_KEY,
     anonKey: ANON_KEY,
     users: USERS,
   });
@@ -75,8 +84,7 @@ Deno.test("auth: login returns the session Supabase Auth issued for that user", 
     assertEquals(res.status, 200);
     assertEquals(res.headers.get("cache-control"), "no-store");
     assertEquals(res.headers.get("access-control-allow-origin"), FRONTEND);
-    const claims = await verify(body.access_token, JWT_SECRET, "HS256");
-    assertEquals(claims.sub, USERS[0].id);
+    assertEquals(await subjectOf(body.access_token), USERS[0].id);
     assertEquals(body.user, { id: USERS[0].id, email: USERS[0].email });
     assert(typeof body.refresh_token === "string" && body.refresh_token.length > 0);
   });
@@ -201,7 +209,7 @@ Deno.test("auth: concurrent logins and refreshes of different users each get the
     ));
     for (const [i, s] of refreshed.entries()) {
       assertEquals(s.user.id, USERS[i % 2].id);
-      assertEquals((await verify(s.access_token, JWT_SECRET, "HS256")).sub, USERS[i % 2].id);
+      assertEquals(await subjectOf(s.access_token), USERS[i % 2].id);
       assertNotEquals(s.refresh_token, sessions[i].body.refresh_token);
     }
   });
@@ -329,7 +337,7 @@ Deno.test(
   onServer,
   async () => {
     const sim = await startSupabaseAuthSimulator({
-      jwtSecret: JWT_SECRET,
+      signingKey: SIGNING_KEY,
       anonKey: ANON_KEY,
       users: USERS,
     });
@@ -372,7 +380,7 @@ Deno.test(
   onServer,
   async () => {
     const sim = await startSupabaseAuthSimulator({
-      jwtSecret: JWT_SECRET,
+      signingKey: SIGNING_KEY,
       anonKey: ANON_KEY,
       users: USERS,
     });

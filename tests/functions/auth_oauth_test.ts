@@ -14,7 +14,7 @@ import { startSupabaseAuthSimulator } from "../../local/sandbox/supabase_auth.ts
 import { decryptToken, importTokenKey, tokenContext } from "../../functions/auth/token_crypto.ts";
 import { b64url, fromB64url } from "../../functions/auth/oauth_state.ts";
 import { freshDatabase } from "../support/db.ts";
-import { FRONTEND, JWT_SECRET, testEnv, userToken } from "../support/env.ts";
+import { FRONTEND, testEnv, userToken } from "../support/env.ts";
 import { startTestServer, type TestServer } from "../support/server.ts";
 
 const KEY = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
@@ -53,7 +53,6 @@ async function withOAuth(fn: (ctx: Ctx) => Promise<void>, extra: Record<string, 
     redirectUri: REDIRECT,
   });
   const auth = await startSupabaseAuthSimulator({
-    jwtSecret: JWT_SECRET,
     anonKey: "test-anon-key-0123456789abcdef",
     users: [],
   });
