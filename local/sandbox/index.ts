@@ -104,7 +104,7 @@ export interface SandboxOptions {
   keyDir?: string;
   /** Allowed origins; default the Vite dev server's. */
   frontendUrl?: string;
-  /** The port the functions are served on (for the OAuth redirect URL). */
+  /** The port the functions are served on (unused: the OAuth redirect is a frontend page). */
   port?: number;
   /** `SUPABASE_URL` (the local server's own URL, where it mounts Auth); default the simulator's. */
   supabaseUrl?: string;
@@ -175,9 +175,9 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     BROKER_OAUTH_CLIENT_SECRET: oauthClient.clientSecret,
     BROKER_OAUTH_AUTHORIZE_URL: simulators.oauth.authorizeUrl,
     BROKER_OAUTH_TOKEN_URL: simulators.oauth.tokenUrl,
-    BROKER_OAUTH_REDIRECT_URL: `http://127.0.0.1:${
-      opts.port ?? 54321
-    }/functions/v1/auth/oauth/callback`,
+    // A page of the frontend (the first allowed origin): it posts {code, state} with the user's
+    // JWT to POST auth/oauth/callback, so only the user who started the flow completes it.
+    BROKER_OAUTH_REDIRECT_URL: `${env.FRONTEND_URL.split(",")[0].trim()}/broker/callback`,
     MARKET_DATA_API_URL: simulators.quotes.url,
     DISCORD_WEBHOOK_URL: simulators.discord.url,
     ALERT_FALLBACK_WEBHOOK_URL: simulators.fallback.url,
