@@ -16,6 +16,7 @@ import {
   type Target,
 } from "./load.ts";
 import { BASELINE_READY, memoryOf, spawnProcess } from "./scenarios.ts";
+import { pgbenchScript, sqlTexts } from "./platform.ts";
 import { parseArgs } from "./run.ts";
 
 function assertSaneShape(step: StepResult) {
@@ -203,4 +204,34 @@ Deno.test("the bench's flags are parsed and a bad one is refused", () => {
     }
     assert(threw, bad.join(" "));
   }
+});
+
+Deno.test("--no-platform skips the far-database table and the ratios", () => {
+  assertEquals(parseArgs([]).platform, true);
+  assertEquals(parseArgs(["--no-platform"]).platform, false);
+});
+
+Deno.test("the pgbench script is the wire's SQL with per-request values as variables", () => {
+  const enc = new TextEncoder();
+  const message = (type: string, body: Uint8Array) => {
+    const out = new Uint8Array(5 + body.length);
+    out[0] = type.charCodeAt(0);
+    new DataView(out.buffer).setUint32(1, body.length + 4);
+    out.set(body, 5);
+    return out;
+  };
+  const user = "6f1c1a3e-0000-4000-8000-000000000001";
+  const key = "0b9d1a3e-1111-4000-8000-000000000002";
+  const parse = message("P", enc.encode(`\0select claim(E'${user}', E'${key}')\0\0\0`));
+  const query = message(
+    "Q",
+    enc.encode(`begin; select apply(E'evt_${"a".repeat(24)}', E'cs_test_${"b".repeat(24)}')\0`),
+  );
+  const texts = sqlTexts([new Uint8Array([...parse, ...message("S", new Uint8Array())]), query]);
+  assertEquals(texts.length, 2);
+  const script = pgbenchScript(texts, user);
+  assert(script.includes("E'00000000-0000-4000-8000-:user'"), script);
+  assert(script.includes("E'00000000-0000-4000-9000-:r1'"), script);
+  assert(script.includes("begin \\; select apply(E'evt_:r2', E'cs_test_:r3');"), script);
+  assert(!script.includes(key) && !script.includes("a".repeat(24)), script);
 });

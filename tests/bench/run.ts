@@ -11,6 +11,7 @@
  * added when a target is read against it), `--soak seconds` (one scenario at 1,000 requests/s,
  * RSS sampled every 10 s; writes soak.json and soak.svg), `--generators n` (generator
  * processes, default 1), `--connections n` (per generator, default 128), `--no-cold-start`,
+ * `--no-platform` (skip the far-database table and the pgbench ratios of tests/bench/platform.ts),
  * `--cpu-prof dir` (a V8 CPU profile of each app server, `<dir>/<scenario>.cpuprofile`).
  *
  * Database: `TEST_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/test) names the
@@ -26,6 +27,7 @@ import { signToken } from "../../local/sandbox/index.ts";
 import { FRONTEND, JWT_SECRET, userToken } from "../support/env.ts";
 import { denoRun } from "../support/process.ts";
 import { barChart, soakChart } from "./chart.ts";
+import { platformMarkdown, runPlatform } from "./platform.ts";
 import {
   GeneratorProcess,
   HttpConnection,
@@ -65,13 +67,21 @@ export interface BenchOptions {
   generators: number;
   connections: number;
   coldStart: boolean;
+  /** The far-database table and the pgbench ratios (tests/bench/platform.ts). Default true. */
+  platform: boolean;
   /** Write a V8 CPU profile of each app server into this folder (for finding bottlenecks). */
   cpuProfDir?: string;
 }
 
 /** Parses the command line; throws naming a bad flag. */
 export function parseArgs(args: string[]): BenchOptions {
-  const opts: BenchOptions = { quick: false, generators: 1, connections: 128, coldStart: true };
+  const opts: BenchOptions = {
+    quick: false,
+    generators: 1,
+    connections: 128,
+    coldStart: true,
+    platform: true,
+  };
   const int = (flag: string, v: string | undefined, max: number) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1 || n > max) {
@@ -83,13 +93,14 @@ export function parseArgs(args: string[]): BenchOptions {
     const a = args[i];
     if (a === "--quick") opts.quick = true;
     else if (a === "--no-cold-start") opts.coldStart = false;
+    else if (a === "--no-platform") opts.platform = false;
     else if (a === "--cpu-prof") opts.cpuProfDir = args[++i] ?? "";
     else if (a === "--scenario") opts.scenarios = (args[++i] ?? "").split(",").filter(Boolean);
     else if (a === "--soak") opts.soakSeconds = int(a, args[++i], 3600);
     else if (a === "--generators") opts.generators = int(a, args[++i], 8);
     else if (a === "--connections") opts.connections = int(a, args[++i], 1024);
     else {throw new Error(
-        `Unknown flag ${a} (--quick, --scenario name, --soak seconds, --generators n, --connections n, --no-cold-start, --cpu-prof dir)`,
+        `Unknown flag ${a} (--quick, --scenario name, --soak seconds, --generators n, --connections n, --no-cold-start, --no-platform, --cpu-prof dir)`,
       );}
   }
   for (const name of opts.scenarios ?? []) {
@@ -868,6 +879,14 @@ async function main(opts: BenchOptions) {
     }
     const cold = opts.coldStart ? await measureColdStarts(ctx) : null;
     const targets = evaluateTargets(reports, cold);
+    // The platform's story: round trips and latency with the database 5 ms away, and the write
+    // paths against pgbench running their own SQL (tests/bench/platform.ts).
+    const platform = opts.platform
+      ? await runPlatform({ quick: opts.quick, log }).catch((err) => {
+        log(`platform: skipped (${err instanceof Error ? err.message : err})`);
+        return null;
+      })
+      : null;
     const result = {
       version: 1,
       runId,
@@ -897,6 +916,7 @@ async function main(opts: BenchOptions) {
       scenarios: reports,
       coldStarts: cold,
       targets,
+      platform,
     };
     // Only a full run of every scenario replaces the committed figures.
     const stem = opts.quick || opts.scenarios ? "partial" : "latest";
@@ -924,6 +944,7 @@ async function main(opts: BenchOptions) {
       ),
     );
     log("\n" + markdown(reports, cold, targets));
+    if (platform) log("\n" + platformMarkdown(platform));
     log(`\nWrote tests/bench/results/${stem}.json and ${stem}.svg`);
   } finally {
     await sandbox.close();

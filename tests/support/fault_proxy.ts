@@ -30,6 +30,10 @@ export interface FaultProxy {
   /** Round trips since the start or the last reset (see the module's summary). */
   readonly roundTrips: number;
   resetRoundTrips(): void;
+  /** Starts keeping a copy of what clients send (what `sent()` returns), dropping the last. */
+  record(): void;
+  /** What clients sent since `record()`, in order (each connection's bytes contiguous per read). */
+  sent(): Uint8Array[];
   close(): Promise<void>;
 }
 
@@ -41,6 +45,7 @@ export function startFaultProxy(
   let mode = { kind: "pass" } as Mode;
   let latencyMs = 0;
   let roundTrips = 0;
+  let recording: Uint8Array[] | undefined;
   const open = new Set<Deno.Conn>();
   const tasks = new Set<Promise<void>>();
 
@@ -65,6 +70,7 @@ export function startFaultProxy(
         const n = await from.read(buf);
         if (n === null) break;
         if (side === "client" && turn.last !== "client") roundTrips++;
+        if (side === "client") recording?.push(buf.slice(0, n));
         turn.last = side;
         while (mode.kind === "stall") await new Promise((r) => setTimeout(r, 20));
         if (mode.kind === "cut") break;
@@ -152,6 +158,12 @@ export function startFaultProxy(
     },
     resetRoundTrips() {
       roundTrips = 0;
+    },
+    record() {
+      recording = [];
+    },
+    sent() {
+      return [...(recording ?? [])];
     },
     async close() {
       mode = { kind: "cut" };
