@@ -13,7 +13,9 @@ import {
 import { startSupabaseAuthSimulator } from "../../local/sandbox/supabase_auth.ts";
 import { decryptToken, importTokenKey, tokenContext } from "../../functions/auth/token_crypto.ts";
 import { b64url, fromB64url } from "../../functions/auth/oauth_state.ts";
-import { freshDatabase } from "../support/db.ts";
+import postgres from "postgres";
+import { freshDatabase, onServer } from "../support/db.ts";
+import { type FaultProxy, startFaultProxy } from "../support/fault_proxy.ts";
 import { FRONTEND, testEnv, userToken } from "../support/env.ts";
 import { startTestServer, type TestServer } from "../support/server.ts";
 
@@ -39,6 +41,10 @@ interface Answer {
 interface Ctx {
   server: TestServer;
   sim: BrokerOAuthSimulator;
+  /** Between the server and its database (`withOAuth(fn, env, { proxied: true })`). */
+  proxy?: FaultProxy;
+  /** The database's own URL, not through the proxy. */
+  dbUrl: string;
   /** Starts the flow as `user` and lets the broker approve: what it hands the frontend. */
   approve(user: string): Promise<Grant>;
   /** The frontend posting the grant, with `user`'s JWT (none when `user` is null). */
@@ -46,7 +52,11 @@ interface Ctx {
   stored(): Promise<{ connections: number; tokens: number }>;
 }
 
-async function withOAuth(fn: (ctx: Ctx) => Promise<void>, extra: Record<string, string> = {}) {
+async function withOAuth(
+  fn: (ctx: Ctx) => Promise<void>,
+  extra: Record<string, string> = {},
+  opts: { proxied?: boolean } = {},
+) {
   const sim = await startBrokerOAuthSimulator({
     clientId: "client-1",
     clientSecret: "client-secret-1",
@@ -57,8 +67,12 @@ async function withOAuth(fn: (ctx: Ctx) => Promise<void>, extra: Record<string, 
     users: [],
   });
   const db = await freshDatabase();
+  const target = new URL(db.url);
+  const proxy = opts.proxied
+    ? await startFaultProxy({ hostname: target.hostname, port: Number(target.port) })
+    : undefined;
   const servers: TestServer[] = [];
-  const env = testEnv(db.url, {
+  const env = testEnv(proxy ? proxy.url(db.url) : db.url, {
     SUPABASE_URL: auth.url,
     SUPABASE_ANON_KEY: "test-anon-key-0123456789abcdef",
     BROKER_OAUTH_CLIENT_ID: "client-1",
@@ -75,6 +89,8 @@ async function withOAuth(fn: (ctx: Ctx) => Promise<void>, extra: Record<string, 
     const ctx: Ctx = {
       server,
       sim,
+      proxy,
+      dbUrl: db.url,
       async approve(user) {
         const res = await server.call("auth/oauth/start", {
           headers: { authorization: `Bearer ${await userToken(user)}`, origin: FRONTEND },
@@ -116,6 +132,7 @@ async function withOAuth(fn: (ctx: Ctx) => Promise<void>, extra: Record<string, 
     await fn(ctx);
   } finally {
     for (const s of servers) await s.close();
+    await proxy?.close();
     await db.close();
     await auth.close();
     await sim.close();
@@ -310,3 +327,37 @@ Deno.test("auth oauth: a failed or refused code exchange leaves no half-connecti
     assertEquals(await stored(), { connections: 0, tokens: 0 });
   });
 });
+
+Deno.test(
+  "auth oauth: the database failing between the exchange and the store leaves nothing stored and the state unused",
+  onServer,
+  async () => {
+    await withOAuth(
+      async ({ sim, proxy, dbUrl, approve, callback }) => {
+        const grant = await approve(ALICE);
+        sim.delayMs = 1000;
+        const answer = callback(grant, ALICE);
+        // The exchange has reached the broker (the state was checked before it): now the
+        // database goes away before the connection can be stored.
+        while (sim.calls === 0) await new Promise((r) => setTimeout(r, 10));
+        proxy!.cut();
+        const failed = await answer;
+        assertEquals([failed.status, failed.code], [503, "DB_UNAVAILABLE"]);
+        assertMatch(failed.headers.get("retry-after") ?? "", /^\d+$/);
+        proxy!.heal();
+        const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
+        try {
+          const [row] = await sql`select
+          (select count(*)::int from public.broker_connections) as connections,
+          (select count(*)::int from internal.broker_tokens) as tokens,
+          (select count(*)::int from internal.oauth_states where consumed_at is not null) as used`;
+          assertEquals({ ...row }, { connections: 0, tokens: 0, used: 0 });
+        } finally {
+          await sql.end();
+        }
+      },
+      {},
+      { proxied: true },
+    );
+  },
+);
