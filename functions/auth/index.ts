@@ -79,7 +79,7 @@ const Env = BrowserEnv.extend({
     });
   }
   // Checked even when other variables are invalid, so the boot error names every problem.
-}, { when: () => true } as Parameters<z.ZodType["superRefine"]>[1]);
+}, { when: () => true });
 
 type Config = z.infer<typeof Env>;
 
