@@ -36,6 +36,7 @@
  *   });
  * }] });
  */
+import { createHash } from "node:crypto";
 import type { Context, MiddlewareHandler } from "hono";
 import type { Database, Tx } from "./db.ts";
 import { BadRequest, Conflict, retryAfterSeconds, Unprocessable } from "./errors.ts";
@@ -91,9 +92,11 @@ export async function requestFingerprint(
       canonical = canonicalJson(JSON.parse(body));
     } catch { /* not JSON: the exact bytes are the request */ }
   }
-  const data = new TextEncoder().encode(`${method.toUpperCase()}\n${path}\n${canonical}`);
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  // node:crypto's hash is synchronous: about 5 µs here against about 37 µs (and a trip through
+  // the thread pool, which showed as 12 % of an order's profile) for crypto.subtle.digest.
+  return await Promise.resolve(
+    createHash("sha256").update(`${method.toUpperCase()}\n${path}\n${canonical}`).digest("hex"),
+  );
 }
 
 /** `complete` or `release` found the key held by a later attempt (this one was taken over). */

@@ -18,6 +18,7 @@
  * const placer = new OrderPlacer({ broker, orders: new OrdersRepository(db), log });
  * const answer = await placer.place({ claim, order, userId, requestId });
  */
+import { createHash } from "node:crypto";
 import {
   CircuitOpen,
   errorParts,
@@ -47,11 +48,9 @@ export const PENDING = "pending_confirmation";
  * base64url sha-256 of user, key and the key's lifetime id, so every attempt with the key sends
  * the same id, and a key used again after it expired names a new order.
  */
-export async function clientOrderIdFor(userId: string, key: string, keyId: string) {
-  const data = new TextEncoder().encode(`${userId}\n${key}\n${keyId}`);
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
-  const b64 = btoa(String.fromCharCode(...digest));
-  return `bo-${b64.replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "")}`;
+export function clientOrderIdFor(userId: string, key: string, keyId: string): string {
+  // node:crypto's hash is synchronous and several times cheaper than crypto.subtle.digest.
+  return `bo-${createHash("sha256").update(`${userId}\n${key}\n${keyId}`).digest("base64url")}`;
 }
 
 export type Outcome =
@@ -163,7 +162,7 @@ export class OrderPlacer {
     requestId: string;
   }): Promise<Answer> {
     const { claim, order, userId } = v;
-    const clientOrderId = await clientOrderIdFor(userId, claim.key, claim.keyId);
+    const clientOrderId = clientOrderIdFor(userId, claim.key, claim.keyId);
     const outcome = await submit(this.#o.broker, claim.resuming, order, clientOrderId);
     const base = { userId, clientOrderId, order };
     const json = { "content-type": "application/json; charset=utf-8" };
