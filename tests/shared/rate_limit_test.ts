@@ -1,7 +1,8 @@
 import { Hono } from "hono";
 import { assert, assertEquals } from "@std/assert";
 import { Database } from "../../shared/db.ts";
-import { errorParts } from "../../shared/errors.ts";
+import { errorParts, HttpError } from "../../shared/errors.ts";
+import { idempotency } from "../../shared/idempotency.ts";
 import { parseLimits } from "../../shared/limits.ts";
 import { loadMigrations, migrate } from "../../local/migrate.ts";
 import { rateLimit, RateLimiter } from "../../shared/rate_limit.ts";
@@ -111,4 +112,61 @@ Deno.test("a very large quota keeps the stored state small", () =>
       sql`select cardinality(buckets)::int as n from internal.rate_limits where key = 'bulk:k'`
     );
     assert(row.n <= 60, `buckets stored: ${row.n}`);
+  }));
+
+Deno.test("rateLimit({ withClaim }) counts in the idempotency claim's statement, counts a request refused before the claim, and answers 429 past the quota", () =>
+  withDb(async (db) => {
+    const app = new Hono();
+    app.onError((err, c) => {
+      const { status, headers, body } = errorParts(err, "t");
+      return c.body(body, status as 400, headers);
+    });
+    let runs = 0;
+    app.post(
+      "/",
+      rateLimit({
+        db,
+        policy: "claimed",
+        quota: 3,
+        windowSeconds: 60,
+        key: (c) => c.req.header("x-user"),
+        withClaim: true,
+      }),
+      async function validBody(c, next) {
+        if ((await c.req.text()) === "bad") {
+          throw new HttpError(400, "VALIDATION_FAILED", "bad body");
+        }
+        await next();
+      },
+      idempotency({ db, scope: "t", owner: () => "o", ttlSeconds: 3600, lockSeconds: 30 }),
+      (c) => {
+        runs++;
+        return c.json({ ok: true }, 201);
+      },
+    );
+    const call = (body: string, key = crypto.randomUUID()) =>
+      app.fetch(
+        new Request("http://fn/", {
+          method: "POST",
+          headers: { "x-user": "a", "idempotency-key": key },
+          body,
+        }),
+      );
+    const first = await call("ok");
+    assertEquals(first.status, 201);
+    assertEquals(first.headers.get("ratelimit"), '"claimed";r=2;t=60');
+    const bad = await call("bad");
+    assertEquals(bad.status, 400, "a bad request is refused for what it is");
+    assertEquals(bad.headers.get("ratelimit"), '"claimed";r=1;t=60', "and still counted");
+    assertEquals((await call("ok")).status, 201);
+    const limited = await call("ok");
+    assertEquals(limited.status, 429);
+    assertEquals(limited.headers.get("ratelimit"), '"claimed";r=0;t=60');
+    const badOver = await call("bad");
+    assertEquals(badOver.status, 429, "past the quota even a bad request is 429, as before");
+    assertEquals(runs, 2);
+    const keys = await db.query((sql) =>
+      sql`select count(*)::int as n from internal.idempotency_keys`
+    );
+    assertEquals(keys[0].n, 2, "a limited request claims no key");
   }));
