@@ -25,8 +25,6 @@ export interface SimulatedUser {
 export interface SupabaseAuthSimulatorOptions {
   /** The project's signing key (ES256). Default a new one. */
   signingKey?: SigningKey;
-  /** Unused: tokens are ES256 (kept so older callers compile; see signingKey). */
-  jwtSecret?: string;
   /** The `apikey` callers must send (the project's anon key); `apiKeys` adds others. */
   anonKey: string;
   apiKeys?: string[];
