@@ -111,6 +111,13 @@ Deno.test({
       assertEquals(grouped.length, 1);
       assertMatch(grouped[0].content, /occurred 20 times/);
       assert(discord.rateLimited <= 1, `${discord.rateLimited} 429s from Discord`);
+      // Every alert is also a structured log line, on the instance that took it.
+      const logged = [...f.a.output, ...f.b.output]
+        .filter((line) => line.includes('"msg":"alert"'))
+        .map((line) => JSON.parse(line));
+      assertEquals(logged.length, 80);
+      assertEquals(logged.filter((l) => l.coalesced).length, 19);
+      assertEquals(logged.filter((l) => l.level === "error").length, 20, "critical → error");
       const rows = await f.stack.sql<{ state: string; n: number }[]>`
         select state, count(*)::int as n from internal.alerts group by state`;
       assertEquals(rows.map((r) => [r.state, r.n]), [["sent", 61]]);
