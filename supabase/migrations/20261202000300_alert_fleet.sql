@@ -164,6 +164,11 @@ begin
 end;
 $$;
 
+-- Only the functions call these (no API role has usage on `internal` either).
+revoke all on function internal.alert_webhook_acquire(text, integer, integer) from public;
+revoke all on function internal.alert_webhook_observe(text, text, text, integer, integer, integer,
+  integer, boolean, text, integer) from public;
+
 -- The fallback channel's cooldowns: one row per kind ('discord-unusable', 'discord-failing',
 -- 'critical:<key>'), claimed atomically so the fleet sends each kind at most once per cooldown.
 create table if not exists internal.alert_fallback_sends (
