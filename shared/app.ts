@@ -1,9 +1,20 @@
 /**
  * How a function is declared and booted. A function names the environment it needs and builds
  * its routes on a Hono app that already has the suite's standard stack: request id, access log,
- * strict CORS for browser-facing functions, the one error boundary and a JSON `404`. A function
- * whose configuration is invalid boots into a handler that answers `503 BOOT_ERROR`. Past
- * `MAX_IN_FLIGHT_REQUESTS` concurrent requests an instance sheds load with `503 OVERLOADED`.
+ * strict CORS for browser-facing functions, the body read under its deadline, load shedding, the
+ * one error boundary and a JSON `404`. A function whose configuration is invalid boots into a
+ * handler that answers `503 BOOT_ERROR`. Past `MAX_IN_FLIGHT_REQUESTS` concurrent requests an
+ * instance sheds load with `503 OVERLOADED`.
+ *
+ * **The one guard order**, after that stack, for every route of every function:
+ * 1. the caller: `requireJwt` (user or service role), or a webhook's signature;
+ * 2. rate limits keyed by the caller or the client IP (they cost one statement, never a body);
+ * 3. `contentType`, then `bodyLimit`;
+ * 4. validation of the body or query into a typed variable (`c.var.<name>`);
+ * 5. rate limits keyed by what the body names (login's per-email limit);
+ * 6. idempotency;
+ * 7. the handler.
+ * Cheap refusals come first, so a request refused by an earlier guard costs nothing later.
  *
  * @example
  * export default defineFunction({
