@@ -1,105 +1,47 @@
 /**
  * The database: a bounded postgres.js pool (works through Supabase's transaction pooler: no
- * prepared statements, no session state), transient-error retries, and a per-instance recovery
- * gate that fails fast while the database is unreachable and reopens after the first good probe.
+ * prepared statements, no session state) behind admission control, per-call deadlines,
+ * transient-error retries and a per-instance recovery gate.
  *
- * The gate is written here rather than taken from opossum: it must recycle the pool, run exactly
- * one probe at a time on a jittered, growing schedule and expose its next probe time, none of
- * which a generic breaker does.
+ * Each policy lives in its own module and is composed here: `db_errors.ts` says which failures
+ * are which, `retry.ts` re-runs transient ones, `semaphore.ts` admits one call per connection,
+ * `recovery_gate.ts` fails fast through an outage and probes until the database is back, and
+ * `driver_guard.ts` survives postgres.js's stray signals when a pool is recycled.
  *
  * @example
- * const db = new Database({ url, limits });
- * const id = await db.transaction(async (tx) => (await tx`insert into t default values returning id`)[0].id);
+ * ```ts
+ * import { Database } from "./db.ts";
+ * import { parseLimits } from "./limits.ts";
+ *
+ * const db = new Database({ url: "postgres://postgres@127.0.0.1:5432/postgres", limits: parseLimits({}) });
+ * await db.start();
+ * const id = await db.transaction(async (tx) =>
+ *   (await tx`insert into t default values returning id`)[0].id
+ * );
+ * await db.close();
+ * ```
+ *
+ * @module
  */
 import postgres from "postgres";
-import { DatabaseBusy, DatabaseUnavailable, SchemaOutdated } from "./errors.ts";
+import { classifyDbError, isTransientDbError } from "./db_errors.ts";
+import { DatabaseBusy, SchemaOutdated } from "./errors.ts";
 import type { Limits } from "./limits.ts";
+import { type GateState, RecoveryGate } from "./recovery_gate.ts";
+import { retry, type RetryPolicy } from "./retry.ts";
+import { Semaphore } from "./semaphore.ts";
+
+export { classifyDbError, type DbErrorKind } from "./db_errors.ts";
+export { guardDriverBugs, isDriverSignal } from "./driver_guard.ts";
+export type { GateState, GateStatus } from "./recovery_gate.ts";
 
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
 
-/** SQLSTATEs worth re-running the whole transaction for. */
-const TRANSIENT = new Set(["40P01", "40001", "53300", "55P03"]);
-/** postgres.js and socket error codes that mean the connection itself failed. */
-const CONNECTION_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ETIMEDOUT",
-  "EPIPE",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENOTFOUND",
-  "CONNECT_TIMEOUT",
-  "CONNECTION_CLOSED",
-  "CONNECTION_ENDED",
-  "CONNECTION_DESTROYED",
-  "QUERY_DEADLINE",
-]);
-
-/**
- * Keeps the process alive through two known postgres.js 3.4.9 bugs, and only those: after a
- * committed `sql.begin()` its `connection.onclose = reject` stays set, so ending the pool (as the
- * recovery gate does) rejects an already-settled promise with CONNECTION_DESTROYED/CLOSED
- * (porsager/postgres#1201); and `nextWrite()` can throw on a socket already closed
- * (porsager/postgres#1133, #1208). Both are stray signals about connections the gate has already
- * given up on; every caller's own promise was settled with the real outcome. Anything else still
- * surfaces as usual. The listeners are installed once per process; each caller is told of what was
- * swallowed until it calls the returned function.
- */
-export function guardDriverBugs(onSwallowed: (err: unknown) => void = () => {}): () => void {
-  driverListeners.add(onSwallowed);
-  if (!driverGuardInstalled) {
-    driverGuardInstalled = true;
-    const swallow = (event: Event, err: unknown) => {
-      if (!isDriverSignal(err)) return;
-      event.preventDefault();
-      for (const listener of driverListeners) listener(err);
-    };
-    globalThis.addEventListener("unhandledrejection", (e) => swallow(e, e.reason));
-    globalThis.addEventListener("error", (e) => swallow(e, e.error));
-  }
-  return () => driverListeners.delete(onSwallowed);
-}
-const driverListeners = new Set<(err: unknown) => void>();
-let driverGuardInstalled = false;
-
-/** Whether `err` is one of those stray postgres.js connection signals (see guardDriverBugs). */
-export function isDriverSignal(err: unknown): boolean {
-  const e = err as { code?: unknown; stack?: unknown } | undefined;
-  const stack = typeof e?.stack === "string" ? e.stack : "";
-  if (!/postgres\S*\/src\/(connection|index)\.js/.test(stack)) return false;
-  return (typeof e?.code === "string" && /^CONNECTION_(DESTROYED|CLOSED|ENDED)$/.test(e.code)) ||
-    (err instanceof TypeError && /nextWrite/.test(stack));
-}
-
 /** A deadline timer later than this was held up by a blocked event loop, not by the database. */
 const LOOP_LAG_MS = 50;
 
-export type DbErrorKind = "transient" | "connection" | "schema" | "other";
-
-/** SQLSTATEs that mean the schema lacks what the code expects (a migration not yet applied). */
-const SCHEMA = new Set(["42P01", "42883", "3F000"]);
-
-/**
- * Which failures are which: SQLSTATE classes first, then socket and driver codes. A missing
- * table, function or schema is "schema", never "connection": it is not an outage.
- */
-export function classifyDbError(err: unknown): DbErrorKind {
-  const e = err as { code?: unknown; errno?: unknown; name?: unknown; message?: unknown };
-  const code = typeof e?.code === "string" ? e.code : "";
-  if (TRANSIENT.has(code)) return "transient";
-  if (SCHEMA.has(code)) return "schema";
-  if (/^(08|28)/.test(code) || code === "3D000" || /^57P0[1-5]$/.test(code)) return "connection";
-  if (CONNECTION_CODES.has(code)) return "connection";
-  if (err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.ConnectionReset) {
-    return "connection";
-  }
-  if (typeof e?.message === "string" && /connection (refused|reset)|broken pipe/i.test(e.message)) {
-    return "connection";
-  }
-  return "other";
-}
-
+/** Options of {@linkcode Database}. */
 export interface DatabaseOptions {
   /** postgres:// URL of the server (or of the embedded database's socket). */
   url: string;
@@ -134,9 +76,7 @@ export interface DatabaseOptions {
   max?: number;
 }
 
-/** Open; closed by an outage; or connected but missing a migration (not an outage). */
-export type GateState = "up" | "down" | "schema_outdated";
-
+/** What `health()` reports (the status function shows it as is). */
 export interface DatabaseHealth {
   state: GateState;
   /** Connection failures seen since start. */
@@ -159,34 +99,21 @@ export interface DatabaseHealth {
   missingMigration: string | null;
 }
 
+/** Options of {@linkcode Database.transaction}. */
 export interface TransactionOptions {
   isolation?: "read committed" | "repeatable read" | "serializable";
 }
 
-/** Full-jitter exponential backoff: a uniform delay in [0, min(cap, base·2^attempt)). */
-export function fullJitter(attempt: number, baseMs: number, capMs: number, random = Math.random) {
-  return Math.floor(random() * Math.min(capMs, baseMs * 2 ** attempt));
-}
-
+/** The pool, its admission control and deadlines, composed with the retry policy and the gate. */
 export class Database {
   readonly #opts: DatabaseOptions;
-  readonly #now: () => number;
-  readonly #random: () => number;
   #sql: Sql;
-  #state: GateState = "down";
-  #nextProbeAt = 0;
-  #probeTimer: ReturnType<typeof setTimeout> | undefined;
-  #probing: Promise<void> | undefined;
-  #closed = false;
-  #failures = 0;
+  readonly #gate: RecoveryGate;
+  readonly #retry: RetryPolicy;
   #retries = 0;
   #exhausted = 0;
   #shed = 0;
-  #probeFailures = 0;
-  #lastError: string | null = null;
-  #missing: string | null = null;
-  /** Whether the gate has ever closed after being open (so a reopening is a recovery). */
-  #tripped = false;
+  /** Whether `onConnect` has succeeded (it runs once, not after every outage). */
   #connected = false;
   /**
    * Admission: at most one call per pooled connection runs at once, so a call's deadline starts
@@ -195,15 +122,30 @@ export class Database {
    * postgres.js pipelines queries on a busy connection and PGlite's socket server can lose an
    * answer when messages interleave.
    */
-  #slots: Slots;
+  #slots: Semaphore;
   #serial = false;
 
   constructor(opts: DatabaseOptions) {
     this.#opts = { ...opts };
-    this.#now = opts.now ?? Date.now;
-    this.#random = opts.random ?? Math.random;
-    this.#slots = new Slots(this.#poolSize());
+    const l = opts.limits;
+    this.#slots = new Semaphore(this.#poolSize());
     this.#sql = this.#createPool();
+    this.#gate = new RecoveryGate({
+      probe: () => this.#probe(),
+      limits: l,
+      requiredVersion: opts.requiredVersion,
+      onConnectionFailure: () => this.#recycle(),
+      onStateChange: opts.onStateChange,
+      now: opts.now,
+      random: opts.random,
+    });
+    this.#retry = retry({
+      attempts: l.DB_MAX_ATTEMPTS,
+      handleWhen: isTransientDbError,
+      backoff: { baseMs: l.DB_RETRY_BASE_MS, capMs: l.DB_RETRY_MAX_MS },
+      random: opts.random,
+      onRetry: () => this.#retries++,
+    });
   }
 
   #poolSize(): number {
@@ -229,7 +171,7 @@ export class Database {
 
   /** Opens the gate: runs `onConnect` once; on failure schedules probes. Never throws. */
   start(): Promise<void> {
-    return this.#probe();
+    return this.#gate.start();
   }
 
   /** Whether calls run one at a time (the embedded database). */
@@ -239,24 +181,24 @@ export class Database {
 
   /** Whether the gate is open. */
   get up(): boolean {
-    return this.#state === "up";
+    return this.#gate.up;
   }
 
+  /** Counters and the gate's state, for the status function and operators. */
   health(): DatabaseHealth {
+    const s = this.#gate.status;
     return {
-      state: this.#state,
-      failures: this.#failures,
+      state: s.state,
+      failures: this.#gate.failures,
       retries: this.#retries,
       exhausted: this.#exhausted,
       shed: this.#shed,
       busy: this.#slots.busy,
       waiting: this.#slots.waiting,
-      probeFailures: this.#probeFailures,
-      nextProbeAt: this.#state !== "up" && this.#nextProbeAt
-        ? new Date(this.#nextProbeAt).toISOString()
-        : null,
-      lastError: this.#lastError,
-      missingMigration: this.#missing,
+      probeFailures: s.state === "down" ? s.probeFailures : 0,
+      nextProbeAt: s.state !== "up" && s.nextProbeAt ? new Date(s.nextProbeAt).toISOString() : null,
+      lastError: this.#gate.lastError,
+      missingMigration: s.state === "schema_outdated" ? s.missing : null,
     };
   }
 
@@ -277,37 +219,41 @@ export class Database {
   }
 
   async #run<T>(work: (sql: Sql) => Promise<T>): Promise<T> {
-    const l = this.#opts.limits;
-    for (let attempt = 0;; attempt++) {
-      this.#assertUp();
-      try {
-        return await this.#admitted(() => this.#withDeadline(work(this.#sql)));
-      } catch (err) {
-        const kind = classifyDbError(err);
-        if (kind === "connection") throw this.#trip(err);
-        if (kind === "schema") {
-          // One request's answer; the gate stays as it is (a re-check would only loop).
-          throw new SchemaOutdated(this.#opts.requiredVersion ?? "unknown", 5_000, err);
-        }
-        if (kind !== "transient") throw err;
-        if (attempt + 1 >= l.DB_MAX_ATTEMPTS) {
-          this.#exhausted++;
-          throw new DatabaseBusy(`still conflicting after ${l.DB_MAX_ATTEMPTS} attempts`, err);
-        }
-        this.#retries++;
-        await sleep(fullJitter(attempt, l.DB_RETRY_BASE_MS, l.DB_RETRY_MAX_MS, this.#random));
+    try {
+      return await this.#retry.execute(() => this.#attempt(work));
+    } catch (err) {
+      if (!isTransientDbError(err)) throw err;
+      // A transient error out of the policy means every attempt was used.
+      this.#exhausted++;
+      const attempts = this.#opts.limits.DB_MAX_ATTEMPTS;
+      throw new DatabaseBusy(`still conflicting after ${attempts} attempts`, err);
+    }
+  }
+
+  /** One attempt: through the gate and admission, under the deadline, failures classified. */
+  async #attempt<T>(work: (sql: Sql) => Promise<T>): Promise<T> {
+    this.#gate.assertUp();
+    try {
+      return await this.#admitted(() => this.#withDeadline(work(this.#sql)));
+    } catch (err) {
+      const kind = classifyDbError(err);
+      if (kind === "connection") throw this.#gate.trip(err);
+      if (kind === "schema") {
+        // One request's answer; the gate stays as it is (a re-check would only loop).
+        throw new SchemaOutdated(this.#opts.requiredVersion ?? "unknown", 5_000, err);
       }
+      throw err;
     }
   }
 
   /** Round-trip latency in ms; throws DatabaseUnavailable when the gate is closed or it fails. */
   async ping(): Promise<number> {
-    this.#assertUp();
+    this.#gate.assertUp();
     const started = performance.now();
     try {
       await this.#admitted(() => this.#withDeadline(this.#sql`select 1`));
     } catch (err) {
-      if (classifyDbError(err) === "connection") throw this.#trip(err);
+      if (classifyDbError(err) === "connection") throw this.#gate.trip(err);
       throw err;
     }
     return Math.round((performance.now() - started) * 100) / 100;
@@ -318,22 +264,10 @@ export class Database {
     return this.#sql;
   }
 
+  /** Stops probing and ends the pool. */
   async close(): Promise<void> {
-    this.#closed = true;
-    clearTimeout(this.#probeTimer);
-    await this.#probing?.catch(() => {});
+    await this.#gate.close();
     await this.#sql.end({ timeout: 1 });
-  }
-
-  #assertUp(): void {
-    if (this.#state === "up") return;
-    const wait = this.#nextProbeAt - this.#now();
-    // A deployed isolate may not keep timers alive between requests: a due probe runs now.
-    if (wait <= 0 && !this.#probing && !this.#closed) void this.#probe();
-    if (this.#state === "schema_outdated") {
-      throw new SchemaOutdated(this.#missing ?? "unknown", Math.max(0, wait));
-    }
-    throw new DatabaseUnavailable(Math.max(0, wait));
   }
 
   /** Runs `fn` holding a slot; waiting longer than `DB_QUEUE_TIMEOUT_MS` sheds the call. */
@@ -343,9 +277,9 @@ export class Database {
       this.#shed++;
       throw new DatabaseBusy("no connection came free in time");
     }
-    if (this.#state !== "up") {
+    if (!this.#gate.up) {
       release(); // the gate closed while this call waited
-      this.#assertUp();
+      this.#gate.assertUp();
     }
     try {
       return await fn();
@@ -381,21 +315,6 @@ export class Database {
     }
   }
 
-  /** Closes the gate (once per outage), recycles the pool and schedules the first probe. */
-  #trip(cause: unknown): DatabaseUnavailable {
-    this.#failures++;
-    this.#lastError = describe(cause);
-    if (this.#state === "up") {
-      this.#state = "down";
-      this.#tripped = true;
-      this.#probeFailures = 0;
-      this.#recycle();
-      this.#schedule();
-      this.#opts.onStateChange?.("down", cause);
-    }
-    return new DatabaseUnavailable(Math.max(0, this.#nextProbeAt - this.#now()), cause);
-  }
-
   /** A new pool; the old one's connections are destroyed (their calls fail as connection errors). */
   #recycle(): void {
     const old = this.#sql;
@@ -403,75 +322,26 @@ export class Database {
     old.end({ timeout: 0 }).catch(() => {});
   }
 
-  #schedule(): void {
-    if (this.#closed) return;
-    const l = this.#opts.limits;
-    const delay = this.#state === "schema_outdated"
-      // Waiting for `db push`: a steady, jittered re-check (no outage to back off from).
-      ? Math.round(l.DB_SCHEMA_RECHECK_MS * (0.5 + this.#random() / 2))
-      : Math.max(
-        25,
-        fullJitter(this.#probeFailures, l.DB_PROBE_BASE_MS, l.DB_PROBE_MAX_MS, this.#random),
-      );
-    this.#nextProbeAt = this.#now() + delay;
-    clearTimeout(this.#probeTimer);
-    this.#probeTimer = setTimeout(() => void this.#probe(), delay);
-    Deno.unrefTimer(this.#probeTimer as unknown as number);
-  }
-
   /**
-   * One probe at a time; the first success reopens the gate. A connection failure keeps it
-   * `down` (backing off); anything else the database says (a migration that fails, a schema
-   * without the required version) is `schema_outdated`, re-checked at a steady interval.
+   * The gate's probe: a round trip (which also tells the embedded database by its version()),
+   * `onConnect` until it has succeeded once, then the required migration. Throws what failed.
    */
-  #probe(): Promise<void> {
-    if (this.#probing) return this.#probing;
-    this.#probing = (async () => {
-      const sql = this.#sql;
-      try {
-        const [{ version }] = await this.#withDeadline(sql`select version()`);
-        if (!this.#serial && String(version).includes("PGlite")) {
-          this.#serial = true;
-          this.#slots = new Slots(1);
-          this.#recycle();
-        }
-        if (this.#opts.onConnect && !this.#connected) {
-          const limit = this.#opts.limits.DB_MIGRATE_TIMEOUT_MS;
-          await this.#withDeadline(this.#opts.onConnect(this.#sql), limit);
-        }
-        this.#connected = true;
-        const required = this.#opts.requiredVersion;
-        if (required && !(await this.#withDeadline(hasMigration(this.#sql, required)))) {
-          throw new SchemaOutdated(required, 0);
-        }
-        if (this.#closed) return;
-        const wasOutdated = this.#state === "schema_outdated";
-        this.#state = "up";
-        this.#probeFailures = 0;
-        this.#nextProbeAt = 0;
-        this.#missing = null;
-        if (this.#tripped || wasOutdated) this.#opts.onStateChange?.("up");
-        this.#tripped = false;
-      } catch (err) {
-        this.#lastError = describe(err);
-        if (classifyDbError(err) === "connection") {
-          this.#failures++;
-          this.#probeFailures++;
-          if (this.#state === "schema_outdated") this.#state = "down";
-          this.#recycle();
-        } else if (this.#state !== "schema_outdated") {
-          this.#state = "schema_outdated";
-          this.#missing = err instanceof SchemaOutdated
-            ? err.missing
-            : this.#opts.requiredVersion ?? "unknown";
-          this.#opts.onStateChange?.("schema_outdated", err);
-        }
-        this.#schedule();
-      } finally {
-        this.#probing = undefined;
-      }
-    })();
-    return this.#probing;
+  async #probe(): Promise<void> {
+    const [{ version }] = await this.#withDeadline(this.#sql`select version()`);
+    if (!this.#serial && String(version).includes("PGlite")) {
+      this.#serial = true;
+      this.#slots = new Semaphore(1);
+      this.#recycle();
+    }
+    if (this.#opts.onConnect && !this.#connected) {
+      const limit = this.#opts.limits.DB_MIGRATE_TIMEOUT_MS;
+      await this.#withDeadline(this.#opts.onConnect(this.#sql), limit);
+    }
+    this.#connected = true;
+    const required = this.#opts.requiredVersion;
+    if (required && !(await this.#withDeadline(hasMigration(this.#sql, required)))) {
+      throw new SchemaOutdated(required, 0);
+    }
   }
 }
 
@@ -484,65 +354,5 @@ async function hasMigration(sql: Sql, version: string): Promise<boolean> {
   } catch (err) {
     if (classifyDbError(err) === "schema") return false;
     throw err;
-  }
-}
-
-function describe(err: unknown): string {
-  const e = err as { code?: unknown };
-  return typeof e?.code === "string" ? e.code : err instanceof Error ? err.name : "unknown";
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** A counting semaphore with a FIFO queue and a bounded wait (`null` when the wait ran out). */
-class Slots {
-  readonly #size: number;
-  #free: number;
-  readonly #queue: { grant: (release: () => void) => void }[] = [];
-
-  constructor(size: number) {
-    this.#size = size;
-    this.#free = size;
-  }
-
-  get busy(): number {
-    return this.#size - this.#free;
-  }
-
-  get waiting(): number {
-    return this.#queue.length;
-  }
-
-  acquire(timeoutMs: number): Promise<(() => void) | null> {
-    if (this.#free > 0) {
-      this.#free--;
-      return Promise.resolve(this.#releaser());
-    }
-    return new Promise((resolve) => {
-      const entry = {
-        grant: (release: () => void) => {
-          clearTimeout(timer);
-          resolve(release);
-        },
-      };
-      const timer = setTimeout(() => {
-        this.#queue.splice(this.#queue.indexOf(entry), 1);
-        resolve(null);
-      }, timeoutMs);
-      this.#queue.push(entry);
-    });
-  }
-
-  #releaser(): () => void {
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.#queue.shift();
-      if (next) next.grant(this.#releaser());
-      else this.#free++;
-    };
   }
 }

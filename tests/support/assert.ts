@@ -50,3 +50,31 @@ export async function assertRejects(
 export function assertLess(actual: number, expected: number, msg?: string): void {
   assert.ok(actual < expected, msg ?? `expected ${actual} < ${expected}`);
 }
+/** Runs `fn`, which must throw synchronously; returns what it threw (the sync `assertRejects`). */
+export function assertThrows(
+  fn: () => unknown,
+  // deno-lint-ignore no-explicit-any
+  ErrorClass?: new (...args: any[]) => Error,
+  msgIncludes?: string,
+): Error {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (err) {
+    thrown = err ?? new Error("threw a nullish value");
+  }
+  if (thrown === undefined) throw new assert.AssertionError({ message: "expected a throw" });
+  if (ErrorClass && !(thrown instanceof ErrorClass)) {
+    throw new assert.AssertionError({
+      message: `expected ${ErrorClass.name}, got ${(thrown as Error)?.name}: ${
+        (thrown as Error)?.message
+      }`,
+    });
+  }
+  if (msgIncludes && !String((thrown as Error)?.message).includes(msgIncludes)) {
+    throw new assert.AssertionError({
+      message: `expected message to include ${msgIncludes}, got ${(thrown as Error)?.message}`,
+    });
+  }
+  return thrown as Error;
+}
