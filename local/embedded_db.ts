@@ -4,8 +4,16 @@
  * gate serve it and a real server alike. PGlite is one connection; the pool is sized to match.
  *
  * @example
+ * ```ts
+ * import { startEmbedded } from "./embedded_db.ts";
+ * import { Database } from "../shared/db.ts";
+ * import { parseLimits } from "../shared/limits.ts";
+ *
  * const embedded = await startEmbedded(".data/pglite");
- * const db = new Database({ url: embedded.url, max: 1, limits });
+ * const db = new Database({ url: embedded.url, max: 1, limits: parseLimits({}) });
+ * await db.close();
+ * await embedded.close();
+ * ```
  */
 import { PGlite } from "@electric-sql/pglite";
 import { PGLiteSocketServer } from "@electric-sql/pglite-socket";

@@ -9,7 +9,14 @@
  * Local only: a deployed function never runs DDL (shared/schema.ts checks the version instead).
  *
  * @example
- * const applied = await migrate(sql, await loadMigrations());
+ * ```ts
+ * import postgres from "postgres";
+ * import { loadMigrations, migrate } from "./migrate.ts";
+ *
+ * const sql = postgres("postgres://postgres@127.0.0.1:5432/postgres");
+ * const applied = await migrate(sql, await loadMigrations()); // the versions it applied
+ * await sql.end();
+ * ```
  */
 import type { Sql, Tx } from "../shared/db.ts";
 

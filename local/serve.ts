@@ -8,9 +8,13 @@
  * whose configuration is invalid answers `503 BOOT_ERROR` while the others serve.
  *
  * @example
- * const server = await startServer({ port: 0, env: { ...vars } });
+ * ```ts
+ * import { startServer } from "./serve.ts";
+ *
+ * const server = await startServer({ port: 0, env: { ...Deno.env.toObject() } });
  * await fetch(`${server.url}/functions/v1/status`);
  * await server.close();
+ * ```
  */
 import { parse as parseDotenv } from "dotenv";
 import { getPath } from "hono/utils/url";

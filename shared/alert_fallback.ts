@@ -8,8 +8,21 @@
  * `&`, `<` and `>` are escaped, so no text can become a link or a `<!channel>` ping.
  *
  * @example
- * const fallback = new AlertFallback(db, { webhookUrl, limits, log });
- * await fallback.notify("discord-unusable", "Discord alert delivery is broken: …"); // "sent" | "cooldown" | "failed"
+ * ```ts
+ * import { AlertFallback } from "./alert_fallback.ts";
+ * import type { Database } from "./db.ts";
+ * import { parseLimits } from "./limits.ts";
+ * import { createLogger } from "./logger.ts";
+ *
+ * declare const db: Database; // the platform's pool
+ * const fallback = new AlertFallback(db, {
+ *   webhookUrl: "https://hooks.slack.com/services/T000/B000/XXXX",
+ *   limits: parseLimits({}),
+ *   log: createLogger(),
+ * });
+ * const outcome = await fallback.notify("discord-unusable", "Discord alert delivery is broken: …");
+ * outcome; // "sent" | "cooldown" | "failed"
+ * ```
  */
 import type { Database } from "./db.ts";
 import { fetchWithDeadline } from "./http_client.ts";

@@ -17,11 +17,19 @@
  * Cheap refusals come first, so a request refused by an earlier guard costs nothing later.
  *
  * @example
+ * ```ts
+ * import { defineFunction } from "./app.ts";
+ * import { BaseEnv } from "./base_env.ts";
+ *
  * export default defineFunction({
  *   name: "status",
- *   env: z.object({ SUPABASE_JWT_SECRET: secret(32) }),
- *   build(app, ctx) { app.get("/", (c) => c.json({ status: "ok" })); },
+ *   env: BaseEnv,
+ *   browser: false,
+ *   build(app, ctx) {
+ *     app.get("/", async (c) => c.json({ status: "ok", latencyMs: await ctx.db.ping() }));
+ *   },
  * });
+ * ```
  */
 import { Hono } from "hono";
 import { requestId } from "hono/request-id";

@@ -4,7 +4,12 @@
  * prefix), plus the optional legacy `JWT_SECRET`.
  *
  * @example
+ * ```ts
+ * import { BaseEnv } from "./base_env.ts";
+ * import { httpUrl } from "./env.ts";
+ *
  * const Env = BaseEnv.extend({ DISCORD_WEBHOOK_URL: httpUrl });
+ * ```
  */
 import { z } from "zod";
 import { httpUrl, jsonKeyMap, jwks, origins, postgresUrl, secret } from "./env.ts";

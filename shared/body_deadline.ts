@@ -9,7 +9,13 @@
  * `c.req.text()`, Stripe's raw-body check) sees the same bytes.
  *
  * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { bodyDeadline } from "./body_deadline.ts";
+ *
+ * const app = new Hono();
  * app.use(bodyDeadline({ timeoutMs: 10_000, maxBytes: 1 << 20 }));
+ * ```
  */
 import type { MiddlewareHandler } from "hono";
 import { BodyIncomplete, BodyTimeout, PayloadTooLarge } from "./errors.ts";

@@ -3,7 +3,13 @@
  * does the counting (Content-Length and streamed bodies alike); this maps it to our typed error.
  *
  * @example
- * app.post("/", bodyLimit(16 * 1024), handler);
+ * ```ts
+ * import { Hono } from "hono";
+ * import { bodyLimit } from "./body_limit.ts";
+ *
+ * const app = new Hono();
+ * app.post("/", bodyLimit(16 * 1024), async (c) => c.json(await c.req.json()));
+ * ```
  */
 import type { MiddlewareHandler } from "hono";
 import { bodyLimit as honoBodyLimit } from "hono/body-limit";

@@ -5,8 +5,16 @@
  * correctness never depends on it.
  *
  * @example
- * const breakers = new Breakers(limits);
- * const quote = await breakers.get("market-data").run(() => provider.quotes(symbols));
+ * ```ts
+ * import { Breakers } from "./circuit_breaker.ts";
+ * import { parseLimits } from "./limits.ts";
+ *
+ * const breakers = new Breakers(parseLimits({}));
+ * // Throws CircuitOpen without calling while the market-data provider keeps failing.
+ * const res = await breakers.get("market-data").run(() =>
+ *   fetch("https://data.example.com/v2/stocks/quotes?symbols=AAPL")
+ * );
+ * ```
  */
 import CircuitBreaker from "opossum";
 import { CircuitOpen } from "./errors.ts";

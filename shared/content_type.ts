@@ -3,7 +3,13 @@
  * else `415`. Parameters such as `charset=utf-8` are allowed.
  *
  * @example
- * app.post("/", contentType("application/json"), handler);
+ * ```ts
+ * import { Hono } from "hono";
+ * import { contentType } from "./content_type.ts";
+ *
+ * const app = new Hono();
+ * app.post("/", contentType("application/json"), async (c) => c.json(await c.req.json()));
+ * ```
  */
 import type { MiddlewareHandler } from "hono";
 import { UnsupportedMediaType } from "./errors.ts";

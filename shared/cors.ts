@@ -6,7 +6,13 @@
  * preflight `204`; the contract wants a `403` for both, so this is written here.
  *
  * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { cors } from "./cors.ts";
+ *
+ * const app = new Hono();
  * app.use(cors({ origins: ["https://app.example.com"], maxAgeSeconds: 600 }));
+ * ```
  */
 import type { MiddlewareHandler } from "hono";
 import { Forbidden } from "./errors.ts";

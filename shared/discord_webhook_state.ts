@@ -11,9 +11,22 @@
  * 401/403/404s, count towards Cloudflare's 10,000 invalid requests per 10 minutes and get banned).
  *
  * @example
- * const webhook = new DiscordWebhookState(db, { webhookUrl, limits });
+ * ```ts
+ * import type { Database } from "./db.ts";
+ * import { DiscordWebhookState } from "./discord_webhook_state.ts";
+ * import { parseLimits } from "./limits.ts";
+ *
+ * declare const db: Database;
+ * const webhook = new DiscordWebhookState(db, {
+ *   webhookUrl: "https://discord.com/api/webhooks/123/abc",
+ *   limits: parseLimits({}),
+ * });
  * const permit = await webhook.acquire(); // { granted: true, probe } | { granted: false, waitMs, unusableReason }
- * await webhook.observe({ outcome: "sent", rateLimit });
+ * if (permit.granted) {
+ *   // ... post to Discord, then:
+ *   await webhook.observe({ outcome: "sent" });
+ * }
+ * ```
  */
 import type { Database } from "./db.ts";
 import type { RateLimitInfo } from "./discord_client.ts";

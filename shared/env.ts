@@ -3,7 +3,17 @@
  * schema; `parseEnv` reports every missing or malformed one at once, by name, never by value.
  *
  * @example
- * const env = parseEnv(z.object({ FRONTEND_URL: origins, SUPABASE_JWT_SECRET: secret(32) }), Deno.env.toObject());
+ * ```ts
+ * import { z } from "zod";
+ * import { origins, parseEnv, secret } from "./env.ts";
+ *
+ * // Throws ConfigError naming every variable that is missing or malformed.
+ * const env = parseEnv(
+ *   z.object({ FRONTEND_URL: origins, SUPABASE_SERVICE_ROLE_KEY: secret(20) }),
+ *   Deno.env.toObject(),
+ * );
+ * env.FRONTEND_URL; // string[]
+ * ```
  */
 import { z } from "zod";
 

@@ -3,8 +3,14 @@
  * thrown value into the contract's JSON error body.
  *
  * @example
- * throw new PayloadTooLarge(65536);
- * // → 413 {"error": {"code": "PAYLOAD_TOO_LARGE", "message": "...", "requestId": "..."}}
+ * ```ts
+ * import { PayloadTooLarge } from "./errors.ts";
+ *
+ * function checkSize(bytes: number): void {
+ *   // → 413 {"error": {"code": "PAYLOAD_TOO_LARGE", "message": "...", "requestId": "..."}}
+ *   if (bytes > 65536) throw new PayloadTooLarge(65536);
+ * }
+ * ```
  */
 
 /** One issue of a validation error, as the contract shapes it. */

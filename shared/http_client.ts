@@ -6,7 +6,16 @@
  * connection failed.
  *
  * @example
- * const res = await fetchWithDeadline("https://broker/v2/orders", { method: "POST" }, { timeoutMs: 10_000, upstream: "broker" });
+ * ```ts
+ * import { fetchWithDeadline } from "./http_client.ts";
+ *
+ * // Throws UpstreamTimeout past 10 s, UpstreamUnreachable when the connection fails.
+ * const res = await fetchWithDeadline(
+ *   "https://broker.example.com/v2/orders",
+ *   { method: "POST", body: JSON.stringify({ symbol: "AAPL", qty: "1" }) },
+ *   { timeoutMs: 10_000, upstream: "broker" },
+ * );
+ * ```
  */
 
 export interface DeadlineOptions {

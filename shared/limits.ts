@@ -3,8 +3,12 @@
  * read from the environment variable of the same name; the README lists them all.
  *
  * @example
+ * ```ts
+ * import { parseLimits } from "./limits.ts";
+ *
  * const limits = parseLimits(Deno.env.toObject());
  * limits.DB_QUERY_TIMEOUT_MS; // 1500 unless set
+ * ```
  */
 import { z } from "zod";
 import { ConfigError } from "./env.ts";

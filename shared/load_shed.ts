@@ -6,7 +6,13 @@
  * design: it protects this process; limits that must hold across instances live in Postgres.
  *
  * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { loadShed } from "./load_shed.ts";
+ *
+ * const app = new Hono();
  * app.use(loadShed({ maxInFlight: 128 }));
+ * ```
  */
 import type { MiddlewareHandler } from "hono";
 import { ServiceUnavailable } from "./errors.ts";

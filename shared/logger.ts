@@ -3,8 +3,12 @@
  * credential, and any value that looks like a bearer token, JWT, Stripe key or signing secret.
  *
  * @example
- * const log = createLogger({ fn: "status" });
- * log.info("request", { requestId, route: "/status", status: 200, durationMs: 1.2 });
+ * ```ts
+ * import { createLogger } from "./logger.ts";
+ *
+ * const log = createLogger({ base: { fn: "status" } });
+ * log.info("request", { requestId: crypto.randomUUID(), route: "/status", status: 200, durationMs: 1.2 });
+ * ```
  */
 
 export type Level = "debug" | "info" | "warn" | "error";

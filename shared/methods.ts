@@ -2,7 +2,18 @@
  * Routes with a `405` and an `Allow` header for any other method, which Hono would answer `404`.
  *
  * @example
- * route(app, "/", { GET: [list], POST: [bodyLimit(16384), create] });
+ * ```ts
+ * import { Hono } from "hono";
+ * import { bodyLimit } from "./body_limit.ts";
+ * import { route } from "./methods.ts";
+ *
+ * const app = new Hono();
+ * // GET and POST on "/"; any other method answers 405 with `Allow: GET, POST`.
+ * route(app, "/", {
+ *   GET: [(c) => c.json([])],
+ *   POST: [bodyLimit(16384), (c) => c.json({ created: true }, 201)],
+ * });
+ * ```
  */
 import type { Env, Handler, Hono, MiddlewareHandler } from "hono";
 import { MethodNotAllowed } from "./errors.ts";

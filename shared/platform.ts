@@ -4,8 +4,16 @@
  * server injects what is local (the embedded database's URL, migrations on connect).
  *
  * @example
+ * ```ts
+ * import { bootFunction } from "./app.ts";
+ * import { createPlatform } from "./platform.ts";
+ * import statusFunction from "../functions/status/index.ts";
+ *
  * const platform = await createPlatform(Deno.env.toObject());
  * const fn = await bootFunction(statusFunction, platform);
+ * const res = await fn.fetch(new Request("http://localhost/status"));
+ * await platform.close();
+ * ```
  */
 import type { Platform } from "./app.ts";
 import { Breakers } from "./circuit_breaker.ts";

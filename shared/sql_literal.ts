@@ -15,9 +15,16 @@
  * before it gets this far (`isPostgresText`), so bad input is a `400`, never a `500`.
  *
  * @example
+ * ```ts
+ * import type { Database } from "./db.ts";
  * import { literal } from "./sql_literal.ts";
- * const text = `select * from internal.rate_limit_hit(${literal("orders:u1")}, ${literal(60)}, ${literal(60000)})`;
- * // await db.query((sql) => sql.unsafe(text));
+ *
+ * declare const db: Database;
+ * const text = `select * from internal.rate_limit_hit(${literal("orders:u1")}, ${literal(60)}, ${
+ *   literal(60000)
+ * })`;
+ * await db.query((sql) => sql.unsafe(text));
+ * ```
  */
 
 /** A value that can be written as a literal. */

@@ -5,7 +5,21 @@
  * connect and query deadlines), so a cold start answers from a decided gate, never a guess.
  *
  * @example
+ * ```ts
+ * import { defineFunction } from "./app.ts";
+ * import { BaseEnv } from "./base_env.ts";
+ * import { serveStandalone } from "./standalone.ts";
+ *
+ * const myFunction = defineFunction({
+ *   name: "hello",
+ *   env: BaseEnv,
+ *   browser: false,
+ *   build(app) {
+ *     app.get("/", (c) => c.json({ hello: "world" }));
+ *   },
+ * });
  * if (import.meta.main) await serveStandalone(myFunction);
+ * ```
  */
 import { bootFunction, type FunctionDefinition } from "./app.ts";
 import { createLogger } from "./logger.ts";

@@ -4,7 +4,13 @@
  * this only gathers them.
  *
  * @example
+ * ```ts
+ * import type { Platform } from "./app.ts";
+ * import { statusDetails } from "./status_details.ts";
+ *
+ * declare const platform: Platform; // built at boot by createPlatform()
  * const details = await statusDetails(platform); // { alerts: {..., delivery: {...}}, rateLimits: {...} }
+ * ```
  */
 import { alertQueueStats } from "./alert_queue.ts";
 import { webhookStatus } from "./discord_webhook_state.ts";

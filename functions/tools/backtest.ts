@@ -11,9 +11,14 @@
  * fall from a peak, as a fraction of that peak.
  *
  * @example
- * const bt = new Backtest({ kind: "sma_cross", fast: 5, slow: 20 }, 10_000);
+ * ```ts
+ * import { Backtest } from "./backtest.ts";
+ *
+ * const closes = [100, 101, 99, 104, 108, 107, 111];
+ * const bt = new Backtest({ kind: "sma_cross", fast: 2, slow: 4 }, 10_000);
  * for (const close of closes) bt.onClose(close);
  * bt.result(); // { bars, trades, finalEquity, totalReturn, maxDrawdown }
+ * ```
  */
 import { z } from "zod";
 import { BarsProvider } from "./bars.ts";

@@ -12,7 +12,32 @@
  * `Retry-After`. Every failure is a typed 503 (nothing partial is ever presented as complete).
  *
  * @example
- * for await (const closes of provider.pages(query, signal)) strategy.onCloses(closes);
+ * ```ts
+ * import { BarsProvider } from "./bars.ts";
+ * import { Backtest } from "./backtest.ts";
+ * import { Breakers } from "../../shared/circuit_breaker.ts";
+ * import { parseLimits } from "../../shared/limits.ts";
+ *
+ * const provider = new BarsProvider({
+ *   url: "https://data.alpaca.markets",
+ *   keyId: "key-id",
+ *   secretKey: "secret-key",
+ *   timeoutMs: 10_000,
+ *   pageSize: 10_000,
+ *   breaker: new Breakers(parseLimits({})).get("market-data"),
+ * });
+ * const query = {
+ *   symbol: "AAPL",
+ *   timeframe: "1Day",
+ *   start: "2024-01-01T00:00:00Z",
+ *   end: "2025-01-01T00:00:00Z",
+ *   maxBars: 1_000_000,
+ * };
+ * const strategy = new Backtest({ kind: "buy_and_hold" }, 10_000);
+ * for await (const closes of provider.pages(query, AbortSignal.timeout(30_000))) {
+ *   for (const close of closes) strategy.onClose(close);
+ * }
+ * ```
  */
 import type { Breaker } from "../../shared/circuit_breaker.ts";
 import { HttpError, ServiceUnavailable, UpstreamUnavailable } from "../../shared/errors.ts";

@@ -11,9 +11,20 @@
  * without bound. Every input is bounded by the schema so that every output is finite.
  *
  * @example
- * const g = greeks({ type: "call", spot: 49, strike: 50, volatility: 0.2, rate: 0.05,
- *   dividendYield: 0, years: 0.3846 }, { minYears: 60 / YEAR_SECONDS });
+ * ```ts
+ * import { greeks, YEAR_SECONDS } from "./greeks.ts";
+ *
+ * const g = greeks({
+ *   type: "call",
+ *   spot: 49,
+ *   strike: 50,
+ *   volatility: 0.2,
+ *   rate: 0.05,
+ *   dividendYield: 0,
+ *   years: 0.3846,
+ * }, { minYears: 60 / YEAR_SECONDS });
  * g.price; // ≈ 2.40
+ * ```
  */
 import { z } from "zod";
 import { BadRequest } from "../../shared/errors.ts";

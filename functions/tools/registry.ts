@@ -5,8 +5,24 @@
  * and the result checked (finite numbers only) and bounded before it is answered.
  *
  * @example
- * const registry = new ToolRegistry([greeksTool(...)], { maxOutputBytes: 4096, now: Date.now });
- * const json = await registry.execute("options.greeks", params, req.signal);
+ * ```ts
+ * import { greeksTool } from "./greeks.ts";
+ * import { ToolRegistry } from "./registry.ts";
+ *
+ * const registry = new ToolRegistry(
+ *   [greeksTool({ minExpirySeconds: 60, deadlineMs: 1_000 })],
+ *   { maxOutputBytes: 4096, now: Date.now },
+ * );
+ * const params = {
+ *   type: "call",
+ *   spot: 49,
+ *   strike: 50,
+ *   volatility: 0.2,
+ *   rate: 0.05,
+ *   expiresAt: "2027-01-15T21:00:00Z",
+ * };
+ * const json = await registry.execute("options.greeks", params, AbortSignal.timeout(5_000));
+ * ```
  */
 import { z } from "zod";
 import { HttpError } from "../../shared/errors.ts";

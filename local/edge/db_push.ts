@@ -6,7 +6,15 @@
  * does. It takes no advisory lock: the CLI takes none either.
  *
  * @example
- * await dbPush(sql, await loadMigrations());
+ * ```ts
+ * import postgres from "postgres";
+ * import { dbPush } from "./db_push.ts";
+ * import { loadMigrations } from "../migrate.ts";
+ *
+ * const sql = postgres("postgres://postgres@127.0.0.1:5432/postgres");
+ * const applied = await dbPush(sql, await loadMigrations());
+ * await sql.end();
+ * ```
  */
 import type { Sql } from "../../shared/db.ts";
 import { HISTORY_TABLE, type Migration } from "../migrate.ts";

@@ -12,9 +12,13 @@
  * once but answer late: a lost answer), `lookupDelayMs`, `failNext(n, status)`, `reject(symbol)`.
  *
  * @example
+ * ```ts
+ * import { startBrokerSimulator } from "./broker.ts";
+ *
  * const broker = await startBrokerSimulator({ keyId: "k", secretKey: "s" });
  * broker.delayMs = 2_000; // the next order is taken, its answer comes after the caller's deadline
  * await broker.close();
+ * ```
  */
 
 /** An order as Alpaca's API returns it (the fields a client reads; the others null). */

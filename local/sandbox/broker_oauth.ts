@@ -11,8 +11,16 @@
  * `400 {"error": "invalid_grant"}` for a used, unknown or mismatched code.
  *
  * @example
+ * ```ts
+ * import { startBrokerOAuthSimulator } from "./broker_oauth.ts";
+ *
  * const sim = await startBrokerOAuthSimulator({ clientId: "id", clientSecret: "secret" });
- * const res = await fetch(`${sim.authorizeUrl}?response_type=code&client_id=id&...`, { redirect: "manual" });
+ * const res = await fetch(
+ *   `${sim.authorizeUrl}?response_type=code&client_id=id&redirect_uri=http://127.0.0.1:5173/cb&state=s`,
+ *   { redirect: "manual" },
+ * );
+ * await sim.close();
+ * ```
  */
 
 export interface BrokerOAuthSimulatorOptions {

@@ -14,10 +14,14 @@
  * `unavailable`, `waitForMessages(n)`.
  *
  * @example
+ * ```ts
+ * import { startDiscordSimulator } from "./discord.ts";
+ *
  * const discord = await startDiscordSimulator({ bucketLimit: 5, bucketWindowMs: 2000 });
- * env.DISCORD_WEBHOOK_URL = discord.url;
+ * const env = { DISCORD_WEBHOOK_URL: discord.url };
  * await discord.waitForMessages(1);
  * await discord.close();
+ * ```
  */
 
 export interface DiscordSimulatorOptions {

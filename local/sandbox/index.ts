@@ -4,8 +4,13 @@
  * loudly that none of it is real.
  *
  * @example
+ * ```ts
+ * import { startSandbox } from "./index.ts";
+ *
  * const sandbox = await startSandbox({ dataDir: ".data" });
- * const env = { ...process, ...sandbox.env };
+ * const env = { ...Deno.env.toObject(), ...sandbox.env };
+ * await sandbox.close();
+ * ```
  */
 import { sign } from "hono/jwt";
 import { startEmbedded } from "../embedded_db.ts";

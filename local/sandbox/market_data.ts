@@ -13,10 +13,16 @@
  * Each page is generated when asked, so a million-bar range costs the simulator no memory either.
  *
  * @example
+ * ```ts
+ * import { startMarketDataSimulator } from "./market_data.ts";
+ *
  * const sim = await startMarketDataSimulator({ keyId: "k", secretKey: "s" });
- * await fetch(`${sim.url}/v2/stocks/quotes/latest?symbols=AAPL`, { headers: {...} });
+ * await fetch(`${sim.url}/v2/stocks/quotes/latest?symbols=AAPL`, {
+ *   headers: { "APCA-API-KEY-ID": "k", "APCA-API-SECRET-KEY": "s" },
+ * });
  * sim.calls; // 1
  * await sim.close();
+ * ```
  */
 
 export interface MarketDataSimulatorOptions {

@@ -3,8 +3,16 @@
  * today, published as a JWKS. Kept in the sandbox's data folder so printed keys survive restarts.
  *
  * @example
+ * ```ts
+ * import { loadSigningKey } from "./signing_key.ts";
+ *
  * const key = await loadSigningKey(".data");
- * const token = await key.sign({ sub, role: "authenticated", aud: "authenticated" });
+ * const token = await key.sign({
+ *   sub: crypto.randomUUID(),
+ *   role: "authenticated",
+ *   aud: "authenticated",
+ * });
+ * ```
  */
 import { exportJWK, generateKeyPair, importJWK, type JWK, jwtVerify, SignJWT } from "jose";
 

@@ -9,10 +9,14 @@
  * `waitForMessages(n)`.
  *
  * @example
+ * ```ts
+ * import { startSlackWebhookSimulator } from "./slack_webhook.ts";
+ *
  * const slack = await startSlackWebhookSimulator();
- * env.ALERT_FALLBACK_WEBHOOK_URL = slack.url;
+ * const env = { ALERT_FALLBACK_WEBHOOK_URL: slack.url };
  * await slack.waitForMessages(1);
  * await slack.close();
+ * ```
  */
 
 export interface SlackWebhookSimulatorOptions {

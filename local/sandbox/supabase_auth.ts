@@ -11,8 +11,19 @@
  * (https://supabase.com/docs/reference/api/auth, https://github.com/supabase/auth)
  *
  * @example
- * const sim = await startSupabaseAuthSimulator({ signingKey, anonKey, users: [{ id, email, password }] });
- * createClient(sim.url, anonKey).auth.signInWithPassword({ email, password });
+ * ```ts
+ * import { createClient } from "@supabase/supabase-js";
+ * import { startSupabaseAuthSimulator } from "./supabase_auth.ts";
+ *
+ * const anonKey = "sb_publishable_sandbox";
+ * const [email, password] = ["trader@example.com", "correct horse battery staple"];
+ * const sim = await startSupabaseAuthSimulator({
+ *   anonKey,
+ *   users: [{ id: crypto.randomUUID(), email, password }],
+ * });
+ * await createClient(sim.url, anonKey).auth.signInWithPassword({ email, password });
+ * await sim.close();
+ * ```
  */
 import { loadSigningKey, type SigningKey } from "./signing_key.ts";
 
