@@ -1,0 +1,55 @@
+/**
+ * auth's attempt limits (shared/rate_limit.ts: counted in Postgres, so they hold across
+ * instances), each per `LOGIN_WINDOW_SECONDS`:
+ * - "login-ip" (`LOGIN_IP_LIMIT` per client IP), counted before the email's, so a blocked IP
+ *   cannot burn other people's per-email quota; then "login-email" (`LOGIN_EMAIL_LIMIT` per
+ *   normalized email: NFKC, trimmed, lower-cased), counted after the body is validated.
+ * - "refresh-ip" (`REFRESH_IP_LIMIT`) and "logout-ip" (`LOGOUT_IP_LIMIT`): each call costs a call
+ *   to Supabase Auth, whose own per-IP limits see only this function's address; logout's counts
+ *   unauthenticated calls too.
+ * The client IP is the rightmost `X-Forwarded-For` entry (the one Supabase's gateway wrote; see
+ * client_ip.ts for why not the leftmost), else the connection address, else "unknown".
+ *
+ * @example
+ * const limits = attemptLimits({ db, limits: ctx.limits, now: ctx.now });
+ * route(app, "/refresh", { POST: [limits.refreshIp, ...json, validRefresh, refresh(auth)] });
+ */
+import type { Context, MiddlewareHandler } from "hono";
+import type { Database } from "../../shared/db.ts";
+import type { Limits } from "../../shared/limits.ts";
+import { rateLimit } from "../../shared/rate_limit.ts";
+import { clientIp } from "./client_ip.ts";
+import type { AuthEnv } from "./handlers.ts";
+
+export interface AttemptLimitOptions {
+  db: Database;
+  limits: Limits;
+  now: () => number;
+}
+
+/** auth's four rate-limit guards. */
+export interface AttemptLimits {
+  loginIp: MiddlewareHandler;
+  /** Needs `c.var.login` (validLogin). */
+  loginEmail: MiddlewareHandler;
+  refreshIp: MiddlewareHandler;
+  logoutIp: MiddlewareHandler;
+}
+
+/** Builds auth's rate-limit guards (see the module's note for the order they go in). */
+export function attemptLimits({ db, limits: l, now }: AttemptLimitOptions): AttemptLimits {
+  const window = { windowSeconds: l.LOGIN_WINDOW_SECONDS, db, now };
+  const byIp = (c: Context) => clientIp(c, l.LOGIN_TRUSTED_PROXY_HOPS);
+  const byEmail = (c: Context<AuthEnv>) => c.var.login.email;
+  return {
+    loginIp: rateLimit({ ...window, policy: "login-ip", quota: l.LOGIN_IP_LIMIT, key: byIp }),
+    loginEmail: rateLimit({
+      ...window,
+      policy: "login-email",
+      quota: l.LOGIN_EMAIL_LIMIT,
+      key: byEmail,
+    }),
+    refreshIp: rateLimit({ ...window, policy: "refresh-ip", quota: l.REFRESH_IP_LIMIT, key: byIp }),
+    logoutIp: rateLimit({ ...window, policy: "logout-ip", quota: l.LOGOUT_IP_LIMIT, key: byIp }),
+  };
+}
