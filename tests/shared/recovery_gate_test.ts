@@ -39,6 +39,17 @@ function gate(extra: Partial<RecoveryGateOptions> = {}) {
     events,
     probes: () => probes,
     recycled: () => recycled,
+    /**
+     * Moves the clock to the next probe's time and makes one call: it is refused with
+     * `expected` (the gate is still closed) and starts the due probe, which is let settle.
+     */
+    async callWhenDue(expected: typeof DatabaseUnavailable | typeof SchemaOutdated) {
+      const s = g.status;
+      assert(s.state !== "up", "the gate is closed");
+      clock.t = s.nextProbeAt;
+      assertThrows(() => g.assertUp(), expected);
+      await settle();
+    },
     /** Makes the next probes wait until `go()`; returns `go`. */
     hold() {
       release = () => {};
@@ -118,7 +129,7 @@ Deno.test("RecoveryGate runs a due probe from assertUp() when its timer did not 
 });
 
 Deno.test("RecoveryGate backs off with growing full-jitter delays while probes fail", async () => {
-  const { g, clock, outcomes, recycled } = gate({ random: () => 0.999999 });
+  const { g, clock, outcomes, recycled, callWhenDue } = gate({ random: () => 0.999999 });
   try {
     await g.start();
     g.trip(refused());
@@ -127,10 +138,8 @@ Deno.test("RecoveryGate backs off with growing full-jitter delays while probes f
       const s = g.status;
       assert(s.state === "down");
       waits.push(s.nextProbeAt - clock.t);
-      clock.t = s.nextProbeAt;
       outcomes.push(refused());
-      assertThrows(() => g.assertUp(), DatabaseUnavailable);
-      await settle();
+      await callWhenDue(DatabaseUnavailable);
     }
     // Windows 60 s, 120 s, 240 s, 480 s, then the 600 s cap.
     assertEquals(waits, [59_999, 119_999, 239_999, 479_999, 599_999]);
@@ -159,7 +168,7 @@ Deno.test("RecoveryGate: a failing first connection stays down silently; it was 
 });
 
 Deno.test("RecoveryGate: a missing migration is schema_outdated, re-checked on a steady jittered interval, then 'up'", async () => {
-  const { g, clock, outcomes, events, recycled } = gate();
+  const { g, clock, outcomes, events, recycled, callWhenDue } = gate();
   try {
     outcomes.push(new SchemaOutdated("20261202000100", 0));
     await g.start();
@@ -174,19 +183,15 @@ Deno.test("RecoveryGate: a missing migration is schema_outdated, re-checked on a
     assertEquals(events, ["schema_outdated"]);
     assertEquals(recycled(), 0, "not an outage: the pool is kept");
     // Still behind at the next re-check: same state, no second event, same steady interval.
-    clock.t += 90_000;
     outcomes.push(new SchemaOutdated("20261202000100", 0));
-    assertThrows(() => g.assertUp(), SchemaOutdated);
-    await settle();
+    await callWhenDue(SchemaOutdated);
     assertEquals(g.status, {
       state: "schema_outdated",
       missing: "20261202000100",
       nextProbeAt: clock.t + 90_000,
     });
     assertEquals(events, ["schema_outdated"]);
-    clock.t += 90_000;
-    assertThrows(() => g.assertUp(), SchemaOutdated);
-    await settle();
+    await callWhenDue(SchemaOutdated);
     assert(g.up);
     assertEquals(events, ["schema_outdated", "up"]);
   } finally {
@@ -209,20 +214,16 @@ Deno.test("RecoveryGate: any other failure of the probe (a migration that fails)
 });
 
 Deno.test("RecoveryGate: an outage while schema_outdated is down, and operators hear 'up' when it serves", async () => {
-  const { g, clock, outcomes, events } = gate();
+  const { g, outcomes, events, callWhenDue } = gate();
   try {
     outcomes.push(new SchemaOutdated("20261202000100", 0));
     await g.start();
-    clock.t += 90_000;
     outcomes.push(refused());
-    assertThrows(() => g.assertUp(), SchemaOutdated);
-    await settle();
+    await callWhenDue(SchemaOutdated);
     const s = g.status;
     assert(s.state === "down");
     assertEquals(s.probeFailures, 1);
-    clock.t = s.nextProbeAt;
-    assertThrows(() => g.assertUp(), DatabaseUnavailable);
-    await settle();
+    await callWhenDue(DatabaseUnavailable);
     assert(g.up);
     assertEquals(events, ["schema_outdated", "up"]);
   } finally {

@@ -31,19 +31,7 @@ export async function assertRejects(
   try {
     await fn();
   } catch (err) {
-    if (ErrorClass && !(err instanceof ErrorClass)) {
-      throw new assert.AssertionError({
-        message: `expected ${ErrorClass.name}, got ${(err as Error)?.name}: ${
-          (err as Error)?.message
-        }`,
-      });
-    }
-    if (msgIncludes && !String((err as Error)?.message).includes(msgIncludes)) {
-      throw new assert.AssertionError({
-        message: `expected message to include ${msgIncludes}, got ${(err as Error)?.message}`,
-      });
-    }
-    return err as Error;
+    return expectError(err, ErrorClass, msgIncludes);
   }
   throw new assert.AssertionError({ message: "expected the promise to reject" });
 }
@@ -57,24 +45,32 @@ export function assertThrows(
   ErrorClass?: new (...args: any[]) => Error,
   msgIncludes?: string,
 ): Error {
-  let thrown: unknown;
   try {
     fn();
   } catch (err) {
-    thrown = err ?? new Error("threw a nullish value");
+    return expectError(err, ErrorClass, msgIncludes);
   }
-  if (thrown === undefined) throw new assert.AssertionError({ message: "expected a throw" });
-  if (ErrorClass && !(thrown instanceof ErrorClass)) {
+  throw new assert.AssertionError({ message: "expected a throw" });
+}
+
+/** Checks a thrown value's class and message (assertRejects and assertThrows). */
+function expectError(
+  err: unknown,
+  // deno-lint-ignore no-explicit-any
+  ErrorClass?: new (...args: any[]) => Error,
+  msgIncludes?: string,
+): Error {
+  if (ErrorClass && !(err instanceof ErrorClass)) {
     throw new assert.AssertionError({
-      message: `expected ${ErrorClass.name}, got ${(thrown as Error)?.name}: ${
-        (thrown as Error)?.message
+      message: `expected ${ErrorClass.name}, got ${(err as Error)?.name}: ${
+        (err as Error)?.message
       }`,
     });
   }
-  if (msgIncludes && !String((thrown as Error)?.message).includes(msgIncludes)) {
+  if (msgIncludes && !String((err as Error)?.message).includes(msgIncludes)) {
     throw new assert.AssertionError({
-      message: `expected message to include ${msgIncludes}, got ${(thrown as Error)?.message}`,
+      message: `expected message to include ${msgIncludes}, got ${(err as Error)?.message}`,
     });
   }
-  return thrown as Error;
+  return err as Error;
 }
