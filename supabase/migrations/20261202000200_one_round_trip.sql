@@ -3,12 +3,18 @@
 -- they replace: the same row locks, the same out-of-order guards, one transaction each.
 
 -- broker-order, step 1: the per-user rate-limit hit and the idempotency claim in one call. A hit
--- over quota claims nothing ('limited'). The hit alone commits asynchronously (rate_limit_hit
--- turns synchronous_commit off: a lost hit only forgets one request); a claim that wrote the key
--- ('claimed', 'resumed') must survive a crash (at most one broker order per key), so then the
--- setting the session had is put back before the commit. The other outcomes wrote only the hit
--- and stay asynchronous: concurrent repeats of one key queue on the user's rate-limit row, which
--- is held until the commit, and should not each wait for a WAL flush there.
+-- over quota claims nothing ('limited').
+--
+-- Locks are held until the commit, so the order matters when many requests of one user and key
+-- arrive at once: the key is first read without a lock, and a key whose answer is already
+-- decided by what is committed (completed: 'replay'; another request: 'mismatch'; held by a live
+-- attempt: 'in_use') is answered after the hit, which then holds the user's rate-limit row only
+-- until the commit right after it. Only a key to write (new, expired, or taken over) goes through
+-- internal.idempotency_claim with its row lock, after the hit.
+--
+-- The hit alone commits asynchronously (rate_limit_hit turns synchronous_commit off: a lost hit
+-- only forgets one request); a claim that wrote the key ('claimed', 'resumed') must survive a
+-- crash (at most one broker order per key), so then the session's setting is put back.
 create or replace function internal.idempotency_claim_limited(
   p_rl_key text, p_quota int, p_window_ms int,
   p_scope text, p_owner text, p_key text, p_fingerprint text, p_lease uuid,
@@ -22,9 +28,24 @@ returns table (
 language plpgsql as $$
 declare
   sync text := current_setting('synchronous_commit');
+  now_ts timestamptz := clock_timestamp();
+  k internal.idempotency_keys%rowtype;
+  decided text;
   h record;
   c record;
 begin
+  select * into k from internal.idempotency_keys ik
+    where ik.scope = p_scope and ik.owner = p_owner and ik.key = p_key;
+  if found and k.expires_at > now_ts then
+    if k.fingerprint <> p_fingerprint then
+      decided := 'mismatch';
+    elsif k.state = 'completed' then
+      decided := 'replay';
+    elsif k.locked_until > now_ts then
+      decided := 'in_use';
+    end if;
+  end if;
+
   select * into h from internal.rate_limit_hit(p_rl_key, p_quota, p_window_ms);
   allowed := h.allowed;
   remaining := h.remaining;
@@ -34,6 +55,19 @@ begin
     return next;
     return;
   end if;
+
+  if decided is not null then
+    outcome := decided;
+    if decided = 'replay' then
+      response_status := k.response_status;
+      response_body := k.response_body;
+    elsif decided = 'in_use' then
+      retry_after_ms := ceil(extract(epoch from (k.locked_until - now_ts)) * 1000)::int;
+    end if;
+    return next;
+    return;
+  end if;
+
   select * into c from internal.idempotency_claim(
     p_scope, p_owner, p_key, p_fingerprint, p_lease, p_lock_ms, p_ttl_s);
   if c.outcome in ('claimed', 'resumed') then
