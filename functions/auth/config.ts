@@ -4,7 +4,17 @@
  * everything but `/oauth/*`.
  *
  * @example
- * const oauth = oauthConfig(ctx.config); // undefined when the group is not set
+ * ```ts
+ * import { Env, oauthConfig } from "./config.ts";
+ *
+ * const config = Env.parse({
+ *   SUPABASE_DB_URL: "postgres://postgres@127.0.0.1:5432/postgres",
+ *   FRONTEND_URL: "https://app.example.com",
+ *   SUPABASE_URL: "https://project.supabase.co",
+ *   SUPABASE_ANON_KEY: "the-project-anon-key",
+ * });
+ * oauthConfig(config); // undefined: the broker OAuth group is not set
+ * ```
  */
 import { z } from "zod";
 import { BrowserEnv } from "../../shared/base_env.ts";

@@ -1,0 +1,75 @@
+/**
+ * tools' guards and handlers, as factories over the registry, with the variables they share
+ * declared once (Hono's `Variables` pattern): `validExecute` sets `c.var.execute`, the handler
+ * reads it.
+ *
+ * - `GET /` lists the tools with the JSON Schema of their parameters (computed once, at boot).
+ * - `POST /execute {"tool", "params"}` runs one (registry.ts): `404 TOOL_NOT_FOUND`, `400
+ *   VALIDATION_FAILED` with issues, `504 TOOL_TIMEOUT` past its deadline, else `200` with the
+ *   tool's result.
+ * Every answer, refusals included, carries `Cache-Control: private, no-store` (`noStore`):
+ * results are per request.
+ *
+ * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import { executeTool, listTools, noStore, type ToolsEnv, validExecute } from "./handlers.ts";
+ * import { greeksTool } from "./greeks.ts";
+ * import { ToolRegistry } from "./registry.ts";
+ *
+ * const registry = new ToolRegistry([greeksTool({ minExpirySeconds: 60, deadlineMs: 1_000 })], {
+ *   maxOutputBytes: 4096,
+ * });
+ * const app = new Hono<ToolsEnv>();
+ * app.get("/", noStore, listTools(registry));
+ * app.post("/execute", noStore, validExecute, executeTool(registry));
+ * ```
+ */
+import type { Context } from "hono";
+import { createMiddleware } from "hono/factory";
+import type { z } from "zod";
+import type { AppEnv } from "../../shared/app.ts";
+import { readJson } from "../../shared/validation.ts";
+import { ExecuteRequest, type ToolRegistry } from "./registry.ts";
+
+const JSON_TYPE = { "content-type": "application/json; charset=utf-8" };
+
+/** What tools' guards give its handlers. */
+export type ToolsEnv = {
+  Variables: AppEnv["Variables"] & {
+    /** `POST /execute`'s body: which tool, and its parameters (checked by the tool's schema). */
+    execute: z.infer<typeof ExecuteRequest>;
+  };
+};
+
+/** The caller's user id (a uuid: `requireJwt` checks users' `sub`). */
+export const userId = (c: Context<ToolsEnv>): string => c.var.claims.sub as string;
+
+/** Marks every answer of the route, refusals included, `private, no-store`. */
+export const noStore = createMiddleware<ToolsEnv>(async function noStore(c, next) {
+  await next();
+  c.header("cache-control", "private, no-store");
+});
+
+/** The execute body, validated strictly (the tool's parameters are checked when it runs). */
+export const validExecute = createMiddleware<ToolsEnv>(async function validExecute(c, next) {
+  c.set("execute", await readJson(c, ExecuteRequest));
+  await next();
+});
+
+/** `GET /`: the tools and their parameters' JSON Schema. */
+export function listTools(registry: ToolRegistry) {
+  const listing = JSON.stringify({ tools: registry.list() });
+  return function listTools(c: Context<ToolsEnv>): Response {
+    return c.body(listing, 200, JSON_TYPE);
+  };
+}
+
+/** `POST /execute`: runs `c.var.execute`'s tool under its deadline and the client's signal. */
+export function executeTool(registry: ToolRegistry) {
+  return async function executeTool(c: Context<ToolsEnv>): Promise<Response> {
+    const { tool, params } = c.var.execute;
+    const result = await registry.execute(tool, params, c.req.raw.signal);
+    return c.body(result, 200, JSON_TYPE);
+  };
+}
