@@ -11,8 +11,18 @@
  * client_ip.ts for why not the leftmost), else the connection address, else "unknown".
  *
  * @example
- * const limits = attemptLimits({ db, limits: ctx.limits, now: ctx.now });
- * route(app, "/refresh", { POST: [limits.refreshIp, ...json, validRefresh, refresh(auth)] });
+ * ```ts
+ * import { Hono } from "hono";
+ * import type { Database } from "../../shared/db.ts";
+ * import { parseLimits } from "../../shared/limits.ts";
+ * import { attemptLimits } from "./attempt_limits.ts";
+ * import { type AuthEnv, validLogin } from "./handlers.ts";
+ *
+ * declare const db: Database; // the platform's pool
+ * const limit = attemptLimits({ db, limits: parseLimits({}), now: Date.now });
+ * const app = new Hono<AuthEnv>();
+ * app.post("/login", limit.loginIp, validLogin, limit.loginEmail, (c) => c.json(c.var.login));
+ * ```
  */
 import type { Context, MiddlewareHandler } from "hono";
 import type { Database } from "../../shared/db.ts";

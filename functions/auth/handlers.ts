@@ -13,7 +13,22 @@
  * Supabase Auth unavailable or slow (`AUTH_TIMEOUT_MS`) → `503` (supabase_auth.ts).
  *
  * @example
- * route(app, "/login", { POST: [limits.loginIp, ...json, validLogin, limits.loginEmail, login(auth)] });
+ * ```ts
+ * import { Hono } from "hono";
+ * import { Breakers } from "../../shared/circuit_breaker.ts";
+ * import { parseLimits } from "../../shared/limits.ts";
+ * import { type AuthEnv, login, validLogin } from "./handlers.ts";
+ * import { SupabaseAuth } from "./supabase_auth.ts";
+ *
+ * const auth = new SupabaseAuth({
+ *   url: "https://project.supabase.co",
+ *   anonKey: "the-project-anon-key",
+ *   timeoutMs: 5_000,
+ *   breaker: new Breakers(parseLimits({})).get("supabase-auth"),
+ * });
+ * const app = new Hono<AuthEnv>();
+ * app.post("/login", validLogin, login(auth));
+ * ```
  */
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";

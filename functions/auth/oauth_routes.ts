@@ -11,8 +11,19 @@
  * - Without the broker OAuth variables (config.ts), both answer `501 OAUTH_NOT_CONFIGURED`.
  *
  * @example
- * const oauth = await brokerOAuth({ ...ctx, config: ctx.config });
- * if (oauth) route(app, "/oauth/start", { GET: [user, oauthStart(oauth)] });
+ * ```ts
+ * import { Hono } from "hono";
+ * import type { Platform } from "../../shared/app.ts";
+ * import type { AuthConfig } from "./config.ts";
+ * import type { AuthEnv } from "./handlers.ts";
+ * import { brokerOAuth, notConfigured, oauthStart } from "./oauth_routes.ts";
+ *
+ * declare const platform: Platform;
+ * declare const config: AuthConfig;
+ * const app = new Hono<AuthEnv>();
+ * const oauth = await brokerOAuth({ ...platform, config });
+ * app.get("/oauth/start", oauth ? oauthStart(oauth) : notConfigured);
+ * ```
  */
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
