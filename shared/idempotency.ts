@@ -26,15 +26,26 @@
  * never touches a key ("no idempotent result is saved if incoming parameters failed validation").
  *
  * @example
- * route(app, "/", { POST: [requireJwt(...), validBody, idempotency({ db, scope: "broker-order",
- *   owner: (c) => c.var.claims.sub, ttlSeconds: 86400, lockSeconds: 30 }), async (c) => {
- *   const claim = idempotencyClaim(c);
- *   return await db.transaction(async (tx) => {
- *     await tx`insert into orders ...`;
- *     await claim.complete(tx, 201, order);
- *     return c.json(order, 201);
- *   });
- * }] });
+ * ```ts
+ * import { Hono } from "hono";
+ * import type { Database } from "./db.ts";
+ * import { idempotency, idempotencyClaim } from "./idempotency.ts";
+ *
+ * declare const db: Database;
+ * const app = new Hono();
+ * app.post(
+ *   "/",
+ *   idempotency({ db, scope: "orders", owner: () => "user-1", ttlSeconds: 86400, lockSeconds: 30 }),
+ *   async (c) => {
+ *     const claim = idempotencyClaim(c);
+ *     return await db.transaction(async (tx) => {
+ *       await tx`insert into public.effects default values`;
+ *       await claim.complete(tx, 201, { ok: true });
+ *       return c.json({ ok: true }, 201);
+ *     });
+ *   },
+ * );
+ * ```
  */
 import { createHash } from "node:crypto";
 import type { Context, MiddlewareHandler } from "hono";

@@ -11,7 +11,22 @@
  * is a bounded cache of keys known to be blocked until a time: it can only deny, never allow.
  *
  * @example
- * app.post("/", rateLimit({ db, policy: "orders", quota: 60, windowSeconds: 60, key: (c) => c.var.claims.sub }), handler);
+ * ```ts
+ * import { Hono } from "hono";
+ * import type { Database } from "./db.ts";
+ * import { rateLimit } from "./rate_limit.ts";
+ *
+ * declare const db: Database;
+ * const app = new Hono();
+ * const perUser = rateLimit({
+ *   db,
+ *   policy: "orders",
+ *   quota: 60,
+ *   windowSeconds: 60,
+ *   key: (c) => c.req.header("x-user"),
+ * });
+ * app.post("/", perUser, (c) => c.text("ok"));
+ * ```
  */
 import type { Context, MiddlewareHandler } from "hono";
 import type { Database } from "./db.ts";

@@ -16,14 +16,10 @@
  *
  * @example
  * ```ts
- * import type { Database } from "./db.ts";
  * import { literal } from "./sql_literal.ts";
  *
- * declare const db: Database;
- * const text = `select * from internal.rate_limit_hit(${literal("orders:u1")}, ${literal(60)}, ${
- *   literal(60000)
- * })`;
- * await db.query((sql) => sql.unsafe(text));
+ * const text = `select * from internal.rate_limit_hit(${literal("orders:u1")}, 60, 60000)`;
+ * // await db.query((sql) => sql.unsafe(text));
  * ```
  */
 

@@ -12,13 +12,20 @@
  * first rolled back: this one applies the event). Nothing in this process remembers ids.
  *
  * @example
+ * ```ts
+ * import type { Database } from "./db.ts";
+ * import { webhookDedup } from "./webhook_dedup.ts";
+ *
+ * declare const db: Database;
  * const dedup = webhookDedup({ table: "internal.stripe_events" });
+ * const event = { id: "evt_1", type: "invoice.paid", createdAt: new Date() };
  * const result = await db.transaction(async (tx) => {
- *   if (!await dedup.claim(tx, { id: event.id, type: event.type, createdAt })) return "duplicate";
- *   await applyEffect(tx, event);
+ *   if (!await dedup.claim(tx, event)) return "duplicate";
+ *   // … the event's effect, in `tx` …
  *   await dedup.record(tx, event.id, { outcome: "applied" });
  *   return "applied";
  * });
+ * ```
  */
 import type { Database, Tx } from "./db.ts";
 

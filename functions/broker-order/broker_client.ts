@@ -15,8 +15,27 @@
  * - `CircuitOpen` (503): the breaker is open; nothing was sent.
  *
  * @example
- * const broker = new BrokerClient({ baseUrl, keyId, secretKey, timeoutMs: 10_000, breaker: ctx.breakers.get("broker", { isHealthy: isBrokerHealthy }) });
- * const order = await broker.placeOrder({ symbol: "AAPL", side: "buy", type: "market", qty: "1", time_in_force: "day", client_order_id });
+ * ```ts
+ * import type { Breakers } from "../../shared/circuit_breaker.ts";
+ * import { BrokerClient, isBrokerHealthy } from "./broker_client.ts";
+ *
+ * declare const breakers: Breakers;
+ * const broker = new BrokerClient({
+ *   baseUrl: "https://paper-api.alpaca.markets",
+ *   keyId: "key-id",
+ *   secretKey: "secret",
+ *   timeoutMs: 10_000,
+ *   breaker: breakers.get("broker", { isHealthy: isBrokerHealthy }),
+ * });
+ * const order = await broker.placeOrder({
+ *   symbol: "AAPL",
+ *   side: "buy",
+ *   type: "market",
+ *   qty: "1",
+ *   time_in_force: "day",
+ *   client_order_id: "bo-example",
+ * });
+ * ```
  */
 import type { Breaker } from "../../shared/circuit_breaker.ts";
 import {

@@ -4,7 +4,16 @@
  * and `c.var.idempotency`, the handlers read them.
  *
  * @example
- * route(app, "/", { GET: [user, listOrders(orders, 100)], POST: [user, validOrder, idem, placeOrder(placer)] });
+ * ```ts
+ * import type { Hono } from "hono";
+ * import { route } from "../../shared/methods.ts";
+ * import { listOrders, type OrderEnv, placeOrder, validOrder } from "./handlers.ts";
+ * import type { OrdersRepository } from "./orders_repository.ts";
+ * import type { OrderPlacer } from "./place_order.ts";
+ *
+ * declare const app: Hono<OrderEnv>, orders: OrdersRepository, placer: OrderPlacer;
+ * route(app, "/", { GET: [listOrders(orders, 100)], POST: [validOrder, placeOrder(placer)] });
+ * ```
  */
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";

@@ -5,8 +5,16 @@
  * strings, as Alpaca's order objects carry them.
  *
  * @example
- * const order = validate(OrderRequest, { symbol: "AAPL", side: "buy", type: "market", qty: 1, time_in_force: "day" });
+ * ```ts
+ * import { validate } from "../../shared/validation.ts";
+ * import { OrderRequest, parseOrderJson } from "./order_schema.ts";
+ *
+ * const order = validate(
+ *   OrderRequest,
+ *   parseOrderJson('{"symbol":"AAPL","side":"buy","type":"market","qty":1,"time_in_force":"day"}'),
+ * );
  * order.qty; // "1"
+ * ```
  */
 import { z } from "zod";
 import { BadRequest } from "../../shared/errors.ts";

@@ -9,8 +9,27 @@
  *   microsecond.
  *
  * @example
+ * ```ts
+ * import type { Database } from "../../shared/db.ts";
+ * import type { IdempotencyClaim } from "../../shared/idempotency.ts";
+ * import type { OrderRequest } from "./order_schema.ts";
+ * import { OrdersRepository } from "./orders_repository.ts";
+ *
+ * declare const db: Database, claim: IdempotencyClaim, order: OrderRequest;
  * const repo = new OrdersRepository(db);
- * const json = await claim.settleWith((where) => repo.record(where, { order, settle: { kind: "complete" } }));
+ * const json = await claim.settleWith((where) =>
+ *   repo.record(where, {
+ *     userId: "6f1c1a3e-0000-4000-8000-000000000001",
+ *     clientOrderId: "bo-example",
+ *     order,
+ *     brokerOrderId: "b-1",
+ *     status: "accepted",
+ *     rejectReason: null,
+ *     settle: { kind: "complete" },
+ *   })
+ * );
+ * const page = await repo.list("6f1c1a3e-0000-4000-8000-000000000001", 20);
+ * ```
  */
 import type { Database } from "../../shared/db.ts";
 import type { KeyLocation } from "../../shared/idempotency.ts";

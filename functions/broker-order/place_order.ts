@@ -15,8 +15,21 @@
  * The broker call runs between the claim and the write, outside any transaction.
  *
  * @example
- * const placer = new OrderPlacer({ broker, orders: new OrdersRepository(db), log });
- * const answer = await placer.place({ claim, order, userId, requestId });
+ * ```ts
+ * import type { IdempotencyClaim } from "../../shared/idempotency.ts";
+ * import { parseLimits } from "../../shared/limits.ts";
+ * import type { Logger } from "../../shared/logger.ts";
+ * import type { BrokerClient } from "./broker_client.ts";
+ * import type { OrderRequest } from "./order_schema.ts";
+ * import type { OrdersRepository } from "./orders_repository.ts";
+ * import { OrderPlacer } from "./place_order.ts";
+ *
+ * declare const broker: BrokerClient, orders: OrdersRepository, log: Logger;
+ * declare const claim: IdempotencyClaim, order: OrderRequest;
+ * const placer = new OrderPlacer({ broker, orders, log, limits: parseLimits({}) });
+ * const answer = await placer.place({ claim, order, userId: "u-1", requestId: "r-1" });
+ * answer.status; // 201, 202 or 422
+ * ```
  */
 import { createHash } from "node:crypto";
 import {

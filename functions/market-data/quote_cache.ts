@@ -9,9 +9,15 @@
  * is one statement with its values as literals: one database round trip (shared/sql_literal.ts).
  *
  * @example
+ * ```ts
+ * import type { Database } from "../../shared/db.ts";
+ * import { MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
+ *
+ * declare const db: Database;
  * const memory = new MemoryQuoteCache(5000);
  * const store = new QuoteStore(db);
  * const rows = await store.read(["AAPL"], 900_000); // [{ symbol, quote, ageMs }]
+ * ```
  */
 import type { Database } from "../../shared/db.ts";
 import type { DeferredHit, HitRow } from "../../shared/rate_limit.ts";

@@ -18,8 +18,16 @@
  * older top-level fields, since a webhook endpoint can be pinned to an older API version.
  *
  * @example
- * const effect = planStripeEvent(event); // { kind: "checkout", … } | { kind: "ignored", reason }
- * const result = await recordStripeEvent(db, { id, type, createdAt, effect }); // "duplicate" | outcome
+ * ```ts
+ * import type { Database } from "../../shared/db.ts";
+ * import { planStripeEvent, recordStripeEvent } from "./effects.ts";
+ *
+ * declare const db: Database;
+ * const event = { id: "evt_1", type: "payment_intent.succeeded", created: 1764633600 };
+ * const effect = planStripeEvent({ ...event, object: { id: "pi_1" } });
+ * const createdAt = new Date(event.created * 1000);
+ * const result = await recordStripeEvent(db, { ...event, createdAt, effect });
+ * ```
  */
 import { z } from "zod";
 import type { Database } from "../../shared/db.ts";

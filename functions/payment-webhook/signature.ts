@@ -8,9 +8,22 @@
  * `400 INVALID_SIGNATURE`. Signed but not JSON: `400 MALFORMED_EVENT`.
  *
  * @example
- * const verified = stripeSignature({ secrets: ["whsec_…"], toleranceSeconds: 300,
- *   crypto: Stripe.createSubtleCryptoProvider(), now: Date.now, log });
- * route(app, "/", { POST: [bodyLimit(65536), verified, (c) => c.json(c.var.event)] });
+ * ```ts
+ * import type { Hono } from "hono";
+ * import Stripe from "stripe";
+ * import type { Logger } from "../../shared/logger.ts";
+ * import { type SignedEnv, stripeSignature } from "./signature.ts";
+ *
+ * declare const app: Hono<SignedEnv>, log: Logger;
+ * const verified = stripeSignature({
+ *   secrets: ["whsec_example"],
+ *   toleranceSeconds: 300,
+ *   crypto: Stripe.createSubtleCryptoProvider(),
+ *   now: Date.now,
+ *   log,
+ * });
+ * app.post("/", verified, (c) => c.json({ received: c.var.event !== undefined }));
+ * ```
  */
 import { createMiddleware } from "hono/factory";
 import Stripe from "stripe";
