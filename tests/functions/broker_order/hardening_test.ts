@@ -6,7 +6,7 @@
 import postgres from "postgres";
 import { assert, assertEquals } from "@std/assert";
 import { startTestServer, type TestServer } from "../../support/server.ts";
-import { MARKET, trader, withWorld, type World } from "./harness.ts";
+import { trader, withWorld, type World } from "./harness.ts";
 
 async function withServer(fn: (s: TestServer, w: World) => Promise<void>) {
   await withWorld(async (w) => {
