@@ -37,6 +37,7 @@
  * });
  * ```
  */
+import type { Platform } from "../../shared/app.ts";
 import type { Breaker } from "../../shared/circuit_breaker.ts";
 import {
   fetchWithDeadline,
@@ -241,4 +242,19 @@ function parseOrder(text: string, fail: () => Error): BrokerOrder {
     symbol: body.symbol,
     created_at: body.created_at,
   };
+}
+
+/** The client for broker-order's configuration, with the platform's `broker` breaker and fetch. */
+export function brokerClientFor(
+  config: { BROKER_API_URL: string; BROKER_API_KEY_ID: string; BROKER_API_SECRET_KEY: string },
+  platform: Pick<Platform, "breakers" | "fetch" | "limits">,
+): BrokerClient {
+  return new BrokerClient({
+    baseUrl: config.BROKER_API_URL,
+    keyId: config.BROKER_API_KEY_ID,
+    secretKey: config.BROKER_API_SECRET_KEY,
+    timeoutMs: platform.limits.BROKER_TIMEOUT_MS,
+    breaker: platform.breakers.get("broker", { isHealthy: isBrokerHealthy }),
+    fetch: platform.fetch,
+  });
 }

@@ -16,7 +16,7 @@ import { requireJwt } from "../../shared/jwt.ts";
 import { route } from "../../shared/methods.ts";
 import { rateLimit } from "../../shared/rate_limit.ts";
 import { serveStandalone } from "../../shared/standalone.ts";
-import { BrokerClient, isBrokerHealthy } from "./broker_client.ts";
+import { brokerClientFor } from "./broker_client.ts";
 import { listOrders, type OrderEnv, placeOrder, userId, validOrder } from "./handlers.ts";
 import { OrdersRepository } from "./orders_repository.ts";
 import { OrderPlacer } from "./place_order.ts";
@@ -34,14 +34,7 @@ const brokerOrder = defineFunction({
   methods: ["GET", "POST"],
   build(base, { db, limits: l, config, ...ctx }) {
     const app = base as unknown as Hono<OrderEnv>; // the same app, with broker-order's variables
-    const broker = new BrokerClient({
-      baseUrl: config.BROKER_API_URL,
-      keyId: config.BROKER_API_KEY_ID,
-      secretKey: config.BROKER_API_SECRET_KEY,
-      timeoutMs: l.BROKER_TIMEOUT_MS,
-      breaker: ctx.breakers.get("broker", { isHealthy: isBrokerHealthy }),
-      fetch: ctx.fetch,
-    });
+    const broker = brokerClientFor(config, { ...ctx, limits: l });
     const orders = new OrdersRepository(db);
     const placer = new OrderPlacer({ broker, orders, log: ctx.log, limits: l });
     const user = requireJwt<OrderEnv>({ tokens: ctx.tokens, role: "authenticated" });

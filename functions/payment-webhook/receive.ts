@@ -1,0 +1,75 @@
+/**
+ * payment-webhook's handler: reads the verified event's envelope, plans its effect and records it
+ * (effects.ts), and purges old event ids at most once per interval per instance, off the request's
+ * path.
+ *
+ * @example
+ * ```ts
+ * import type { Hono } from "hono";
+ * import type { Platform } from "../../shared/app.ts";
+ * import { receiveEvent } from "./receive.ts";
+ * import type { SignedEnv } from "./signature.ts";
+ *
+ * declare const app: Hono<SignedEnv>, platform: Platform;
+ * app.post("/", receiveEvent(platform));
+ * ```
+ */
+import type { Context } from "hono";
+import { z } from "zod";
+import type { Platform } from "../../shared/app.ts";
+import { BadRequest } from "../../shared/errors.ts";
+import { webhookDedup } from "../../shared/webhook_dedup.ts";
+import { MAX_EPOCH_SECONDS, planStripeEvent, recordStripeEvent } from "./effects.ts";
+import type { SignedEnv } from "./signature.ts";
+
+/** The envelope fields needed to record an event; the rest is validated per type in effects.ts. */
+const Envelope = z.object({
+  id: z.string().min(1).max(255),
+  type: z.string().min(1).max(255).catch("(invalid type)"),
+  created: z.number().int().positive().max(MAX_EPOCH_SECONDS).nullable().catch(null),
+  data: z.object({ object: z.unknown() }).nullable().catch(null),
+});
+
+/** The handler: `200 {"received": true[, "duplicate": true]}`, or 400 for an event with no id. */
+export function receiveEvent(platform: Platform) {
+  const { db, log, limits } = platform;
+  const dedup = webhookDedup({ table: "internal.stripe_events" });
+  // The first purge falls at a random point of the first interval: instances are short-lived
+  // and start together, so across many of them purges happen regularly but not all at once.
+  const purgeIntervalMs = limits.WEBHOOK_PURGE_INTERVAL_SECONDS * 1000;
+  let lastPurge = platform.now() - Math.random() * purgeIntervalMs;
+
+  function maybePurge() {
+    const now = platform.now();
+    if (now - lastPurge < purgeIntervalMs) return;
+    lastPurge = now;
+    platform.background(
+      dedup.purge(db, {
+        retentionDays: limits.WEBHOOK_RETENTION_DAYS,
+        batchSize: limits.WEBHOOK_PURGE_BATCH_SIZE,
+      }).then((purged) => {
+        if (purged) log.info("old stripe event ids purged", { purged });
+      }),
+    );
+  }
+
+  return async function receive(c: Context<SignedEnv>): Promise<Response> {
+    const envelope = Envelope.safeParse(c.var.event);
+    if (!envelope.success) throw new BadRequest("The signed event has no id.", "MALFORMED_EVENT");
+    const { id, type, created, data } = envelope.data;
+    const effect = created === null || data === null
+      ? { kind: "ignored" as const, reason: "malformed event: no created time or data" }
+      : planStripeEvent({ id, type, created, object: data.object });
+    const createdAt = created === null ? null : new Date(created * 1000);
+    const result = await recordStripeEvent(db, { id, type, createdAt, effect });
+
+    maybePurge();
+    const requestId = c.var.requestId;
+    if (result === "duplicate") {
+      log.info("stripe event duplicate", { requestId, eventId: id, type });
+      return c.json({ received: true, duplicate: true });
+    }
+    log.info("stripe event recorded", { requestId, eventId: id, type, ...result });
+    return c.json({ received: true });
+  };
+}
