@@ -21,7 +21,8 @@
  *   webhookUrl: "https://discord.com/api/webhooks/123/abc",
  *   limits: parseLimits({}),
  * });
- * const permit = await webhook.acquire(); // { granted: true, probe } | { granted: false, waitMs, unusableReason }
+ * // { granted: true, probe } | { granted: false, waitMs, unusableReason }
+ * const permit = await webhook.acquire();
  * if (permit.granted) {
  *   // ... post to Discord, then:
  *   await webhook.observe({ outcome: "sent" });

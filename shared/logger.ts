@@ -7,7 +7,8 @@
  * import { createLogger } from "./logger.ts";
  *
  * const log = createLogger({ base: { fn: "status" } });
- * log.info("request", { requestId: crypto.randomUUID(), route: "/status", status: 200, durationMs: 1.2 });
+ * const requestId = crypto.randomUUID();
+ * log.info("request", { requestId, route: "/status", status: 200, durationMs: 1.2 });
  * ```
  */
 

@@ -9,7 +9,8 @@
  * import { statusDetails } from "./status_details.ts";
  *
  * declare const platform: Platform; // built at boot by createPlatform()
- * const details = await statusDetails(platform); // { alerts: {..., delivery: {...}}, rateLimits: {...} }
+ * // { alerts: {..., delivery: {...}}, rateLimits: {...} }
+ * const details = await statusDetails(platform);
  * ```
  */
 import { alertQueueStats } from "./alert_queue.ts";

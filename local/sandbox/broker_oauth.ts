@@ -15,10 +15,8 @@
  * import { startBrokerOAuthSimulator } from "./broker_oauth.ts";
  *
  * const sim = await startBrokerOAuthSimulator({ clientId: "id", clientSecret: "secret" });
- * const res = await fetch(
- *   `${sim.authorizeUrl}?response_type=code&client_id=id&redirect_uri=http://127.0.0.1:5173/cb&state=s`,
- *   { redirect: "manual" },
- * );
+ * const query = "response_type=code&client_id=id&redirect_uri=http://127.0.0.1:5173/cb&state=s";
+ * const res = await fetch(`${sim.authorizeUrl}?${query}`, { redirect: "manual" });
  * await sim.close();
  * ```
  */
