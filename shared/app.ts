@@ -14,7 +14,9 @@
  * 5. rate limits keyed by what the body names (login's per-email limit);
  * 6. idempotency;
  * 7. the handler.
- * Cheap refusals come first, so a request refused by an earlier guard costs nothing later.
+ * Cheap refusals come first, so a request refused by an earlier guard costs nothing later. One
+ * exception: a per-IP limit that must also count unauthenticated calls (auth's logout, which
+ * costs a call to Supabase Auth whatever the token) comes before the caller.
  *
  * @example
  * ```ts
