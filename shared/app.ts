@@ -65,15 +65,22 @@ export interface Platform {
   alertOperators: (kind: string, title: string, message: string) => void;
 }
 
-/** Hono variables every handler can read. */
+/**
+ * Hono variables every handler can read: the request id, and once `requireJwt` ran, the caller's
+ * claims and (for users) `userId`. A function adds its own guards' variables to these
+ * (`{ Variables: AppEnv["Variables"] & { order: OrderRequest } }`) and declares that type in
+ * `defineFunction`, so handlers read `c.var.order` without casts.
+ */
 export interface AppEnv {
   Variables: {
     requestId: string;
     claims: Claims;
+    userId: string;
   };
 }
 
-export type App = Hono<AppEnv>;
+/** A function's app, typed with its variables. */
+export type App<E extends AppEnv = AppEnv> = Hono<E>;
 
 export interface FunctionContext<E> extends Platform {
   /** This function's validated environment. */
@@ -83,7 +90,7 @@ export interface FunctionContext<E> extends Platform {
   tokens: TokenVerifier;
 }
 
-export interface FunctionDefinition<S extends z.ZodType = z.ZodType> {
+export interface FunctionDefinition<S extends z.ZodType = z.ZodType, E extends AppEnv = AppEnv> {
   name: string;
   /** The variables this function needs; validated at boot. */
   env: S;
@@ -91,13 +98,13 @@ export interface FunctionDefinition<S extends z.ZodType = z.ZodType> {
   browser: boolean;
   /** Methods the CORS preflight allows. */
   methods?: string[];
-  build(app: App, ctx: FunctionContext<z.infer<S>>): void | Promise<void>;
+  build(app: App<E>, ctx: FunctionContext<z.infer<S>>): void | Promise<void>;
 }
 
-/** Declares a function (typing helper). */
-export function defineFunction<S extends z.ZodType>(
-  def: FunctionDefinition<S>,
-): FunctionDefinition<S> {
+/** Declares a function (typing helper; `E` names the variables its guards set). */
+export function defineFunction<S extends z.ZodType, E extends AppEnv = AppEnv>(
+  def: FunctionDefinition<S, E>,
+): FunctionDefinition<S, E> {
   return def;
 }
 
@@ -108,25 +115,27 @@ export type FetchHandler = (
 ) => Response | Promise<Response>;
 
 /** Boots a function on a platform; never throws: a bad configuration yields a BOOT_ERROR handler. */
-export async function bootFunction(
-  def: FunctionDefinition,
+export async function bootFunction<S extends z.ZodType, E extends AppEnv>(
+  def: FunctionDefinition<S, E>,
   platform: Platform,
 ): Promise<{ fetch: FetchHandler; problems: string[] }> {
   const log = platform.log.child({ fn: def.name });
   try {
-    const config = parseEnv(def.env, platform.env) as KeyConfig & { FRONTEND_URL?: string[] };
+    const config = parseEnv(def.env, platform.env);
+    const base = config as KeyConfig & { FRONTEND_URL?: string[] };
     let guardCors: MiddlewareHandler | undefined;
     if (def.browser) {
-      if (!config.FRONTEND_URL) throw new ConfigError(["FRONTEND_URL is missing"]);
+      if (!base.FRONTEND_URL) throw new ConfigError(["FRONTEND_URL is missing"]);
       guardCors = cors({
-        origins: config.FRONTEND_URL,
+        origins: base.FRONTEND_URL,
         methods: [...(def.methods ?? ["GET", "POST"]), "OPTIONS"],
         maxAgeSeconds: platform.limits.CORS_MAX_AGE_SECONDS,
       });
     }
     const app = baseApp(def.name, log, platform.limits, guardCors);
-    const tokens = tokenVerifier(config, platform);
-    await def.build(app, { ...platform, log, config, name: def.name, tokens });
+    const tokens = tokenVerifier(base, platform);
+    // Variables are types only: the one app serves every function's variable set.
+    await def.build(app as unknown as App<E>, { ...platform, log, config, name: def.name, tokens });
     return { fetch: app.fetch, problems: [] };
   } catch (err) {
     const problems = err instanceof ConfigError ? err.problems : ["it failed to start"];

@@ -204,10 +204,10 @@ export interface JwtOptions {
 }
 
 /**
- * Puts the verified caller's claims in `c.var.claims`. Users: `Authorization: Bearer <JWT>`.
+ * Puts the verified caller's claims in `c.var.claims`, and a user's id in `c.var.userId`. Users: `Authorization: Bearer <JWT>`.
  * Service callers: a service-role JWT or a service key, in `Authorization` or `apikey`.
  */
-export function requireJwt<E extends { Variables: { claims: Claims } }>(
+export function requireJwt<E extends { Variables: { claims: Claims; userId: string } }>(
   opts: JwtOptions,
 ): MiddlewareHandler<E> {
   const { tokens, role } = opts;
@@ -225,7 +225,10 @@ export function requireJwt<E extends { Variables: { claims: Claims } }>(
     if (tokens.isServiceKey(token)) {
       throw new Forbidden(`This route needs the ${role} role.`, "ROLE_NOT_ALLOWED");
     }
-    c.set("claims", await tokens.verify(token, role));
+    const claims = await tokens.verify(token, role);
+    c.set("claims", claims);
+    // verify() checked that a user's `sub` is a uuid.
+    if (role === "authenticated") c.set("userId", claims.sub as string);
     await next();
   };
 }

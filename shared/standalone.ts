@@ -21,11 +21,14 @@
  * if (import.meta.main) await serveStandalone(myFunction);
  * ```
  */
-import { bootFunction, type FunctionDefinition } from "./app.ts";
+import type { z } from "zod";
+import { type AppEnv, bootFunction, type FunctionDefinition } from "./app.ts";
 import { createLogger } from "./logger.ts";
 import { createPlatform } from "./platform.ts";
 
-export async function serveStandalone(def: FunctionDefinition): Promise<void> {
+export async function serveStandalone<S extends z.ZodType, E extends AppEnv>(
+  def: FunctionDefinition<S, E>,
+): Promise<void> {
   const log = createLogger();
   const booting = createPlatform(Deno.env.toObject(), { log }).then(async (platform) => ({
     platform,

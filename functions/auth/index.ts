@@ -5,7 +5,6 @@
  * stored encrypted). Browser-facing (strict CORS). Broker OAuth is optional (config.ts): without
  * its variables `/oauth/*` answers `501 OAUTH_NOT_CONFIGURED` and everything else serves.
  */
-import type { Hono } from "hono";
 import { defineFunction } from "../../shared/app.ts";
 import { bodyLimit } from "../../shared/body_limit.ts";
 import { contentType } from "../../shared/content_type.ts";
@@ -24,12 +23,11 @@ import {
 } from "./oauth_routes.ts";
 import { SupabaseAuth } from "./supabase_auth.ts";
 
-const authFunction = defineFunction({
+const authFunction = defineFunction<typeof Env, AuthEnv>({
   name: "auth",
   env: Env,
   browser: true,
-  async build(base, { db, limits: l, config, ...ctx }) {
-    const app = base as unknown as Hono<AuthEnv>; // the same app, with auth's variables
+  async build(app, { db, limits: l, config, ...ctx }) {
     const auth = new SupabaseAuth({
       url: config.SUPABASE_URL,
       anonKey: config.SUPABASE_ANON_KEY,

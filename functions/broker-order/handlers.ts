@@ -38,7 +38,7 @@ export type OrderEnv = {
 };
 
 /** The caller's user id (a uuid: `requireJwt` checks users' `sub`). */
-export const userId = (c: Context<OrderEnv>): string => c.var.claims.sub as string;
+export const userId = (c: Context<OrderEnv>): string => c.var.userId;
 
 /** The order body, validated strictly, its decimals read from the JSON text exactly. */
 export const validOrder = createMiddleware<OrderEnv>(async function validOrder(c, next) {

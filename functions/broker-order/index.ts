@@ -5,7 +5,6 @@
  * validation, the idempotency key, then the order. `GET ?limit=&before=`: the caller's orders,
  * newest first; `nextCursor` is the next page's `before`.
  */
-import type { Hono } from "hono";
 import { defineFunction } from "../../shared/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
 import { bodyLimit } from "../../shared/body_limit.ts";
@@ -27,13 +26,12 @@ const Env = BrowserEnv.extend({
   BROKER_API_SECRET_KEY: secret(1),
 });
 
-const brokerOrder = defineFunction({
+const brokerOrder = defineFunction<typeof Env, OrderEnv>({
   name: "broker-order",
   env: Env,
   browser: true,
   methods: ["GET", "POST"],
-  build(base, { db, limits: l, config, ...ctx }) {
-    const app = base as unknown as Hono<OrderEnv>; // the same app, with broker-order's variables
+  build(app, { db, limits: l, config, ...ctx }) {
     const broker = brokerClientFor(config, { ...ctx, limits: l });
     const orders = new OrdersRepository(db);
     const placer = new OrderPlacer({ broker, orders, log: ctx.log, limits: l });

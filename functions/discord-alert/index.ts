@@ -13,7 +13,6 @@
  * dedup are in shared/alert_queue.ts, delivery in shared/alert_drainer.ts; Discord's protocol in
  * shared/discord_client.ts.
  */
-import type { Hono } from "hono";
 import { defineFunction } from "../../shared/app.ts";
 import { AlertQueue } from "../../shared/alert_queue.ts";
 import { BaseEnv } from "../../shared/base_env.ts";
@@ -32,12 +31,11 @@ const Env = BaseEnv.extend({
   ALERT_FALLBACK_WEBHOOK_URL: httpUrl.optional(),
 });
 
-const discordAlert = defineFunction({
+const discordAlert = defineFunction<typeof Env, AlertEnv>({
   name: "discord-alert",
   env: Env,
   browser: false,
-  build(base, ctx) {
-    const app = base as unknown as Hono<AlertEnv>; // the same app, with discord-alert's variables
+  build(app, ctx) {
     const queue = new AlertQueue(ctx.db, ctx.limits);
     const drainer = alertDrainer({ ...ctx, queue });
     const serviceOnly = requireJwt<AlertEnv>({ tokens: ctx.tokens, role: "service_role" });

@@ -27,9 +27,10 @@
 import type { Breaker } from "../../shared/circuit_breaker.ts";
 import { CircuitOpen, UpstreamUnavailable } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
-import { ProviderRateLimited, type Quote, type QuoteProvider } from "./provider.ts";
+import type { Platform } from "../../shared/app.ts";
+import { ProviderRateLimited, type Quote, QuoteProvider } from "./provider.ts";
 import type { DeferredHit } from "../../shared/rate_limit.ts";
-import type { Cached, CachedRow, MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
+import { type Cached, type CachedRow, MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
 
 /** A quote as answered, with where it came from and how old it is. */
 export interface ServedQuote extends Quote {
@@ -274,4 +275,37 @@ export class QuoteService {
         : undefined,
     };
   }
+}
+
+/** The provider's settings (`MARKET_DATA_API_*`). */
+export interface ProviderConfig {
+  MARKET_DATA_API_URL: string;
+  MARKET_DATA_API_KEY_ID: string;
+  MARKET_DATA_API_SECRET_KEY: string;
+}
+
+/** The service wired to the platform: Postgres cache, in-process layer, provider and breaker. */
+export function quoteServiceFor(config: ProviderConfig, ctx: Platform): QuoteService {
+  const l = ctx.limits;
+  return new QuoteService({
+    store: new QuoteStore(ctx.db),
+    memory: new MemoryQuoteCache(l.MARKET_DATA_MEMORY_CACHE_ENTRIES),
+    provider: new QuoteProvider({
+      url: config.MARKET_DATA_API_URL,
+      keyId: config.MARKET_DATA_API_KEY_ID,
+      secretKey: config.MARKET_DATA_API_SECRET_KEY,
+      timeoutMs: l.MARKET_DATA_TIMEOUT_MS,
+      fetch: ctx.fetch,
+      now: ctx.now,
+    }),
+    breaker: ctx.breakers.get("market-data", {
+      // The provider's rate limit is handled by the pause, not a sign of an outage.
+      isHealthy: (err) => (err as Error)?.name === "ProviderRateLimited",
+    }),
+    ttlMs: l.MARKET_DATA_CACHE_TTL_SECONDS * 1000,
+    maxStaleMs: l.MARKET_DATA_MAX_STALE_SECONDS * 1000,
+    timeoutMs: l.MARKET_DATA_TIMEOUT_MS,
+    now: ctx.now,
+    log: ctx.log,
+  });
 }

@@ -10,7 +10,6 @@
  * unavailable (nothing written; Stripe retries for three days:
  * https://docs.stripe.com/webhooks#retries).
  */
-import type { Hono } from "hono";
 import Stripe from "stripe";
 import { z } from "zod";
 import { defineFunction } from "../../shared/app.ts";
@@ -39,12 +38,11 @@ const Env = BaseEnv.extend({
   STRIPE_WEBHOOK_SECRET: webhookSecrets,
 });
 
-const paymentWebhook = defineFunction({
+const paymentWebhook = defineFunction<typeof Env, SignedEnv>({
   name: "payment-webhook",
   env: Env,
   browser: false,
-  build(base, ctx) {
-    const app = base as unknown as Hono<SignedEnv>; // the same app, with the guard's variable
+  build(app, ctx) {
     route(app, "/", {
       POST: [
         // The body's bound comes before the signature guard, the caller check, which reads it.

@@ -13,7 +13,8 @@
  * @example
  * ```ts
  * import { Hono } from "hono";
- * import { executeTool, listTools, noStore, type ToolsEnv, validExecute } from "./handlers.ts";
+ * import { noStore } from "../../shared/no_store.ts";
+ * import { executeTool, listTools, type ToolsEnv, validExecute } from "./handlers.ts";
  * import { greeksTool } from "./greeks.ts";
  * import { ToolRegistry } from "./registry.ts";
  *
@@ -43,13 +44,7 @@ export type ToolsEnv = {
 };
 
 /** The caller's user id (a uuid: `requireJwt` checks users' `sub`). */
-export const userId = (c: Context<ToolsEnv>): string => c.var.claims.sub as string;
-
-/** Marks every answer of the route, refusals included, `private, no-store`. */
-export const noStore = createMiddleware<ToolsEnv>(async function noStore(c, next) {
-  await next();
-  c.header("cache-control", "private, no-store");
-});
+export const userId = (c: Context<ToolsEnv>): string => c.var.userId;
 
 /** The execute body, validated strictly (the tool's parameters are checked when it runs). */
 export const validExecute = createMiddleware<ToolsEnv>(async function validExecute(c, next) {

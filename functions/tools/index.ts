@@ -4,7 +4,6 @@
  * catalog.ts. Per-user rate limit (policy "tools", `TOOLS_RATE_LIMIT` a minute) with the
  * RateLimit fields. `Cache-Control: private, no-store`: results are per request.
  */
-import type { Hono } from "hono";
 import { defineFunction } from "../../shared/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
 import { bodyLimit } from "../../shared/body_limit.ts";
@@ -13,16 +12,10 @@ import { httpUrl, secret } from "../../shared/env.ts";
 import { requireJwt } from "../../shared/jwt.ts";
 import { route } from "../../shared/methods.ts";
 import { rateLimit } from "../../shared/rate_limit.ts";
+import { noStore } from "../../shared/no_store.ts";
 import { serveStandalone } from "../../shared/standalone.ts";
 import { toolCatalog } from "./catalog.ts";
-import {
-  executeTool,
-  listTools,
-  noStore,
-  type ToolsEnv,
-  userId,
-  validExecute,
-} from "./handlers.ts";
+import { executeTool, listTools, type ToolsEnv, userId, validExecute } from "./handlers.ts";
 
 const Env = BrowserEnv.extend({
   MARKET_DATA_API_URL: httpUrl,
@@ -30,13 +23,12 @@ const Env = BrowserEnv.extend({
   MARKET_DATA_API_SECRET_KEY: secret(1),
 });
 
-const toolsFunction = defineFunction({
+const toolsFunction = defineFunction<typeof Env, ToolsEnv>({
   name: "tools",
   env: Env,
   browser: true,
   methods: ["GET", "POST"],
-  build(base, { db, limits: l, ...ctx }) {
-    const app = base as unknown as Hono<ToolsEnv>; // the same app, with tools' variables
+  build(app, { db, limits: l, ...ctx }) {
     const registry = toolCatalog({ limits: l, ...ctx });
     const user = requireJwt<ToolsEnv>({ tokens: ctx.tokens, role: "authenticated" });
     const quota = { quota: l.TOOLS_RATE_LIMIT, windowSeconds: 60 };

@@ -18,6 +18,8 @@ import { checkoutCompleted, delivery, webhookEnv } from "./payment_webhook/strip
 
 interface World {
   server: TestServer;
+  /** Another server on the same database (its in-process cache empty). */
+  another(): Promise<TestServer>;
   proxy: FaultProxy;
   /** Round trips `request` made (its response body read to the end). */
   count(request: () => Promise<Response>): Promise<{ roundTrips: number; res: Response }>;
@@ -34,21 +36,26 @@ async function withWorld(fn: (w: World) => Promise<void>) {
     secretKey: SANDBOX_SECRETS.MARKET_DATA_API_SECRET_KEY,
   });
   try {
-    const server = await startTestServer(
-      testEnv(proxy.url(db.url), {
-        ...webhookEnv(),
-        BROKER_API_URL: broker.url,
-        BROKER_API_KEY_ID: "rt-key-id",
-        BROKER_API_SECRET_KEY: "rt-secret",
-        MARKET_DATA_API_URL: quotes.url,
-        MARKET_DATA_API_KEY_ID: SANDBOX_SECRETS.MARKET_DATA_API_KEY_ID,
-        MARKET_DATA_API_SECRET_KEY: SANDBOX_SECRETS.MARKET_DATA_API_SECRET_KEY,
-      }),
-      { only: ["broker-order", "payment-webhook", "market-data", "status"] },
-    );
+    const env = testEnv(proxy.url(db.url), {
+      ...webhookEnv(),
+      BROKER_API_URL: broker.url,
+      BROKER_API_KEY_ID: "rt-key-id",
+      BROKER_API_SECRET_KEY: "rt-secret",
+      MARKET_DATA_API_URL: quotes.url,
+      MARKET_DATA_API_KEY_ID: SANDBOX_SECRETS.MARKET_DATA_API_KEY_ID,
+      MARKET_DATA_API_SECRET_KEY: SANDBOX_SECRETS.MARKET_DATA_API_SECRET_KEY,
+    });
+    const only = ["broker-order", "payment-webhook", "market-data", "status"];
+    const server = await startTestServer(env, { only });
+    const others: TestServer[] = [];
     try {
       await fn({
         server,
+        async another() {
+          const other = await startTestServer(env, { only });
+          others.push(other);
+          return other;
+        },
         proxy,
         async count(request) {
           proxy.resetRoundTrips();
@@ -59,6 +66,7 @@ async function withWorld(fn: (w: World) => Promise<void>) {
         },
       });
     } finally {
+      for (const other of others) await other.close();
       await server.close();
     }
   } finally {
@@ -144,5 +152,23 @@ Deno.test("round trips: a cached quote takes at most 1 (the rate-limit hit); sta
     const status = await count(() => server.call("status"));
     assertEquals(await status.res.json(), { status: "ok" });
     assertEquals(status.roundTrips, 1, "status is one ping");
+  });
+});
+
+Deno.test("round trips: a quote cached only in Postgres takes 1 (the cache read carries the rate-limit hit)", async () => {
+  await withWorld(async ({ server, another, count }) => {
+    const token = await userToken();
+    const get = (s: TestServer) =>
+      s.call("market-data?symbols=AAPL", {
+        headers: { authorization: `Bearer ${token}`, origin: FRONTEND },
+      });
+    assertEquals((await get(server)).status, 200); // live: fills the Postgres cache
+    const fresh = await another(); // its in-process layer is empty
+    assertEquals((await get(fresh)).status, 200); // warm-up of the new instance's first purges
+    const other = await another();
+    const cached = await count(() => get(other));
+    assertEquals(cached.res.status, 200);
+    assertEquals((await cached.res.json()).quotes.AAPL.source, "cache");
+    assertEquals(cached.roundTrips, 1, "one statement reads the cache and counts the hit");
   });
 });
