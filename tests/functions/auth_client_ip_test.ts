@@ -21,7 +21,7 @@ async function withAuth(
   fn: (env: Record<string, string>, sql: postgres.Sql) => Promise<void>,
 ) {
   const sim = await startSupabaseAuthSimulator({ anonKey: ANON_KEY, users: [] });
-  const db = await freshDatabase();
+  const db = await freshDatabase({ migrated: true });
   const sql = postgres(db.url, { max: 1, onnotice: () => {} });
   try {
     await fn(testEnv(db.url, { SUPABASE_URL: sim.url, SUPABASE_ANON_KEY: ANON_KEY }), sql);

@@ -35,7 +35,7 @@ async function withAuth(
     anonKey: ANON_KEY,
     users: [USER],
   });
-  const db = await freshDatabase();
+  const db = await freshDatabase({ migrated: true });
   try {
     const server = await startTestServer(
       testEnv(db.url, { SUPABASE_URL: sim.url, SUPABASE_ANON_KEY: ANON_KEY, ...extra }),

@@ -66,7 +66,7 @@ async function withServer(
     anonKey: ANON_KEY,
     users: USERS,
   });
-  const db = await freshDatabase();
+  const db = await freshDatabase({ migrated: true });
   let server: TestServer | undefined;
   try {
     server = await startTestServer(envFor(db.url, sim, extra), { only: ["auth"] });
@@ -341,7 +341,7 @@ Deno.test(
       anonKey: ANON_KEY,
       users: USERS,
     });
-    const db = await freshDatabase();
+    const db = await freshDatabase({ migrated: true });
     const env = envFor(db.url, sim, { REFRESH_IP_LIMIT: "4" });
     const a = await spawnServer(env);
     const b = await spawnServer(env).catch(async (err) => {
@@ -384,7 +384,7 @@ Deno.test(
       anonKey: ANON_KEY,
       users: USERS,
     });
-    const db = await freshDatabase();
+    const db = await freshDatabase({ migrated: true });
     const env = envFor(db.url, sim);
     const a = await spawnServer(env);
     const b = await spawnServer(env).catch(async (err) => {

@@ -66,7 +66,7 @@ async function withOAuth(
     anonKey: "test-anon-key-0123456789abcdef",
     users: [],
   });
-  const db = await freshDatabase();
+  const db = await freshDatabase({ migrated: true });
   const target = new URL(db.url);
   const proxy = opts.proxied
     ? await startFaultProxy({ hostname: target.hostname, port: Number(target.port) })

@@ -29,7 +29,7 @@ async function setup(
   simOptions: DiscordSimulatorOptions = { bucketLimit: 10, bucketWindowMs: 1000 },
   tdbIn?: TestDatabase,
 ): Promise<Setup> {
-  const tdb = tdbIn ?? await freshDatabase();
+  const tdb = tdbIn ?? await freshDatabase({ migrated: true });
   const sim = await startDiscordSimulator(simOptions);
   const server = await startTestServer(
     testEnv(tdb.url, {
@@ -330,7 +330,7 @@ Deno.test({
   name: "two servers draining one queue at once never send a message twice",
   ...onServer,
   async fn() {
-    const tdb = await freshDatabase();
+    const tdb = await freshDatabase({ migrated: true });
     const a = await setup({}, { bucketLimit: 100, bucketWindowMs: 1000 }, tdb);
     const b = await startTestServer(
       testEnv(tdb.url, { DISCORD_WEBHOOK_URL: a.sim.url }),

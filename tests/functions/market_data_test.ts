@@ -34,7 +34,7 @@ async function withServer(
   simOpts: { unknownSymbols?: string[] } = {},
 ) {
   const sim = await startMarketDataSimulator({ ...KEYS, ...simOpts });
-  const db = await freshDatabase();
+  const db = await freshDatabase({ migrated: true });
   let server: TestServer | undefined;
   try {
     server = await startTestServer(envFor(db.url, sim, extra), {
@@ -188,7 +188,7 @@ Deno.test(
   async () => {
     const sim = await startMarketDataSimulator(KEYS);
     sim.delayMs = 300;
-    const db = await freshDatabase();
+    const db = await freshDatabase({ migrated: true });
     const env = envFor(db.url, sim);
     const a = await spawnServer(env);
     const b = await spawnServer(env).catch(async (err) => {

@@ -27,7 +27,7 @@ interface World {
 
 /** One server with broker-order, payment-webhook, market-data and status, its database behind the proxy. */
 async function withWorld(fn: (w: World) => Promise<void>) {
-  const db = await freshDatabase();
+  const db = await freshDatabase({ migrated: true });
   const target = new URL(db.url);
   const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port) });
   const broker = await startBrokerSimulator({ keyId: "rt-key-id", secretKey: "rt-secret" });

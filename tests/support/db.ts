@@ -6,6 +6,7 @@
 import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
 import { startEmbedded } from "../../local/embedded_db.ts";
+import { loadMigrations, migrate } from "../../local/migrate.ts";
 
 /** The admin URL of the Postgres server, when tests have one. */
 export const SERVER_URL = Deno.env.get("TEST_DATABASE_URL") ?? Deno.env.get("SUPABASE_DB_URL");
@@ -39,12 +40,90 @@ async function copyDir(from: string, to: string) {
   if (!success) throw new Error(`Could not copy ${from} to ${to}`);
 }
 
-/** A new, empty database. */
-export async function freshDatabase(opts: { embedded?: boolean } = {}): Promise<TestDatabase> {
+/** The migrations' digest: a migrated template is reused only while they are unchanged. */
+async function migrationsDigest(): Promise<string> {
+  const text = JSON.stringify(await loadMigrations());
+  const hash = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)),
+  );
+  return Array.from(hash.slice(0, 6), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Applies the migrations to the database at `url` (as the local server would at start). */
+async function migrateAt(url: string): Promise<void> {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    await migrate(sql, await loadMigrations());
+  } finally {
+    await sql.end();
+  }
+}
+
+let serverTemplate: Promise<string> | undefined;
+
+/**
+ * A migrated template database on the server, made once per set of migrations (an advisory lock
+ * keeps parallel test processes from making it twice); fresh databases are cloned from it.
+ */
+function migratedServerTemplate(): Promise<string> {
+  serverTemplate ??= (async () => {
+    const name = `tpl_${await migrationsDigest()}`;
+    const admin = postgres(SERVER_URL!, { max: 1, onnotice: () => {} });
+    try {
+      await admin`select pg_advisory_lock(7231005)`;
+      const [found] = await admin`select 1 from pg_database where datname = ${name}`;
+      if (!found) {
+        await admin.unsafe(`create database ${name}_building`);
+        const url = new URL(SERVER_URL!);
+        url.pathname = `/${name}_building`;
+        await migrateAt(url.toString());
+        await admin.unsafe(`alter database ${name}_building rename to ${name}`);
+      }
+      await admin`select pg_advisory_unlock(7231005)`;
+    } finally {
+      await admin.end();
+    }
+    return name;
+  })();
+  return serverTemplate;
+}
+
+let migratedTemplate: Promise<string> | undefined;
+
+/** The embedded template with the migrations applied, made once per test process. */
+function embeddedMigratedTemplate(): Promise<string> {
+  migratedTemplate ??= (async () => {
+    const dir = await Deno.makeTempDir({ prefix: "pglite-migrated-" });
+    await copyDir(await embeddedTemplate(), dir);
+    const embedded = await startEmbedded(dir);
+    try {
+      await migrateAt(embedded.url);
+    } finally {
+      await embedded.close();
+    }
+    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
+    return dir;
+  })();
+  return migratedTemplate;
+}
+
+export interface FreshDatabaseOptions {
+  /** An embedded database even when a server is configured. */
+  embedded?: boolean;
+  /**
+   * Already migrated (cloned from a migrated template): the server under test then finds every
+   * migration recorded and applies none. Default false: an empty database.
+   */
+  migrated?: boolean;
+}
+
+/** A new database: empty, or migrated when asked. */
+export async function freshDatabase(opts: FreshDatabaseOptions = {}): Promise<TestDatabase> {
   if (SERVER_URL && !opts.embedded) {
     const name = `t_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+    const template = opts.migrated ? ` template ${await migratedServerTemplate()}` : "";
     const admin = postgres(SERVER_URL, { max: 1, onnotice: () => {} });
-    await admin.unsafe(`create database ${name}`);
+    await admin.unsafe(`create database ${name}${template}`);
     await admin.end();
     const url = new URL(SERVER_URL);
     url.pathname = `/${name}`;
@@ -59,7 +138,7 @@ export async function freshDatabase(opts: { embedded?: boolean } = {}): Promise<
     };
   }
   const dir = await Deno.makeTempDir({ prefix: "pglite-test-" });
-  await copyDir(await embeddedTemplate(), dir);
+  await copyDir(await (opts.migrated ? embeddedMigratedTemplate() : embeddedTemplate()), dir);
   const embedded = await startEmbedded(dir);
   return {
     url: embedded.url,

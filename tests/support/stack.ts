@@ -40,7 +40,7 @@ export interface StackOptions {
 }
 
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
-  const db = await freshDatabase();
+  const db = await freshDatabase({ migrated: true });
   const sandbox = await startSandbox({
     databaseUrl: db.url,
     jwtSecret: JWT_SECRET,

@@ -21,7 +21,7 @@ export interface World {
 
 /** Runs `fn` with a fresh database and a broker simulator, closing both after. */
 export async function withWorld(fn: (w: World) => Promise<void>): Promise<void> {
-  const db = await freshDatabase();
+  const db = await freshDatabase({ migrated: true });
   const broker = await startBrokerSimulator({ keyId: BROKER_KEY_ID, secretKey: BROKER_SECRET });
   try {
     await fn({

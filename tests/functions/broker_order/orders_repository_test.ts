@@ -22,7 +22,7 @@ const ORDER = {
 };
 
 Deno.test("OrdersRepository.record completes the key with the order in one statement; a taken-over attempt writes nothing and gets 409", async () => {
-  const t = await freshDatabase();
+  const t = await freshDatabase({ migrated: true });
   const migrations = await loadMigrations();
   const db = new Database({
     url: t.url,

@@ -14,7 +14,7 @@ Deno.test({
     "20 concurrent deliveries of one event across two server processes give exactly one purchase and only 200s",
   ...onServer,
   async fn() {
-    const db = await freshDatabase();
+    const db = await freshDatabase({ migrated: true });
     try {
       const env = testEnv(db.url, webhookEnv());
       const servers = await Promise.all([spawnServer(env), spawnServer(env)]);

@@ -36,7 +36,7 @@ Deno.test({
     "with the database cut mid-delivery the webhook answers 503 with Retry-After, and after heal the redelivery applies the event once",
   ...onServer,
   async fn() {
-    const db = await freshDatabase();
+    const db = await freshDatabase({ migrated: true });
     const target = new URL(db.url);
     const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port) });
     const sql = postgres(db.url, { max: 1, onnotice: () => {} });
@@ -87,7 +87,7 @@ Deno.test({
     "a server killed while its event's transaction is open leaves no claim behind, and the redelivery is applied once",
   ...onServer,
   async fn() {
-    const db = await freshDatabase();
+    const db = await freshDatabase({ migrated: true });
     const admin = postgres(db.url, { max: 2, onnotice: () => {} });
     try {
       // A long query timeout, so the lock wait outlasts the kill (lock_timeout is half of it).

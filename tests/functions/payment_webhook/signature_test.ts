@@ -119,7 +119,7 @@ Deno.test("payment-webhook answers 405 with Allow: POST to other methods, 413 pa
 });
 
 Deno.test("payment-webhook does not boot without a Stripe key and whsec_ signing secrets, naming each variable", async () => {
-  const db = await freshDatabase();
+  const db = await freshDatabase({ migrated: true });
   try {
     const server = await startTestServer(
       testEnv(db.url, { STRIPE_WEBHOOK_SECRET: `${SECRET},not-a-whsec-secret` }),

@@ -14,7 +14,7 @@ export async function withWebhook(
   fn: (server: TestServer) => Promise<void>,
   extra: Record<string, string> = {},
 ): Promise<void> {
-  const db = await freshDatabase();
+  const db = await freshDatabase({ migrated: true });
   try {
     const env = { ...webhookEnv(), ...extra };
     const server = await startTestServer(testEnv(db.url, env), {

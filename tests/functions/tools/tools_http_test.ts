@@ -30,7 +30,7 @@ interface Client {
 
 async function withServer(extra: Record<string, string>, fn: (c: Client) => Promise<void>) {
   const sim = await startMarketDataSimulator(KEYS);
-  const db = await freshDatabase();
+  const db = await freshDatabase({ migrated: true });
   let server: TestServer | undefined;
   try {
     server = await startTestServer(
