@@ -46,6 +46,7 @@ import { BootError, errorParts, HttpError, NotFound } from "./errors.ts";
 import { type Claims, TokenVerifier, type TokenVerifierOptions } from "./jwt.ts";
 import type { MiddlewareHandler } from "hono";
 import type { Limits } from "./limits.ts";
+import type { RateLimitStats } from "./rate_limit.ts";
 import type { Logger } from "./logger.ts";
 import type { Breakers } from "./circuit_breaker.ts";
 
@@ -61,6 +62,8 @@ export interface Platform {
   now: () => number;
   /** Keeps background work (alert delivery) alive past the response, as EdgeRuntime.waitUntil. */
   background: (work: Promise<unknown>) => void;
+  /** This instance's rate-limit counters by policy (for `status`); pass as `stats` to rateLimit. */
+  rateLimits: RateLimitStats;
   /** Tells operators directly (not through the database), e.g. that the database is down. */
   alertOperators: (kind: string, title: string, message: string) => void;
 }

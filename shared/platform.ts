@@ -82,6 +82,7 @@ export async function createPlatform(
     fetch: opts.fetch ?? fetch,
     now: opts.now ?? Date.now,
     breakers: new Breakers(limits),
+    rateLimits: new Map(),
     background,
     alertOperators: direct?.alert ??
       ((kind, title, message) => log.error("operator alert", { kind, title, message })),

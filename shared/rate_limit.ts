@@ -38,6 +38,11 @@ export interface RateLimitPolicy {
   policy: string;
   quota: number;
   windowSeconds: number;
+  /**
+   * The platform's counters by policy (`Platform.rateLimits`, shown by `status`); limiters of one
+   * policy share an entry. Without it the limiter counts for itself only.
+   */
+  stats?: RateLimitStats;
 }
 
 export interface Decision {
@@ -52,8 +57,8 @@ export interface RateLimitCounters {
   limited: number;
 }
 
-/** Per-instance counters by policy, for `status` (limiters of one policy share theirs). */
-export const rateLimitCounters = new Map<string, RateLimitCounters>();
+/** One platform's counters by policy, for `status`. */
+export type RateLimitStats = Map<string, RateLimitCounters>;
 
 /** At most this many keys are remembered as blocked in-process. */
 const BLOCKED_CACHE_MAX = 10_000;
@@ -79,11 +84,11 @@ export class RateLimiter {
       throw new Error(`Policy ${policy.policy} needs a positive quota and window`);
     }
     this.#db = db;
-    this.#p = { ...policy };
+    this.#p = { policy: policy.policy, quota: policy.quota, windowSeconds: policy.windowSeconds };
     this.#now = now;
     this.policyHeader = `"${policy.policy}";q=${policy.quota};w=${policy.windowSeconds}`;
-    this.counters = rateLimitCounters.get(policy.policy) ?? { allowed: 0, limited: 0 };
-    rateLimitCounters.set(policy.policy, this.counters);
+    this.counters = policy.stats?.get(policy.policy) ?? { allowed: 0, limited: 0 };
+    policy.stats?.set(policy.policy, this.counters);
     // The first purge at a random point of the first interval, so instances do not align.
     this.#nextPurge = now() + Math.random() * PURGE_INTERVAL_MS;
   }

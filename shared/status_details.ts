@@ -17,7 +17,6 @@ import { alertQueueStats } from "./alert_queue.ts";
 import { webhookStatus } from "./discord_webhook_state.ts";
 import type { Platform } from "./app.ts";
 import { ServiceUnavailable } from "./errors.ts";
-import { rateLimitCounters } from "./rate_limit.ts";
 
 /**
  * `alerts`: the alert queue by state (queued, sending, retrying, dead with the latest reasons,
@@ -37,5 +36,5 @@ export async function statusDetails(platform: Platform): Promise<Record<string, 
     if (!(err instanceof ServiceUnavailable)) throw err;
     alerts = { unavailable: err.code };
   }
-  return { alerts, rateLimits: Object.fromEntries(rateLimitCounters) };
+  return { alerts, rateLimits: Object.fromEntries(platform.rateLimits) };
 }

@@ -27,7 +27,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { Database } from "../../shared/db.ts";
 import type { Limits } from "../../shared/limits.ts";
-import { rateLimit } from "../../shared/rate_limit.ts";
+import { rateLimit, type RateLimitStats } from "../../shared/rate_limit.ts";
 import { clientIp } from "./client_ip.ts";
 import type { AuthEnv } from "./handlers.ts";
 
@@ -35,6 +35,8 @@ export interface AttemptLimitOptions {
   db: Database;
   limits: Limits;
   now: () => number;
+  /** The platform's rate-limit counters (`ctx.rateLimits`). */
+  stats?: RateLimitStats;
 }
 
 /** auth's four rate-limit guards. */
@@ -47,8 +49,10 @@ export interface AttemptLimits {
 }
 
 /** Builds auth's rate-limit guards (see the module's note for the order they go in). */
-export function attemptLimits({ db, limits: l, now }: AttemptLimitOptions): AttemptLimits {
-  const window = { windowSeconds: l.LOGIN_WINDOW_SECONDS, db, now };
+export function attemptLimits(
+  { db, limits: l, now, stats }: AttemptLimitOptions,
+): AttemptLimits {
+  const window = { windowSeconds: l.LOGIN_WINDOW_SECONDS, db, now, stats };
   const byIp = (c: Context) => clientIp(c, l.LOGIN_TRUSTED_PROXY_HOPS);
   const byEmail = (c: Context<AuthEnv>) => c.var.login.email;
   return {

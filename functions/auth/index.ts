@@ -37,7 +37,7 @@ const authFunction = defineFunction<typeof Env, AuthEnv>({
     });
     const oauth = await brokerOAuth({ db, limits: l, config, ...ctx });
     const user = requireJwt<AuthEnv>({ tokens: ctx.tokens, role: "authenticated" });
-    const limit = attemptLimits({ db, limits: l, now: ctx.now });
+    const limit = attemptLimits({ db, limits: l, now: ctx.now, stats: ctx.rateLimits });
     const json = [contentType("application/json"), bodyLimit(l.BODY_LIMIT_BYTES)];
 
     route(app, "/login", {

@@ -48,7 +48,14 @@ const brokerOrder = defineFunction<typeof Env, OrderEnv>({
       GET: [user, listOrders(orders, l.ORDERS_PAGE_MAX)],
       POST: [
         user,
-        rateLimit({ db, policy: "orders", ...quota, key: userId, withClaim: true }),
+        rateLimit({
+          db,
+          policy: "orders",
+          ...quota,
+          key: userId,
+          withClaim: true,
+          stats: ctx.rateLimits,
+        }),
         contentType("application/json"),
         bodyLimit(l.BODY_LIMIT_BYTES),
         validOrder,

@@ -41,6 +41,7 @@ const marketDataFunction = defineFunction<typeof Env, QuotesEnv>({
         rateLimit({
           db: ctx.db,
           policy: "market-data",
+          stats: ctx.rateLimits,
           quota: l.MARKET_DATA_RATE_LIMIT,
           windowSeconds: 60,
           key: (c) => c.var.userId,

@@ -32,7 +32,14 @@ const toolsFunction = defineFunction<typeof Env, ToolsEnv>({
     const registry = toolCatalog({ limits: l, ...ctx });
     const user = requireJwt<ToolsEnv>({ tokens: ctx.tokens, role: "authenticated" });
     const quota = { quota: l.TOOLS_RATE_LIMIT, windowSeconds: 60 };
-    const perUser = rateLimit({ db, policy: "tools", ...quota, key: userId, now: ctx.now });
+    const perUser = rateLimit({
+      db,
+      policy: "tools",
+      ...quota,
+      key: userId,
+      now: ctx.now,
+      stats: ctx.rateLimits,
+    });
 
     // noStore wraps the chain, so its header is on every answer, refusals included.
     route(app, "/", { GET: [noStore, user, perUser, listTools(registry)] });

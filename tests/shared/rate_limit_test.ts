@@ -170,3 +170,23 @@ Deno.test("rateLimit({ withClaim }) counts in the idempotency claim's statement,
     );
     assertEquals(keys[0].n, 2, "a limited request claims no key");
   }));
+
+Deno.test("counters are the platform's own: two platforms in one process never share them", () =>
+  withDb(async (db) => {
+    const mine = new Map();
+    const theirs = new Map();
+    const a = new RateLimiter(db, { policy: "stats", quota: 1, windowSeconds: 60, stats: mine });
+    const b = new RateLimiter(db, { policy: "stats", quota: 1, windowSeconds: 60, stats: theirs });
+    const again = new RateLimiter(db, {
+      policy: "stats",
+      quota: 1,
+      windowSeconds: 60,
+      stats: mine,
+    });
+    await a.hit("k1");
+    await again.hit("k1"); // the same platform, the same policy: one entry, limited now
+    assertEquals(mine.get("stats"), { allowed: 1, limited: 1 });
+    assertEquals(theirs.get("stats"), { allowed: 0, limited: 0 }, "the other counted nothing");
+    await b.hit("k2");
+    assertEquals(theirs.get("stats"), { allowed: 1, limited: 0 });
+  }));
