@@ -23,6 +23,7 @@
  * const drainer = new AlertDrainer({ queue, client, webhook, fallback, breaker, limits, log });
  * const report = await drainer.drain(); // { sent, deferred, retried, dead, stopped, remaining }
  */
+import { everyAtMost } from "./schedule.ts";
 import type { AlertFallback } from "./alert_fallback.ts";
 import type { AlertQueue, ClaimedAlert } from "./alert_queue.ts";
 import type { Breaker } from "./circuit_breaker.ts";
@@ -87,11 +88,20 @@ export class AlertDrainer {
   readonly #wakers = new Set<() => void>();
   #running: Promise<void> | undefined;
   #again = false;
-  #lastPurge = 0;
+  readonly #purgeIfDue: () => Promise<void> | undefined;
 
   constructor(opts: DrainerOptions) {
     this.#o = { ...opts };
     this.#now = opts.now ?? Date.now;
+    this.#purgeIfDue = everyAtMost(PURGE_EVERY_MS, () => this.#purge(), { now: this.#now });
+  }
+  /** Sent alerts past their retention and stale fallback cooldowns (housekeeping, never fails). */
+  async #purge(): Promise<void> {
+    const { queue, log } = this.#o;
+    await queue.purge().catch((err) => log.warn("alert purge failed", { error: err }));
+    await this.#o.fallback?.purge().catch((err) =>
+      log.warn("fallback cooldown purge failed", { error: err })
+    );
   }
 
   /** Starts (or nudges) background delivery; the promise ends when no pass is asked for. Never rejects. */
@@ -248,13 +258,7 @@ export class AlertDrainer {
         log.error("could not check whether Discord delivery is broken", { error: err })
       );
     }
-    if (this.#now() - this.#lastPurge > PURGE_EVERY_MS) {
-      this.#lastPurge = this.#now();
-      await queue.purge().catch((err) => log.warn("alert purge failed", { error: err }));
-      await this.#o.fallback?.purge().catch((err) =>
-        log.warn("fallback cooldown purge failed", { error: err })
-      );
-    }
+    await this.#purgeIfDue();
     report.remaining = (await queue.stats()).queued;
     report.durationMs = this.#now() - started;
     return report;

@@ -27,6 +27,7 @@
  * const { id, coalesced } = await queue.enqueue({ severity: "critical", title, message, dedupKey });
  * const alert = await queue.claim(); // null when nothing is due
  */
+import { fullJitter } from "./backoff.ts";
 import type { Database } from "./db.ts";
 import type { Severity } from "./discord_client.ts";
 import type { Limits } from "./limits.ts";
@@ -244,12 +245,13 @@ export class AlertQueue {
   async markFailed(alert: ClaimedAlert, reason: string): Promise<"queued" | "dead"> {
     const attempt = alert.attempts + 1;
     const dead = attempt >= this.#l.ALERT_MAX_ATTEMPTS;
-    const exp = Math.min(
+    // The suite's one backoff (full jitter): spread retries from many drainers over the window.
+    const delayMs = fullJitter(
+      attempt - 1,
+      this.#l.ALERT_RETRY_BASE_MS,
       this.#l.ALERT_RETRY_MAX_MS,
-      this.#l.ALERT_RETRY_BASE_MS * 2 ** (attempt - 1),
+      this.#random,
     );
-    // Equal jitter: never less than half the step, so a failing upstream is not hammered.
-    const delayMs = Math.round(exp / 2 + this.#random() * exp / 2);
     const finalReason = dead ? `gave up after ${attempt} attempts: ${reason}` : reason;
     await this.#db.query((sql) =>
       sql`

@@ -47,6 +47,7 @@
  * );
  * ```
  */
+import { everyAtMost } from "./schedule.ts";
 import { createHash } from "node:crypto";
 import type { Context, MiddlewareHandler } from "hono";
 import type { Database, Tx } from "./db.ts";
@@ -236,13 +237,13 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
   const { db, scope } = opts;
   const lockMs = opts.lockSeconds * 1000;
   const now = opts.now ?? Date.now;
-  let lastPurge = Number.NEGATIVE_INFINITY;
-
+  const p = opts.purge;
+  const purgeIfDue = p
+    ? everyAtMost(p.intervalSeconds * 1000, () => purgeExpiredKeys(db, p.batchSize), { now })
+    : () => undefined;
   const maybePurge = () => {
-    const p = opts.purge;
-    if (!p || now() - lastPurge < p.intervalSeconds * 1000) return;
-    lastPurge = now();
-    p.background(purgeExpiredKeys(db, p.batchSize));
+    const run = purgeIfDue();
+    if (run) p!.background(run);
   };
 
   return async function idempotencyGuard(c, next) {

@@ -31,6 +31,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { Database } from "./db.ts";
 import { TooManyRequests } from "./errors.ts";
+import { everyAtMost } from "./schedule.ts";
 import { literal } from "./sql_literal.ts";
 
 export interface RateLimitPolicy {
@@ -72,7 +73,7 @@ export class RateLimiter {
   readonly #p: RateLimitPolicy;
   readonly #now: () => number;
   readonly #blocked = new Map<string, number>();
-  #nextPurge: number;
+  readonly #purgeIfDue: () => Promise<void> | undefined;
   readonly policyHeader: string;
   readonly counters: RateLimitCounters;
 
@@ -90,7 +91,10 @@ export class RateLimiter {
     this.counters = policy.stats?.get(policy.policy) ?? { allowed: 0, limited: 0 };
     policy.stats?.set(policy.policy, this.counters);
     // The first purge at a random point of the first interval, so instances do not align.
-    this.#nextPurge = now() + Math.random() * PURGE_INTERVAL_MS;
+    this.#purgeIfDue = everyAtMost(PURGE_INTERVAL_MS, () => this.purge(), {
+      now,
+      firstAtRandom: true,
+    });
   }
 
   /** Deletes this policy's keys idle past its window; safe from any number of instances. */
@@ -144,10 +148,8 @@ export class RateLimiter {
   settle(key: string, row: { allowed: boolean; remaining: number; reset_ms: number }): Decision {
     const now = this.#now();
     const decision = { allowed: row.allowed, remaining: row.remaining, resetMs: row.reset_ms };
-    if (now >= this.#nextPurge) {
-      this.#nextPurge = now + PURGE_INTERVAL_MS;
-      this.purge().catch(() => {}); // housekeeping: a failure only means the next one does more
-    }
+    // Housekeeping: a failure only means the next one does more.
+    this.#purgeIfDue()?.catch(() => {});
     if (decision.allowed) {
       this.counters.allowed++;
     } else {

@@ -28,6 +28,7 @@ import type { Breaker } from "../../shared/circuit_breaker.ts";
 import { CircuitOpen, UpstreamUnavailable } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { Platform } from "../../shared/app.ts";
+import { fullJitter } from "../../shared/backoff.ts";
 import { ProviderRateLimited, type Quote, QuoteProvider } from "./provider.ts";
 import type { DeferredHit } from "../../shared/rate_limit.ts";
 import { type Cached, type CachedRow, MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
@@ -251,8 +252,7 @@ export class QuoteService {
     const deadline = this.#o.now() + leaseMs;
     const results = new Map<string, Resolved>();
     let pending = symbols;
-    let delay = POLL_FIRST_MS;
-    while (pending.length > 0) {
+    for (let attempt = 0; pending.length > 0; attempt++) {
       const next: string[] = [];
       for (const row of await store.poll(pending, ttlMs)) {
         if (row.fresh) {
@@ -264,8 +264,8 @@ export class QuoteService {
       }
       pending = next;
       if (pending.length === 0 || this.#o.now() >= deadline) break;
-      await new Promise((r) => setTimeout(r, delay));
-      delay = Math.min(delay * 2, POLL_MAX_MS);
+      // The suite's one backoff: instances waiting on one lease do not poll in step.
+      await new Promise((r) => setTimeout(r, fullJitter(attempt, 2 * POLL_FIRST_MS, POLL_MAX_MS)));
     }
     const unresolved = symbols.filter((s) => !results.has(s));
     return {

@@ -14,6 +14,7 @@
  * app.post("/", receiveEvent(platform));
  * ```
  */
+import { everyAtMost } from "../../shared/schedule.ts";
 import type { Context } from "hono";
 import { z } from "zod";
 import type { Platform } from "../../shared/app.ts";
@@ -36,21 +37,20 @@ export function receiveEvent(platform: Platform) {
   const dedup = webhookDedup({ table: "internal.stripe_events" });
   // The first purge falls at a random point of the first interval: instances are short-lived
   // and start together, so across many of them purges happen regularly but not all at once.
-  const purgeIntervalMs = limits.WEBHOOK_PURGE_INTERVAL_SECONDS * 1000;
-  let lastPurge = platform.now() - Math.random() * purgeIntervalMs;
-
-  function maybePurge() {
-    const now = platform.now();
-    if (now - lastPurge < purgeIntervalMs) return;
-    lastPurge = now;
-    platform.background(
+  const purgeIfDue = everyAtMost(
+    limits.WEBHOOK_PURGE_INTERVAL_SECONDS * 1000,
+    () =>
       dedup.purge(db, {
         retentionDays: limits.WEBHOOK_RETENTION_DAYS,
         batchSize: limits.WEBHOOK_PURGE_BATCH_SIZE,
       }).then((purged) => {
         if (purged) log.info("old stripe event ids purged", { purged });
       }),
-    );
+    { now: platform.now, firstAtRandom: true },
+  );
+  function maybePurge() {
+    const run = purgeIfDue();
+    if (run) platform.background(run);
   }
 
   return async function receive(c: Context<SignedEnv>): Promise<Response> {

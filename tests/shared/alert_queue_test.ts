@@ -52,6 +52,7 @@ interface Harness extends Instance {
 async function harness(
   limitOverrides: Record<string, string> = {},
   simOptions: DiscordSimulatorOptions = { bucketLimit: 100, bucketWindowMs: 1000 },
+  random?: () => number,
 ): Promise<Harness> {
   const tdb: TestDatabase = await freshDatabase();
   const limits = parseLimits({ ...TEST_LIMITS, ...limitOverrides });
@@ -71,7 +72,7 @@ async function harness(
     assert(db.up, "the test database is reachable");
     const b = new Breakers(limits);
     breakers.push(b);
-    const queue = new AlertQueue(db, limits);
+    const queue = new AlertQueue(db, limits, { random });
     const drainer = new AlertDrainer({
       queue,
       client: new DiscordClient({ webhookUrl: sim.url, timeoutMs: limits.DISCORD_TIMEOUT_MS }),
@@ -254,11 +255,16 @@ Deno.test("a 4xx about the message (400, not 401/403/404 or 429) dead-letters th
 
 Deno.test("5xx are retried with backoff, then the alert is dead-lettered after ALERT_MAX_ATTEMPTS", async () => {
   // The cap leaves room for the doubling (the harness's 200 ms cap would flatten it).
-  const h = await harness({
-    ALERT_MAX_ATTEMPTS: "3",
-    ALERT_RETRY_BASE_MS: "200",
-    ALERT_RETRY_MAX_MS: "1000",
-  });
+  // Full jitter draws each delay from [0, step): a fixed draw of 3/4 makes the waits known.
+  const h = await harness(
+    {
+      ALERT_MAX_ATTEMPTS: "3",
+      ALERT_RETRY_BASE_MS: "200",
+      ALERT_RETRY_MAX_MS: "1000",
+    },
+    undefined,
+    () => 0.75,
+  );
   try {
     h.sim.failNext(5, 502);
     const started = performance.now();
@@ -267,7 +273,7 @@ Deno.test("5xx are retried with backoff, then the alert is dead-lettered after A
     const took = performance.now() - started;
     assertEquals([report.retried, report.dead, report.sent], [2, 1, 0]);
     assertEquals(h.sim.unavailable, 3);
-    // Backoff: at least half of 200 ms, then half of 400 ms, between the attempts.
+    // Backoff: 3/4 of 200 ms, then 3/4 of 400 ms, between the attempts.
     assert(took >= 300, `three attempts took only ${took} ms`);
     const [row] = await rowsOf(h.db);
     assertEquals([row.state, row.attempts], ["dead", 3]);
@@ -368,6 +374,8 @@ Deno.test({
       for (let i = 0; i < 40; i++) {
         await h.queue.enqueue(alert(`m${i}`, { severity: i % 3 === 0 ? "critical" : "info" }));
       }
+      // Each send takes a moment, so the second drainer starts while the first is still busy.
+      h.sim.delayMs = 20;
       const [a, b] = await Promise.all([h.drainer.drain(), other.drainer.drain()]);
       assertEquals(a.sent + b.sent, 40);
       assert(a.sent > 0 && b.sent > 0, `both drainers worked: ${a.sent} + ${b.sent}`);
