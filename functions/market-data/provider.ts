@@ -16,7 +16,11 @@
  */
 import { z } from "zod";
 import { UpstreamUnavailable } from "../../shared/errors.ts";
-import { fetchWithDeadline } from "../../shared/http_client.ts";
+import {
+  MARKET_DATA_UPSTREAM,
+  marketDataGet,
+  providerPauseMs,
+} from "../../shared/market_data_api.ts";
 
 /** A quote as this API serves it. */
 export interface Quote {
@@ -44,9 +48,7 @@ export interface ProviderOptions {
   now?: () => number;
 }
 
-const UPSTREAM = "market-data provider";
-const DEFAULT_PAUSE_MS = 60_000;
-const MAX_PAUSE_MS = 10 * 60_000;
+const UPSTREAM = MARKET_DATA_UPSTREAM;
 
 const price = z.number().finite().nonnegative();
 const size = z.number().finite().nonnegative();
@@ -76,28 +78,10 @@ export class QuoteProvider {
   async latest(symbols: readonly string[]): Promise<Map<string, Quote>> {
     const url = new URL(`${this.#o.url}/v2/stocks/quotes/latest`);
     url.searchParams.set("symbols", symbols.join(","));
-    let res: { status: number; headers: Headers; body: unknown };
-    try {
-      res = await fetchWithDeadline(
-        url,
-        {
-          headers: {
-            "apca-api-key-id": this.#o.keyId,
-            "apca-api-secret-key": this.#o.secretKey,
-            accept: "application/json",
-          },
-        },
-        { timeoutMs: this.#o.timeoutMs, upstream: UPSTREAM, fetch: this.#o.fetch },
-        async (r) => ({
-          status: r.status,
-          headers: r.headers,
-          body: r.ok ? await r.json().catch(() => undefined) : await r.body?.cancel(),
-        }),
-      );
-    } catch (err) {
-      throw new UpstreamUnavailable(UPSTREAM, "unreachable or timed out", 1000, err);
+    const res = await marketDataGet(url, this.#o);
+    if (res.status === 429) {
+      throw new ProviderRateLimited(providerPauseMs(res.headers, this.#now()));
     }
-    if (res.status === 429) throw new ProviderRateLimited(this.#pauseMs(res.headers));
     if (res.status !== 200) throw new UpstreamUnavailable(UPSTREAM, `HTTP ${res.status}`);
     const parsed = AlpacaLatest.safeParse(res.body);
     if (!parsed.success) throw new UpstreamUnavailable(UPSTREAM, "unusable answer");
@@ -117,19 +101,5 @@ export class QuoteProvider {
       });
     }
     return out;
-  }
-
-  #pauseMs(headers: Headers): number {
-    const retryAfter = headers.get("retry-after");
-    let ms: number | undefined;
-    if (retryAfter && /^\d+$/.test(retryAfter.trim())) {
-      ms = Number(retryAfter.trim()) * 1000;
-    } else if (retryAfter && !Number.isNaN(Date.parse(retryAfter))) {
-      ms = Date.parse(retryAfter) - this.#now();
-    } else {
-      const reset = headers.get("x-ratelimit-reset");
-      if (reset && /^\d+$/.test(reset)) ms = Number(reset) * 1000 - this.#now();
-    }
-    return Math.min(MAX_PAUSE_MS, Math.max(1000, ms ?? DEFAULT_PAUSE_MS));
   }
 }

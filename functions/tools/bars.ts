@@ -41,11 +41,13 @@
  */
 import type { Breaker } from "../../shared/circuit_breaker.ts";
 import { HttpError, ServiceUnavailable, UpstreamUnavailable } from "../../shared/errors.ts";
-import { fetchWithDeadline } from "../../shared/http_client.ts";
+import {
+  MARKET_DATA_UPSTREAM,
+  marketDataGet,
+  providerPauseMs,
+} from "../../shared/market_data_api.ts";
 
-const UPSTREAM = "market-data provider";
-const DEFAULT_PAUSE_MS = 60_000;
-const MAX_PAUSE_MS = 10 * 60_000;
+const UPSTREAM = MARKET_DATA_UPSTREAM;
 /** Alpaca's largest page. */
 export const ALPACA_MAX_PAGE = 10_000;
 /** Bars outside these prices are not data we can trust (and would overflow the equity). */
@@ -160,50 +162,14 @@ export class BarsProvider {
     // Split- and dividend-adjusted, so a split is not read as a crash.
     url.searchParams.set("adjustment", "all");
     if (token !== null) url.searchParams.set("page_token", token);
-    let res: { status: number; headers: Headers; body: unknown };
-    try {
-      res = await fetchWithDeadline(
-        url,
-        {
-          headers: {
-            "apca-api-key-id": this.#o.keyId,
-            "apca-api-secret-key": this.#o.secretKey,
-            accept: "application/json",
-          },
-        },
-        { timeoutMs: this.#o.timeoutMs, upstream: UPSTREAM, fetch: this.#o.fetch, signal },
-        async (r) => ({
-          status: r.status,
-          headers: r.headers,
-          body: r.ok ? await r.json().catch(() => undefined) : await r.body?.cancel(),
-        }),
-      );
-    } catch (err) {
-      if (signal.aborted) throw signal.reason;
-      throw new UpstreamUnavailable(UPSTREAM, "unreachable or timed out", 1000, err);
-    }
+    const res = await marketDataGet(url, { ...this.#o, signal });
     if (res.status === 429) {
-      const ms = this.#pauseMs(res.headers);
+      const ms = providerPauseMs(res.headers, this.#now());
       this.#pausedUntil = Math.max(this.#pausedUntil, this.#now() + ms);
       throw new ProviderRateLimited(ms);
     }
     if (res.status !== 200) throw new UpstreamUnavailable(UPSTREAM, `HTTP ${res.status}`);
     return readPage(res.body, q.symbol, after, limit);
-  }
-
-  /** Retry-After (seconds or a date), else X-RateLimit-Reset (epoch seconds), else a minute. */
-  #pauseMs(headers: Headers): number {
-    const retryAfter = headers.get("retry-after")?.trim();
-    let ms: number | undefined;
-    if (retryAfter && /^\d+$/.test(retryAfter)) {
-      ms = Number(retryAfter) * 1000;
-    } else if (retryAfter && !Number.isNaN(Date.parse(retryAfter))) {
-      ms = Date.parse(retryAfter) - this.#now();
-    } else {
-      const reset = headers.get("x-ratelimit-reset");
-      if (reset && /^\d+$/.test(reset)) ms = Number(reset) * 1000 - this.#now();
-    }
-    return Math.min(MAX_PAUSE_MS, Math.max(1000, ms ?? DEFAULT_PAUSE_MS));
   }
 }
 
