@@ -34,6 +34,9 @@ export interface BacktestResult {
   maxDrawdown: number;
 }
 
+/** A spread smaller than this fraction of the price is a tie (see onClose). */
+export const TIE_TOLERANCE = 1e-9;
+
 /** Rolling simple moving averages over a ring buffer of the last `slow` closes. */
 class SmaPair {
   readonly #ring: Float64Array;
@@ -113,7 +116,9 @@ export class Backtest {
     let wantLong: boolean;
     if (this.#sma) {
       const spread = this.#sma.push(close);
-      wantLong = spread === undefined ? false : spread > 0;
+      // Averages within rounding of each other are a tie, not a cross: the rolling sums and a
+      // per-window sum may differ in the last bits, and a tie must not flip the position.
+      wantLong = spread === undefined ? false : spread > TIE_TOLERANCE * close;
     } else {
       wantLong = true;
     }
