@@ -20,8 +20,32 @@
  * `EdgeRuntime.waitUntil` deployed); nothing here relies on a timer outliving a request.
  *
  * @example
- * const drainer = new AlertDrainer({ queue, client, webhook, fallback, breaker, limits, log });
+ * ```ts
+ * import { AlertDrainer } from "./alert_drainer.ts";
+ * import { AlertFallback } from "./alert_fallback.ts";
+ * import { AlertQueue } from "./alert_queue.ts";
+ * import type { Platform } from "./app.ts";
+ * import { DiscordClient } from "./discord_client.ts";
+ * import { DiscordWebhookState } from "./discord_webhook_state.ts";
+ *
+ * declare const platform: Platform; // built at boot by createPlatform()
+ * const { db, limits, log } = platform;
+ * const webhookUrl = "https://discord.com/api/webhooks/123/abc";
+ * const drainer = new AlertDrainer({
+ *   queue: new AlertQueue(db, limits),
+ *   client: new DiscordClient({ webhookUrl, timeoutMs: limits.DISCORD_TIMEOUT_MS }),
+ *   webhook: new DiscordWebhookState(db, { webhookUrl, limits }),
+ *   fallback: new AlertFallback(db, {
+ *     webhookUrl: "https://hooks.slack.com/services/T000/B000/XXXX",
+ *     limits,
+ *     log,
+ *   }),
+ *   breaker: platform.breakers.get("discord"),
+ *   limits,
+ *   log,
+ * });
  * const report = await drainer.drain(); // { sent, deferred, retried, dead, stopped, remaining }
+ * ```
  */
 import { everyAtMost } from "./schedule.ts";
 import type { AlertFallback } from "./alert_fallback.ts";

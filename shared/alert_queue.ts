@@ -23,9 +23,21 @@
  *   gives a claim back without using an attempt (rate limited, webhook unusable, breaker open).
  *
  * @example
- * const queue = new AlertQueue(db, limits);
- * const { id, coalesced } = await queue.enqueue({ severity: "critical", title, message, dedupKey });
+ * ```ts
+ * import { AlertQueue } from "./alert_queue.ts";
+ * import type { Database } from "./db.ts";
+ * import { parseLimits } from "./limits.ts";
+ *
+ * declare const db: Database;
+ * const queue = new AlertQueue(db, parseLimits({}));
+ * const { id, coalesced } = await queue.enqueue({
+ *   severity: "critical",
+ *   title: "Broker unreachable",
+ *   message: "Orders are refused with 503 until it answers.",
+ *   dedupKey: "broker-down",
+ * });
  * const alert = await queue.claim(); // null when nothing is due
+ * ```
  */
 import { fullJitter } from "./backoff.ts";
 import type { Database } from "./db.ts";

@@ -14,9 +14,22 @@
  * (shared/discord_webhook_state.ts).
  *
  * @example
- * const discord = new DiscordClient({ webhookUrl, timeoutMs: 5_000 });
- * const content = renderAlert({ severity: "critical", title, message, count: 1 });
- * const { id } = await discord.execute(content); // throws DiscordRateLimited, DiscordRejected, UpstreamUnavailable
+ * ```ts
+ * import { DiscordClient, renderAlert } from "./discord_client.ts";
+ *
+ * const discord = new DiscordClient({
+ *   webhookUrl: "https://discord.com/api/webhooks/123/abc",
+ *   timeoutMs: 5_000,
+ * });
+ * const content = renderAlert({
+ *   severity: "critical",
+ *   title: "Database unavailable",
+ *   message: "The instance entered fail-safe.",
+ *   count: 1,
+ * });
+ * // Throws DiscordRateLimited, DiscordRejected or UpstreamUnavailable.
+ * const { id } = await discord.execute(content);
+ * ```
  */
 import { UpstreamUnavailable } from "./errors.ts";
 import { fetchWithDeadline, UpstreamTimeout, UpstreamUnreachable } from "./http_client.ts";
@@ -97,7 +110,11 @@ export class DiscordRejected extends Error {
  * `toPlainText` (which also removes any zero-width characters the input brought).
  *
  * @example
+ * ```ts
+ * import { neutralize } from "./discord_client.ts";
+ *
  * neutralize("@everyone [bank](https://evil)"); // "@\u200Beveryone \\[bank\\](https://evil)"
+ * ```
  */
 export function neutralize(text: string): string {
   return text

@@ -12,8 +12,16 @@
  *   constant time.
  *
  * @example
+ * ```ts
+ * import { Hono } from "hono";
+ * import type { AppEnv } from "./app.ts";
+ * import { requireJwt, TokenVerifier } from "./jwt.ts";
+ *
  * const tokens = new TokenVerifier({ jwks: { keys: [] }, serviceKeys: ["sb_secret_x"] });
- * const guard = requireJwt({ tokens, role: "authenticated" });
+ * const app = new Hono<AppEnv>();
+ * const user = requireJwt<AppEnv>({ tokens, role: "authenticated" });
+ * app.get("/me", user, (c) => c.json({ id: c.var.claims.sub }));
+ * ```
  */
 import type { MiddlewareHandler } from "hono";
 import {

@@ -11,9 +11,17 @@
  * per instance, and the client still follows the headers and `retry_after` it sees.
  *
  * @example
+ * ```ts
+ * import type { Platform } from "./app.ts";
+ * import { operatorAlerts } from "./operator_alerts.ts";
+ *
+ * declare const platform: Platform;
+ * const { env, limits, log, fetch, background } = platform;
+ * // undefined when DISCORD_WEBHOOK_URL is not set
  * const direct = operatorAlerts({ env, limits, log, fetch, db: () => platform.db, background });
  * direct?.alert("database", "Database unavailable", "The instance entered fail-safe…");
  * direct?.databaseUp(); // records what waited for the database
+ * ```
  */
 import { PRIORITY } from "./alert_queue.ts";
 import type { Database } from "./db.ts";

@@ -5,7 +5,11 @@
  * first use, off every cold-start path.
  *
  * @example
+ * ```ts
+ * import { toPlainText } from "./sanitize.ts";
+ *
  * await toPlainText("<b>buy</b> <script>x()</script>AAPL &amp; MSFT"); // "buy AAPL & MSFT"
+ * ```
  */
 
 type Purifier = { sanitize(dirty: string, cfg: Record<string, unknown>): unknown };

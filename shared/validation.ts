@@ -12,8 +12,20 @@
  * the one sent. Each refusal is a `400 VALIDATION_FAILED` naming the path.
  *
  * @example
- * const order = await readJson(c, OrderSchema);
- * const page = validate(PageQuery, c.req.query());
+ * ```ts
+ * import { Hono } from "hono";
+ * import { z } from "zod";
+ * import { readJson, validate } from "./validation.ts";
+ *
+ * const OrderSchema = z.strictObject({ symbol: z.string().min(1), qty: z.number().positive() });
+ * const PageQuery = z.object({ limit: z.coerce.number().int().min(1).max(100).default(50) });
+ * const app = new Hono();
+ * app.post("/", async (c) => {
+ *   const order = await readJson(c, OrderSchema); // or 400 VALIDATION_FAILED naming each path
+ *   const page = validate(PageQuery, c.req.query());
+ *   return c.json({ order, page });
+ * });
+ * ```
  */
 import type { Context } from "hono";
 import type { z } from "zod";

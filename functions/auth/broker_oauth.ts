@@ -19,9 +19,26 @@
  * nothing; a replay loses at (1) or (3).
  *
  * @example
- * const oauth = await BrokerOAuth.create({ db, config, limits, breaker, now });
- * const url = await oauth.authorizeUrl(userId);
- * const outcome = await oauth.complete({ code, state }, callerId); // { ok: true } | { ok: false, reason }
+ * ```ts
+ * import type { Platform } from "../../shared/app.ts";
+ * import { BrokerOAuth, type BrokerOAuthConfig } from "./broker_oauth.ts";
+ *
+ * declare const platform: Platform;
+ * declare const config: BrokerOAuthConfig; // the BROKER_OAUTH_* group and BROKER_TOKEN_KEY
+ * const oauth = await BrokerOAuth.create({
+ *   db: platform.db,
+ *   config,
+ *   stateTtlSeconds: 600,
+ *   timeoutMs: 10_000,
+ *   breaker: platform.breakers.get("broker-oauth"),
+ *   now: platform.now,
+ * });
+ * const userId = crypto.randomUUID();
+ * const url = await oauth.authorizeUrl(userId); // where the browser goes
+ * // On the redirect back, with its query parameters:
+ * const outcome = await oauth.complete({ code: "the-code", state: "the-state" }, userId);
+ * outcome; // { ok: true, userId } | { ok: false, reason }
+ * ```
  */
 import { z } from "zod";
 import type { Breaker } from "../../shared/circuit_breaker.ts";

@@ -18,7 +18,14 @@
  * is not a place to rely on the per-IP limit.
  *
  * @example
- * clientIp(c, 1); // "203.0.113.7" from "X-Forwarded-For: 10.0.0.1, 203.0.113.7"
+ * ```ts
+ * import { Hono } from "hono";
+ * import { clientIp } from "./client_ip.ts";
+ *
+ * const app = new Hono();
+ * // "203.0.113.7" from "X-Forwarded-For: 10.0.0.1, 203.0.113.7" behind one trusted proxy
+ * app.post("/login", (c) => c.json({ ip: clientIp(c, 1) }));
+ * ```
  */
 import type { Context } from "hono";
 

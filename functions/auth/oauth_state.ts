@@ -10,10 +10,16 @@
  * transaction that stores the connection.
  *
  * @example
- * const signer = await OAuthStateSigner.create(env.BROKER_TOKEN_KEY);
+ * ```ts
+ * import { OAuthStateSigner } from "./oauth_state.ts";
+ *
+ * const tokenKey = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
+ * const userId = crypto.randomUUID();
+ * const signer = await OAuthStateSigner.create(tokenKey); // BROKER_TOKEN_KEY
  * const { state, nonce, expiresAt } = await signer.issue(userId, Date.now(), 600);
  * const parsed = signer.parse(state); // { nonce, expiresAt, signature } | null
- * await signer.verify(parsed, userId); // true
+ * if (parsed) await signer.verify(parsed, userId); // true
+ * ```
  */
 import { decodeBase64 } from "./token_crypto.ts";
 

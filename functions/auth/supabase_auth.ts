@@ -16,8 +16,20 @@
  * instance that only answers preflights, 401s or OAuth never needs it (cold start).
  *
  * @example
- * const auth = new SupabaseAuth({ url, anonKey, timeoutMs: 5000, breaker, fetch });
- * const outcome = await auth.signIn(email, password); // { session } | { rejected: true }
+ * ```ts
+ * import { Breakers } from "../../shared/circuit_breaker.ts";
+ * import { parseLimits } from "../../shared/limits.ts";
+ * import { SupabaseAuth } from "./supabase_auth.ts";
+ *
+ * const auth = new SupabaseAuth({
+ *   url: "https://project.supabase.co",
+ *   anonKey: "the-project-anon-key",
+ *   timeoutMs: 5000,
+ *   breaker: new Breakers(parseLimits({})).get("supabase-auth"),
+ * });
+ * // { session } | { rejected: true }
+ * const outcome = await auth.signIn("trader@example.com", "correct horse");
+ * ```
  */
 import type { AuthClient, SupabaseClient } from "@supabase/supabase-js";
 import type { Breaker } from "../../shared/circuit_breaker.ts";

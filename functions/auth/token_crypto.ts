@@ -7,9 +7,15 @@
  * the key be rotated later without guessing which key sealed a row.
  *
  * @example
- * const key = await importTokenKey(env.BROKER_TOKEN_KEY);
+ * ```ts
+ * import { decryptToken, encryptToken, importTokenKey, tokenContext } from "./token_crypto.ts";
+ *
+ * const tokenKey = btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(32))));
+ * const userId = crypto.randomUUID();
+ * const key = await importTokenKey(tokenKey); // BROKER_TOKEN_KEY
  * const sealed = await encryptToken(key, "access-token", tokenContext(userId, "alpaca", "access"));
  * await decryptToken(key, sealed, tokenContext(userId, "alpaca", "access")); // "access-token"
+ * ```
  */
 import { z } from "zod";
 

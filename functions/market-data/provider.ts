@@ -11,8 +11,17 @@
  * (Alpaca's limits are per minute).
  *
  * @example
- * const provider = new QuoteProvider({ url, keyId, secretKey, timeoutMs: 5000 });
+ * ```ts
+ * import { QuoteProvider } from "./provider.ts";
+ *
+ * const provider = new QuoteProvider({
+ *   url: "https://data.alpaca.markets",
+ *   keyId: "key-id",
+ *   secretKey: "secret-key",
+ *   timeoutMs: 5000,
+ * });
  * const quotes = await provider.latest(["AAPL", "MSFT"]); // Map<symbol, Quote>
+ * ```
  */
 import { z } from "zod";
 import { UpstreamUnavailable } from "../../shared/errors.ts";

@@ -21,8 +21,31 @@
  * Nothing is ever made up.
  *
  * @example
- * const service = new QuoteService({ store, memory, provider, breaker, ttlMs, maxStaleMs, timeoutMs, now, log });
+ * ```ts
+ * import type { Platform } from "../../shared/app.ts";
+ * import { QuoteProvider } from "./provider.ts";
+ * import { MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
+ * import { QuoteService } from "./quotes.ts";
+ *
+ * declare const platform: Platform;
+ * const service = new QuoteService({
+ *   store: new QuoteStore(platform.db),
+ *   memory: new MemoryQuoteCache(5000),
+ *   provider: new QuoteProvider({
+ *     url: "https://data.alpaca.markets",
+ *     keyId: "key-id",
+ *     secretKey: "secret-key",
+ *     timeoutMs: 5000,
+ *   }),
+ *   breaker: platform.breakers.get("market-data"),
+ *   ttlMs: 5_000,
+ *   maxStaleMs: 900_000,
+ *   timeoutMs: 5000,
+ *   now: platform.now,
+ *   log: platform.log,
+ * });
  * const { quotes, notFound } = await service.get(["AAPL", "MSFT"]);
+ * ```
  */
 import type { Breaker } from "../../shared/circuit_breaker.ts";
 import { CircuitOpen, UpstreamUnavailable } from "../../shared/errors.ts";
