@@ -48,6 +48,7 @@
  * ```
  */
 import { everyAtMost } from "./schedule.ts";
+import { retry } from "./retry.ts";
 import type { AlertFallback } from "./alert_fallback.ts";
 import type { AlertQueue, ClaimedAlert } from "./alert_queue.ts";
 import type { Breaker } from "./circuit_breaker.ts";
@@ -95,6 +96,16 @@ export interface DrainerOptions {
   log: Logger;
   now?: () => number;
 }
+
+/**
+ * Recording a sent alert: re-tried on the database's typed refusals (unavailable, busy), five
+ * attempts with full-jitter waits of up to 0.2, 0.4, 0.8 and 0.8 s (about 2 s in all at most).
+ */
+const RECORD_SENT = retry({
+  attempts: 5,
+  handleWhen: (err) => err instanceof HttpError,
+  backoff: { baseMs: 200, capMs: 800 },
+});
 
 /** How often the retention purge runs per drainer. */
 const PURGE_EVERY_MS = 3600_000;
@@ -331,19 +342,14 @@ export class AlertDrainer {
 
   /** Marks a delivered alert sent, retrying briefly: a row left claimed would be re-sent after its lease. */
   async #recordSent(alert: ClaimedAlert, messageId: string): Promise<void> {
-    for (let attempt = 1;; attempt++) {
-      try {
-        return await this.#o.queue.markSent(alert, messageId);
-      } catch (err) {
-        if (attempt >= 5 || !(err instanceof HttpError)) {
-          this.#o.log.error("alert sent but not recorded; it may be sent again after its lease", {
-            alertId: alert.id,
-            error: err,
-          });
-          throw err;
-        }
-        await new Promise((r) => setTimeout(r, 200 * attempt));
-      }
+    try {
+      await RECORD_SENT.execute(() => this.#o.queue.markSent(alert, messageId));
+    } catch (err) {
+      this.#o.log.error("alert sent but not recorded; it may be sent again after its lease", {
+        alertId: alert.id,
+        error: err,
+      });
+      throw err;
     }
   }
 
