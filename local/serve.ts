@@ -51,6 +51,11 @@ export interface RunningServer {
   profile: "sandbox" | "production";
   platform: RunningPlatform;
   sandbox?: Sandbox;
+  /**
+   * The server's handler, called in-process (tests): the same routing and functions as a
+   * request over the socket, without the socket. `info` defaults to a loopback client.
+   */
+  fetch(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response>;
   /** Stops accepting, finishes in-flight requests, closes the pool. */
   close(): Promise<void>;
 }
@@ -187,6 +192,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     profile: sandboxed ? "sandbox" : "production",
     platform: platform!,
     sandbox,
+    fetch: (req, info = LOOPBACK) => handler(req, info),
     close() {
       closing ??= (async () => {
         await server.shutdown();
@@ -197,6 +203,12 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     },
   };
 }
+
+/** The connection info of an in-process call: a client on loopback. */
+const LOOPBACK: Deno.ServeHandlerInfo = {
+  remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 0 },
+  completed: Promise.resolve(),
+};
 
 /** A stand-in definition for a folder whose module failed to load: it boots into BOOT_ERROR. */
 function unloadable(name: string): FunctionDefinition {

@@ -18,7 +18,8 @@
  *    and reported (a figure, not a pass/fail: timings on a shared machine vary; the README keeps
  *    the measured table; the goal is at most 3 × the bare bundle).
  *
- * Prints a table, writes `tests/bench/results/edge.json`, ends with "N passed, N failed".
+ * Prints a table (`--record` also writes it to `tests/bench/results/edge.json`), and ends with
+ * "N passed, N failed".
  */
 import postgres from "postgres";
 import { SignJWT } from "jose";
@@ -423,14 +424,18 @@ console.log(`\nbare Deno.serve bundle: boot ${bareBoot.toFixed(0)} ms (median of
 const worst = Math.max(...Object.values(boots));
 console.log(`worst function boot ${worst.toFixed(0)} ms = ${(worst / bareBoot).toFixed(2)} × bare`);
 console.table(table);
-await Deno.writeTextFile(
-  new URL("tests/bench/results/edge.json", ROOT),
-  JSON.stringify(
-    { measuredAt: new Date().toISOString(), bareBootMs: Math.round(bareBoot), functions: table },
-    null,
-    2,
-  ) + "\n",
-);
+// `--record` keeps the figures for the README (tests/bench/results/edge.json); a plain run
+// leaves the tree as it was.
+if (Deno.args.includes("--record")) {
+  await Deno.writeTextFile(
+    new URL("tests/bench/results/edge.json", ROOT),
+    JSON.stringify(
+      { measuredAt: new Date().toISOString(), bareBootMs: Math.round(bareBoot), functions: table },
+      null,
+      2,
+    ) + "\n",
+  );
+}
 
 await migrated.close();
 await Promise.all([auth.close(), broker.close(), quotes.close(), discord.close()]);

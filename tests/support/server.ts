@@ -11,7 +11,7 @@ import { type RunningServer, startServer } from "../../local/serve.ts";
 
 export interface TestServer extends RunningServer {
   logs: string[];
-  /** `fetch` relative to `/functions/v1/`. */
+  /** A request to `/functions/v1/<path>`, handled in-process by the server's handler. */
   call(path: string, init?: RequestInit): Promise<Response>;
 }
 
@@ -29,7 +29,10 @@ export async function startTestServer(
   });
   return Object.assign(server, {
     logs,
-    call: (path: string, init?: RequestInit) => fetch(`${server.url}/functions/v1/${path}`, init),
+    // In-process: the booted functions' fetch through the server's router, no socket. Tests
+    // whose point is the socket (slow bodies, browsers) use `server.url` with a real fetch.
+    call: (path: string, init?: RequestInit) =>
+      server.fetch(new Request(`${server.url}/functions/v1/${path}`, init)),
   });
 }
 
