@@ -21,7 +21,7 @@
  *   fetch,
  *   now: Date.now,
  * });
- * console.log(registry.list().map((t) => t.name)); // ["options.greeks", "backtest.run"]
+ * registry.list().map((t) => t.name); // ["options.greeks", "backtest.run"]
  * ```
  */
 import type { Platform } from "../../shared/app.ts";

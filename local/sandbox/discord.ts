@@ -23,6 +23,7 @@
  * await discord.close();
  * ```
  */
+import { messageWaiters } from "./message_waiters.ts";
 
 export interface DiscordSimulatorOptions {
   /** Requests per bucket window (Discord's webhooks: about 5 per 2 s). Default 5. */
@@ -105,7 +106,6 @@ export function startDiscordSimulator(
   let failures: { left: number; status: number } = { left: 0, status: 500 };
   let hangs = { left: 0, ms: 0 };
   let seq = 0n;
-  const waiters = new Set<() => void>();
 
   const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
     new Response(body === null ? null : JSON.stringify(body), {
@@ -118,6 +118,7 @@ export function startDiscordSimulator(
     errors: { [field]: { _errors: [{ code, message }] } },
   });
 
+  const waiters = messageWaiters("Discord simulator", () => sim.messages.length);
   const sim: DiscordSimulator = {
     url: "",
     messages: [],
@@ -137,22 +138,7 @@ export function startDiscordSimulator(
     rateLimitGlobally(ms) {
       globalNext = ms;
     },
-    waitForMessages(n, timeoutMs = 30_000) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          if (sim.messages.length < n) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve();
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`Discord simulator got ${sim.messages.length} of ${n} messages`));
-        }, timeoutMs);
-        waiters.add(check);
-        check();
-      });
-    },
+    waitForMessages: (n, timeoutMs) => waiters.waitFor(n, timeoutMs),
     close: () => Promise.resolve(),
   };
 
@@ -331,7 +317,7 @@ export function startDiscordSimulator(
         content.replace(/\s*\n\s*/g, " ⏎ ").slice(0, 200)
       }`,
     );
-    for (const check of [...waiters]) check();
+    waiters.arrived();
     if (url.searchParams.get("wait") !== "true") return json(204, null, headers);
     return json(200, {
       id,

@@ -18,6 +18,7 @@
  * await slack.close();
  * ```
  */
+import { messageWaiters } from "./message_waiters.ts";
 
 export interface SlackWebhookSimulatorOptions {
   /** Called with one line per message received (the sandbox prints them). */
@@ -48,31 +49,16 @@ const PATH = "/services/T00000000/B00000000/sandboxfallbacksecret";
 export function startSlackWebhookSimulator(
   opts: SlackWebhookSimulatorOptions = {},
 ): Promise<SlackWebhookSimulator> {
-  const waiters = new Set<() => void>();
   const text = (status: number, body: string) =>
     new Response(body, { status, headers: { "content-type": "text/plain" } });
 
+  const waiters = messageWaiters("Slack webhook simulator", () => sim.messages.length);
   const sim: SlackWebhookSimulator = {
     url: "",
     messages: [],
     requests: 0,
     down: false,
-    waitForMessages(n, timeoutMs = 30_000) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          if (sim.messages.length < n) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve();
-        };
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`Slack webhook simulator got ${sim.messages.length} of ${n} messages`));
-        }, timeoutMs);
-        waiters.add(check);
-        check();
-      });
-    },
+    waitForMessages: (n, timeoutMs) => waiters.waitFor(n, timeoutMs),
     close: () => Promise.resolve(),
   };
 
@@ -102,7 +88,7 @@ export function startSlackWebhookSimulator(
         message.replace(/\s*\n\s*/g, " ⏎ ").slice(0, 200)
       }`,
     );
-    for (const check of [...waiters]) check();
+    waiters.arrived();
     return text(200, "ok");
   };
 
