@@ -29,7 +29,7 @@ const exactHttpUrl = z.string().url("must be an http(s) URL").refine(
 );
 
 /** The broker OAuth group: all or none (contract, Environment). */
-const OAUTH_VARIABLES = [
+export const OAUTH_VARIABLES = [
   "BROKER_OAUTH_CLIENT_ID",
   "BROKER_OAUTH_CLIENT_SECRET",
   "BROKER_OAUTH_AUTHORIZE_URL",

@@ -12,6 +12,7 @@
  * await sandbox.close();
  * ```
  */
+import { OAUTH_VARIABLES } from "../../functions/auth/config.ts";
 import { sign } from "hono/jwt";
 import { startEmbedded } from "../embedded_db.ts";
 import { loadSigningKey, type SigningKey } from "./signing_key.ts";
@@ -43,14 +44,9 @@ export const CONTRACT_VARIABLES = [
   "MARKET_DATA_API_SECRET_KEY",
   "DISCORD_WEBHOOK_URL",
   "ALERT_FALLBACK_WEBHOOK_URL",
-  // Not in the contract's table, but upstream credentials all the same: setting any of them
-  // means production, so a real OAuth client is never mixed with simulated upstreams.
-  "BROKER_OAUTH_CLIENT_ID",
-  "BROKER_OAUTH_CLIENT_SECRET",
-  "BROKER_OAUTH_AUTHORIZE_URL",
-  "BROKER_OAUTH_TOKEN_URL",
-  "BROKER_OAUTH_REDIRECT_URL",
-  "BROKER_TOKEN_KEY",
+  // Upstream credentials all the same: setting any of them means production, so a real OAuth
+  // client is never mixed with simulated upstreams.
+  ...OAUTH_VARIABLES,
 ];
 
 /** Well-known development secrets: printed, fixed, and worthless outside the sandbox. */
