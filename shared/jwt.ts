@@ -23,7 +23,7 @@
  * app.get("/me", user, (c) => c.json({ id: c.var.claims.sub }));
  * ```
  */
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
@@ -239,4 +239,9 @@ export function requireJwt<E extends { Variables: { claims: Claims; userId: stri
     if (role === "authenticated") c.set("userId", claims.sub as string);
     await next();
   };
+}
+
+/** The verified user's id (`c.var.userId`), as a key for rate limits and idempotency. */
+export function userId<E extends { Variables: { userId: string } }>(c: Context<E>): string {
+  return c.var.userId;
 }

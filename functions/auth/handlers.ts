@@ -66,9 +66,6 @@ export type AuthEnv = {
   };
 };
 
-/** The caller's user id (a uuid: `requireJwt` checks users' `sub`). */
-export const userId = (c: Context<AuthEnv>): string => c.var.userId;
-
 /** The login body, validated strictly (a malformed one is a `400` and costs the email nothing). */
 export const validLogin = createMiddleware<AuthEnv>(async function validLogin(c, next) {
   c.set("login", await readJson(c, LoginBody));

@@ -25,6 +25,7 @@
  * app.get("/oauth/start", oauth ? oauthStart(oauth) : notConfigured);
  * ```
  */
+import { userId } from "../../shared/jwt.ts";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import { z } from "zod";
@@ -34,7 +35,7 @@ import { readJson } from "../../shared/validation.ts";
 import type { Platform } from "../../shared/app.ts";
 import { BROKER, BrokerOAuth, type FailureReason } from "./broker_oauth.ts";
 import { type AuthConfig, oauthConfig } from "./config.ts";
-import { type AuthEnv, userId } from "./handlers.ts";
+import type { AuthEnv } from "./handlers.ts";
 
 /** What the frontend's redirect page received from the broker, posted as it came. */
 const CallbackBody = z.object({

@@ -15,6 +15,7 @@
  * route(app, "/", { GET: [listOrders(orders, 100)], POST: [validOrder, placeOrder(placer)] });
  * ```
  */
+import { userId } from "../../shared/jwt.ts";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import type { AppEnv } from "../../shared/app.ts";
@@ -36,9 +37,6 @@ export type OrderEnv = {
     order: OrderRequest;
   };
 };
-
-/** The caller's user id (a uuid: `requireJwt` checks users' `sub`). */
-export const userId = (c: Context<OrderEnv>): string => c.var.userId;
 
 /** The order body, validated strictly, its decimals read from the JSON text exactly. */
 export const validOrder = createMiddleware<OrderEnv>(async function validOrder(c, next) {

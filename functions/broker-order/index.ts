@@ -11,12 +11,12 @@ import { bodyLimit } from "../../shared/body_limit.ts";
 import { contentType } from "../../shared/content_type.ts";
 import { httpUrl, secret } from "../../shared/env.ts";
 import { idempotency } from "../../shared/idempotency.ts";
-import { requireJwt } from "../../shared/jwt.ts";
+import { requireJwt, userId } from "../../shared/jwt.ts";
 import { route } from "../../shared/methods.ts";
 import { rateLimit } from "../../shared/rate_limit.ts";
 import { serveStandalone } from "../../shared/standalone.ts";
 import { brokerClientFor } from "./broker_client.ts";
-import { listOrders, type OrderEnv, placeOrder, userId, validOrder } from "./handlers.ts";
+import { listOrders, type OrderEnv, placeOrder, validOrder } from "./handlers.ts";
 import { OrdersRepository } from "./orders_repository.ts";
 import { OrderPlacer } from "./place_order.ts";
 

@@ -11,7 +11,7 @@
 import { defineFunction } from "../../shared/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
 import { httpUrl, secret } from "../../shared/env.ts";
-import { requireJwt } from "../../shared/jwt.ts";
+import { requireJwt, userId } from "../../shared/jwt.ts";
 import { route } from "../../shared/methods.ts";
 import { noStore } from "../../shared/no_store.ts";
 import { rateLimit } from "../../shared/rate_limit.ts";
@@ -44,7 +44,7 @@ const marketDataFunction = defineFunction<typeof Env, QuotesEnv>({
           stats: ctx.rateLimits,
           quota: l.MARKET_DATA_RATE_LIMIT,
           windowSeconds: 60,
-          key: (c) => c.var.userId,
+          key: userId,
           withClaim: true,
           now: ctx.now,
         }),

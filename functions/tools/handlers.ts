@@ -43,9 +43,6 @@ export type ToolsEnv = {
   };
 };
 
-/** The caller's user id (a uuid: `requireJwt` checks users' `sub`). */
-export const userId = (c: Context<ToolsEnv>): string => c.var.userId;
-
 /** The execute body, validated strictly (the tool's parameters are checked when it runs). */
 export const validExecute = createMiddleware<ToolsEnv>(async function validExecute(c, next) {
   c.set("execute", await readJson(c, ExecuteRequest));

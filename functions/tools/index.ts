@@ -9,13 +9,13 @@ import { BrowserEnv } from "../../shared/base_env.ts";
 import { bodyLimit } from "../../shared/body_limit.ts";
 import { contentType } from "../../shared/content_type.ts";
 import { httpUrl, secret } from "../../shared/env.ts";
-import { requireJwt } from "../../shared/jwt.ts";
+import { requireJwt, userId } from "../../shared/jwt.ts";
 import { route } from "../../shared/methods.ts";
 import { rateLimit } from "../../shared/rate_limit.ts";
 import { noStore } from "../../shared/no_store.ts";
 import { serveStandalone } from "../../shared/standalone.ts";
 import { toolCatalog } from "./catalog.ts";
-import { executeTool, listTools, type ToolsEnv, userId, validExecute } from "./handlers.ts";
+import { executeTool, listTools, type ToolsEnv, validExecute } from "./handlers.ts";
 
 const Env = BrowserEnv.extend({
   MARKET_DATA_API_URL: httpUrl,
