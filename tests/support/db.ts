@@ -21,17 +21,82 @@ export interface TestDatabase {
   close(): Promise<void>;
 }
 
+/**
+ * Where the embedded templates are kept between test processes (deno test runs each file in its
+ * own isolate, and initdb plus the migrations take seconds): `node_modules/.cache`, one folder
+ * per key, each made in a temporary folder and renamed into place when complete, so a parallel
+ * test process never copies a half-made one.
+ */
+const CACHE = decodeURIComponent(
+  new URL("../../node_modules/.cache/pglite-templates", import.meta.url).pathname,
+);
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
+/** Removes other keys' folders unused for a day and builds abandoned for an hour. */
+async function pruneCache(keep: string): Promise<void> {
+  const now = Date.now();
+  for await (const entry of Deno.readDir(CACHE)) {
+    if (entry.name === keep) continue;
+    const path = `${CACHE}/${entry.name}`;
+    const age = now - ((await Deno.stat(path).catch(() => null))?.mtime?.getTime() ?? now);
+    if (age > (entry.name.startsWith(".building-") ? DAY_MS / 24 : DAY_MS)) {
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+    }
+  }
+}
+
+/** The cached folder `name`, made by `build` in an empty folder if no process made it yet. */
+async function cachedDir(name: string, build: (dir: string) => Promise<void>): Promise<string> {
+  const final = `${CACHE}/${name}`;
+  if (await exists(final)) {
+    const now = new Date();
+    await Deno.utime(final, now, now).catch(() => {}); // in use: not pruned
+    return final;
+  }
+  await Deno.mkdir(CACHE, { recursive: true });
+  await pruneCache(name);
+  const building = `${CACHE}/.building-${name}-${crypto.randomUUID()}`;
+  await Deno.mkdir(building);
+  try {
+    await build(building);
+    await Deno.rename(building, final); // fails if another process got there first: theirs wins
+  } catch (err) {
+    await Deno.remove(building, { recursive: true }).catch(() => {});
+    if (!(await exists(final))) throw err;
+  }
+  return final;
+}
+
+/** A short hex SHA-256 of `text`. */
+async function digest(text: string): Promise<string> {
+  const hash = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)),
+  );
+  return Array.from(hash.slice(0, 6), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** What the templates depend on: PGlite's version (its resolved path names it). */
+const PGLITE = import.meta.resolve("@electric-sql/pglite");
+
 let template: Promise<string> | undefined;
 
-/** An initialized, empty PGlite folder, made once per test process (initdb takes seconds). */
+/** An initialized, empty PGlite folder (initdb takes seconds), one per PGlite version. */
 function embeddedTemplate(): Promise<string> {
-  template ??= (async () => {
-    const dir = await Deno.makeTempDir({ prefix: "pglite-template-" });
-    const pg = await PGlite.create(dir);
-    await pg.close();
-    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-    return dir;
-  })();
+  template ??= (async () =>
+    cachedDir(`empty-${await digest(PGLITE)}`, async (dir) => {
+      const pg = await PGlite.create(dir);
+      await pg.close();
+    }))();
   return template;
 }
 
@@ -42,11 +107,7 @@ async function copyDir(from: string, to: string) {
 
 /** The migrations' digest: a migrated template is reused only while they are unchanged. */
 async function migrationsDigest(): Promise<string> {
-  const text = JSON.stringify(await loadMigrations());
-  const hash = new Uint8Array(
-    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)),
-  );
-  return Array.from(hash.slice(0, 6), (b) => b.toString(16).padStart(2, "0")).join("");
+  return await digest(JSON.stringify(await loadMigrations()));
 }
 
 /** Applies the migrations to the database at `url` (as the local server would at start). */
@@ -90,19 +151,28 @@ function migratedServerTemplate(): Promise<string> {
 
 let migratedTemplate: Promise<string> | undefined;
 
-/** The embedded template with the migrations applied, made once per test process. */
+/**
+ * The embedded template with the migrations applied, as the local server applies them; one per
+ * PGlite version, set of migrations, runner and embedded server.
+ */
 function embeddedMigratedTemplate(): Promise<string> {
   migratedTemplate ??= (async () => {
-    const dir = await Deno.makeTempDir({ prefix: "pglite-migrated-" });
-    await copyDir(await embeddedTemplate(), dir);
-    const embedded = await startEmbedded(dir);
-    try {
-      await migrateAt(embedded.url);
-    } finally {
-      await embedded.close();
-    }
-    globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));
-    return dir;
+    const [runner, server] = await Promise.all(
+      ["../../local/migrate.ts", "../../local/embedded_db.ts"].map((path) =>
+        Deno.readTextFile(new URL(path, import.meta.url))
+      ),
+    );
+    const key = await digest(JSON.stringify([PGLITE, await migrationsDigest(), runner, server]));
+    const empty = await embeddedTemplate();
+    return cachedDir(`migrated-${key}`, async (dir) => {
+      await copyDir(empty, dir);
+      const embedded = await startEmbedded(dir);
+      try {
+        await migrateAt(embedded.url);
+      } finally {
+        await embedded.close();
+      }
+    });
   })();
   return migratedTemplate;
 }
