@@ -2,6 +2,14 @@
  * Structured JSON logs, one line each, with secrets redacted: any field whose name looks like a
  * credential, and any value that looks like a bearer token, JWT, Stripe key or signing secret.
  *
+ * On stdout (the default), a line is written at once when none was written in the last
+ * `BATCH_MS`; lines that follow within that time are written together at its end, in whole lines
+ * of at most `PIPE_BUF` bytes per write (so lines stay intact on a pipe shared with other
+ * processes). Under load that is one write per `BATCH_MS` instead of a synchronous write per
+ * request. A warning or error is written at once, after the lines before it. Whatever is held
+ * is written when the process exits (`unload`, including `Deno.exit`) or dies of an uncaught
+ * error.
+ *
  * @example
  * ```ts
  * import { createLogger } from "./logger.ts";
@@ -60,14 +68,98 @@ export function redact(value: unknown, depth = 0): unknown {
 }
 
 const encoder = new TextEncoder();
-const stdout = (line: string) => Deno.stdout.writeSync(encoder.encode(line + "\n"));
+
+/** How long lines that follow a write are held to be written together. */
+export const BATCH_MS = 20;
+/** Largest write that a pipe keeps whole among other writers' (POSIX `PIPE_BUF` on Linux). */
+const PIPE_BUF = 4096;
+const LF = 10;
+
+/** Writes whole lines to `sink`, batched as the module's summary says. */
+export class LineBatcher {
+  readonly #sink: (bytes: Uint8Array) => number;
+  readonly #batchMs: number;
+  #held: string[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  /** `sink` writes some of the bytes and says how many (as `Deno.stdout.writeSync`). */
+  constructor(sink: (bytes: Uint8Array) => number, batchMs = BATCH_MS) {
+    this.#sink = sink;
+    this.#batchMs = batchMs;
+  }
+
+  /** Adds a line; `now` writes it (and any held before it) at once. */
+  write(line: string, now = false) {
+    this.#held.push(line);
+    if (now || this.#timer === undefined) {
+      this.flush();
+      this.#window();
+    }
+  }
+
+  /** Writes every held line. */
+  flush() {
+    if (this.#held.length === 0) return;
+    const bytes = encoder.encode(this.#held.join("\n") + "\n");
+    this.#held = [];
+    let start = 0;
+    while (start < bytes.length) {
+      let end = bytes.length;
+      if (end - start > PIPE_BUF) {
+        // Whole lines up to PIPE_BUF; a single longer line goes alone (it never was atomic).
+        const cut = bytes.lastIndexOf(LF, start + PIPE_BUF - 1);
+        end = (cut >= start ? cut : bytes.indexOf(LF, start)) + 1;
+      }
+      this.#writeAll(bytes.subarray(start, end));
+      start = end;
+    }
+  }
+
+  /** After a write, lines are held for `batchMs`; then, if any came, they go and the wait repeats. */
+  #window() {
+    if (this.#timer !== undefined) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#held.length === 0) return;
+      this.flush();
+      this.#window();
+    }, this.#batchMs);
+    // Held lines never keep a process alive: exit writes them.
+    if (typeof Deno.unrefTimer === "function") Deno.unrefTimer(Number(this.#timer));
+  }
+
+  #writeAll(bytes: Uint8Array) {
+    let written = 0;
+    while (written < bytes.length) written += this.#sink(bytes.subarray(written));
+  }
+}
+
+let stdoutLines: LineBatcher | undefined;
+
+/** The process's stdout batcher, made on first use; it writes what it holds when the process ends. */
+function stdoutBatcher(): LineBatcher {
+  if (stdoutLines) return stdoutLines;
+  const batcher = new LineBatcher((bytes) => Deno.stdout.writeSync(bytes));
+  const flush = () => {
+    try {
+      batcher.flush();
+    } catch { /* stdout is gone: nothing left to tell */ }
+  };
+  globalThis.addEventListener("unload", flush);
+  globalThis.addEventListener("error", flush);
+  globalThis.addEventListener("unhandledrejection", flush);
+  return stdoutLines = batcher;
+}
+
+const stdout = (line: string, level: Level) =>
+  stdoutBatcher().write(line, level === "warn" || level === "error");
 
 export interface LoggerOptions {
   /** Fields on every line (function name, instance). */
   base?: Fields;
-  /** Where lines go; stdout by default. */
-  write?: (line: string) => void;
-  /** Lowest level written; `LOG_LEVEL` or "info". */
+  /** Where lines go, one call per line; stdout (batched, see the module's summary) by default. */
+  write?: (line: string, level: Level) => void;
+  /** Lowest level written; "info" by default. */
   level?: Level;
 }
 
@@ -81,7 +173,7 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   const emit = (level: Level, msg: string, fields?: Fields) => {
     if (ORDER[level] < min) return;
     const record = redact({ time: new Date().toISOString(), level, msg, ...base, ...fields });
-    write(JSON.stringify(record));
+    write(JSON.stringify(record), level);
   };
   return {
     info: (msg, fields) => emit("info", msg, fields),
