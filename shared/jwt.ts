@@ -61,6 +61,13 @@ export interface TokenVerifierOptions {
   fetch?: typeof fetch;
 }
 
+/**
+ * Verified tokens kept per verifier: a user's repeated requests skip the signature check (an
+ * ES256 verify is a large part of a small request's CPU). Bounded in count and in age.
+ */
+const VERIFIED_MAX = 2048;
+const VERIFIED_MAX_AGE_MS = 5 * 60_000;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const ASYMMETRIC = ["ES256", "RS256"];
 /** jose's errors that say the token is bad (anything else is the key source failing). */
@@ -82,6 +89,8 @@ export class TokenVerifier {
   readonly #remote?: ReturnType<typeof createRemoteJWKSet>;
   readonly #hmac?: Uint8Array;
   readonly #serviceKeys: Uint8Array[];
+  /** Tokens whose signature and expiry were verified, in insertion order (see `#recall`). */
+  readonly #verified = new Map<string, { claims: Claims; until: number }>();
 
   constructor(opts: TokenVerifierOptions) {
     if (opts.jwks) this.#local = createLocalJWKSet(opts.jwks);
@@ -113,30 +122,10 @@ export class TokenVerifier {
    * (bad token), Forbidden (valid token of another role) or ServiceUnavailable (keys unreachable).
    */
   async verify(token: string, role: Role): Promise<Claims> {
-    let alg: string | undefined;
-    try {
-      alg = decodeProtectedHeader(token).alg;
-    } catch {
-      throw new Unauthorized("The token is malformed.", "INVALID_TOKEN");
-    }
-    if (alg === "HS256" && !this.#hmac) {
-      throw new Unauthorized("HS256 tokens are not accepted.", "INVALID_TOKEN");
-    }
-    let claims: Claims;
-    try {
-      ({ payload: claims } = alg === "HS256"
-        ? await jwtVerify(token, this.#hmac!, OPTIONS.HS256)
-        : await jwtVerify(token, this.#key, OPTIONS.ASYMMETRIC));
-    } catch (err) {
-      if (TOKEN_ERRORS.some((E) => err instanceof E)) {
-        throw new Unauthorized("The token is invalid or expired.", "INVALID_TOKEN");
-      }
-      throw new ServiceUnavailable(
-        "AUTH_KEYS_UNAVAILABLE",
-        "The project's signing keys could not be fetched; try again shortly.",
-        5_000,
-        err,
-      );
+    let claims = this.#recall(token);
+    if (!claims) {
+      claims = await this.#verifySignature(token);
+      this.#remember(token, claims);
     }
     if (claims.role !== role) {
       throw new Forbidden(`This route needs the ${role} role.`, "ROLE_NOT_ALLOWED");
@@ -151,6 +140,61 @@ export class TokenVerifier {
       }
     }
     return claims;
+  }
+
+  /** jose's verification: signature (the key pins `alg`), `exp` required and not passed. */
+  async #verifySignature(token: string): Promise<Claims> {
+    let alg: string | undefined;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      throw new Unauthorized("The token is malformed.", "INVALID_TOKEN");
+    }
+    if (alg === "HS256" && !this.#hmac) {
+      throw new Unauthorized("HS256 tokens are not accepted.", "INVALID_TOKEN");
+    }
+    try {
+      const { payload } = alg === "HS256"
+        ? await jwtVerify(token, this.#hmac!, OPTIONS.HS256)
+        : await jwtVerify(token, this.#key, OPTIONS.ASYMMETRIC);
+      return payload as Claims;
+    } catch (err) {
+      if (TOKEN_ERRORS.some((E) => err instanceof E)) {
+        throw new Unauthorized("The token is invalid or expired.", "INVALID_TOKEN");
+      }
+      throw new ServiceUnavailable(
+        "AUTH_KEYS_UNAVAILABLE",
+        "The project's signing keys could not be fetched; try again shortly.",
+        5_000,
+        err,
+      );
+    }
+  }
+
+  /**
+   * Claims of a token this verifier already verified (looked up by its exact text), while its
+   * `exp` has not passed (jose's own test: valid while the current time is before `exp`) and
+   * for at most `VERIFIED_MAX_AGE_MS` after the check, so a key withdrawn from the JWKS stops
+   * being honoured within minutes, as with jose's own ten-minute cache of the remote JWKS.
+   * Refused tokens are never remembered: each one is checked again.
+   */
+  #recall(token: string): Claims | undefined {
+    const hit = this.#verified.get(token);
+    if (!hit) return undefined;
+    if (Date.now() < hit.until) return hit.claims;
+    this.#verified.delete(token);
+    return undefined;
+  }
+
+  /** Remembers a verified token (the oldest entry goes when `VERIFIED_MAX` are held). */
+  #remember(token: string, claims: Claims) {
+    const now = Date.now();
+    const until = Math.min((claims.exp as number) * 1000, now + VERIFIED_MAX_AGE_MS);
+    if (!(until > now)) return;
+    if (this.#verified.size >= VERIFIED_MAX) {
+      this.#verified.delete(this.#verified.keys().next().value!);
+    }
+    this.#verified.set(token, { claims: Object.freeze(claims), until });
   }
 
   /** The project's key for an asymmetric token: the configured set, then the endpoint. */

@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import { sign } from "hono/jwt";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import { assertEquals } from "@std/assert";
+import { assert, assertEquals } from "@std/assert";
 import { errorParts } from "../../shared/errors.ts";
 import {
   requireJwt,
@@ -203,4 +203,26 @@ Deno.test("with a configured JWKS, a token whose kid it lacks is looked up at th
   assertEquals(fetches, 0, "a key in SUPABASE_JWKS needs no network call");
   assertEquals((await call(a, bearer(await rs.sign(user())))).status, 200);
   assertEquals(fetches, 1);
+});
+
+Deno.test("a verified token is remembered until its exp: the same claims again, the role still checked, then 401 once expired", async () => {
+  const tokens = new TokenVerifier({ jwks: { keys: [es.jwk] } });
+  const sub = crypto.randomUUID();
+  const exp = now() + 2;
+  const token = await es.sign({ ...user(sub), exp }, null);
+  const first = await tokens.verify(token, "authenticated");
+  const again = await tokens.verify(token, "authenticated");
+  assert(again === first, "remembered, not verified again");
+  assert(Object.isFrozen(first));
+  assertEquals(first.sub, sub);
+  const wrongRole = await tokens.verify(token, "service_role").catch((e) => e);
+  assertEquals(wrongRole.status, 403, "the role is checked on every call");
+  // A tampered copy is another text: verified (and refused), never taken for the remembered one.
+  const [h, , s] = token.split(".");
+  const tampered = `${h}.${b64({ ...user(), exp })}.${s}`;
+  assertEquals((await tokens.verify(tampered, "authenticated").catch((e) => e)).status, 401);
+  // Past exp (jose's rule: valid while now < exp), the token is refused like any expired one.
+  await new Promise((r) => setTimeout(r, exp * 1000 - Date.now() + 20));
+  const expired = await tokens.verify(token, "authenticated").catch((e) => e);
+  assertEquals([expired.status, expired.code], [401, "INVALID_TOKEN"]);
 });
