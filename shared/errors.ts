@@ -32,7 +32,13 @@ export class HttpError extends Error {
     message: string,
     options: { headers?: Record<string, string>; issues?: Issue[]; cause?: unknown } = {},
   ) {
+    // A refusal (4xx) is an answer, not a fault: nothing ever reads its stack, and capturing
+    // one was a visible part of a 401's cost. A 5xx keeps its stack.
+    // (Error's constructor cannot throw here, so the limit is always put back.)
+    const limit = Error.stackTraceLimit;
+    if (status < 500) Error.stackTraceLimit = 0;
     super(message, { cause: options.cause });
+    Error.stackTraceLimit = limit;
     this.name = new.target.name;
     this.status = status;
     this.code = code;

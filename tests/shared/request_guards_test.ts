@@ -3,7 +3,7 @@ import { z } from "zod";
 import { assert, assertEquals } from "@std/assert";
 import { bodyLimit } from "../../shared/body_limit.ts";
 import { contentType } from "../../shared/content_type.ts";
-import { errorParts, ValidationFailed } from "../../shared/errors.ts";
+import { DatabaseBusy, errorParts, Unauthorized, ValidationFailed } from "../../shared/errors.ts";
 import { route } from "../../shared/methods.ts";
 import { readJson, validate } from "../../shared/validation.ts";
 
@@ -81,6 +81,22 @@ Deno.test("errorParts() never leaks an unknown error's message", () => {
   assertEquals(status, 500);
   assert(!body.includes("secret_table"));
   assertEquals(JSON.parse(body).error.requestId, "rid");
+});
+
+Deno.test("a refusal (4xx) captures no stack, a 5xx keeps its own, and the stack limit is left as it was", () => {
+  const limit = Error.stackTraceLimit;
+  const refused = new Unauthorized();
+  assertEquals(refused.stack, "Unauthorized: Missing or invalid credentials.");
+  assertEquals([refused.status, refused.name, refused instanceof Error], [
+    401,
+    "Unauthorized",
+    true,
+  ]);
+  assertEquals(Error.stackTraceLimit, limit);
+  const busy = new DatabaseBusy("test");
+  assert(busy.stack!.split("\n").length > 1, "a 5xx has frames");
+  assertEquals(Error.stackTraceLimit, limit);
+  assertEquals(JSON.parse(errorParts(refused, "r").body).error.code, "UNAUTHORIZED");
 });
 
 Deno.test("readJson() answers 400 naming the path to a NUL character or an unpaired surrogate, in a value or a key", async () => {
