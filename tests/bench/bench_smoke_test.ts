@@ -16,6 +16,7 @@ import {
   type Target,
 } from "./load.ts";
 import { BASELINE_READY, memoryOf, spawnProcess } from "./scenarios.ts";
+import { cpuSplit, sampleCpu } from "./cpu.ts";
 import { pgbenchScript, sqlTexts } from "./platform.ts";
 import { parseArgs } from "./run.ts";
 
@@ -234,4 +235,18 @@ Deno.test("the pgbench script is the wire's SQL with per-request values as varia
   assert(script.includes("E'00000000-0000-4000-9000-:r1'"), script);
   assert(script.includes("begin \\; select apply(E'evt_:r2', E'cs_test_:r3');"), script);
   assert(!script.includes(key) && !script.includes("a".repeat(24)), script);
+});
+
+Deno.test("cpuSplit puts this process's busy second in its group and accounts for every core", () => {
+  const before = sampleCpu();
+  const until = performance.now() + 300;
+  let spin = 0;
+  while (performance.now() < until) spin++;
+  const split = cpuSplit(before, sampleCpu(), { bench: (pid) => pid === Deno.pid });
+  assert(spin > 0);
+  if (split.wallMs === 0) return; // no /proc here
+  assert(split.groups.bench >= 50, JSON.stringify(split));
+  const total = Object.values(split.groups).reduce((a, b) => a + b, 0);
+  // Every core's time is in some group (ticks are 10 ms: allow for rounding at the edges).
+  assert(Math.abs(total - split.cores * 100) <= 30, JSON.stringify(split));
 });

@@ -12,10 +12,19 @@
  *   ratio is the function's requests/s over pgbench's transactions/s: how close the function
  *   gets to the database's own ceiling for that work (goal ≥ 0.5).
  *
+ * The comparison is kept like for like. Each client is one keep-alive HTTP/1.1 connection
+ * (load.ts's `HttpConnection`, requests written as bytes, as wrk does) and one user, as each
+ * pgbench client is one connection and, in the script, one user (`:client_id`). The broker
+ * simulator (the order's upstream) runs in this process with the clients. Everything shares the
+ * machine's cores: each ratio comes with where the CPU went during both runs (cpu.ts: the
+ * server, this process, the database's Postgres backends, pgbench, anything else, idle), so a
+ * ratio taken on a busy machine says so. The server runs as deployed: access log on.
+ *
  * Writes tests/bench/results/platform.json, pgbench_order.sql and pgbench_webhook.sql; prints a
  * Markdown table. Run: `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres deno run -A
- * tests/bench/platform.ts [--quick]`; `npm run bench` runs it after the scenarios. Not part of
- * `npm test`.
+ * tests/bench/platform.ts [--quick] [--cpu-prof dir]` (`--cpu-prof`: a V8 CPU profile of the
+ * server of the ratio runs, `<dir>/platform.cpuprofile`); `npm run bench` runs it after the
+ * scenarios. Not part of `npm test`.
  */
 import { SANDBOX_SECRETS } from "../../local/sandbox/index.ts";
 import { startBrokerSimulator } from "../../local/sandbox/broker.ts";
@@ -25,10 +34,13 @@ import {
   delivery,
   webhookEnv,
 } from "../functions/payment_webhook/stripe_events.ts";
+import postgres from "postgres";
 import { freshDatabase, SERVER_URL } from "../support/db.ts";
 import { FRONTEND, testEnv, userToken } from "../support/env.ts";
 import { type FaultProxy, startFaultProxy } from "../support/fault_proxy.ts";
-import { type SpawnedServer, spawnServer } from "../support/server.ts";
+import { type CpuSplit, cpuSplit, sampleCpu } from "./cpu.ts";
+import { encodeRequest, HttpConnection, type Target } from "./load.ts";
+import { cpuProfFlags, SERVER_READY, spawnProcess } from "./scenarios.ts";
 
 const RESULTS = new URL("results/", import.meta.url);
 /** Latency injected at the proxy, each way. */
@@ -37,6 +49,8 @@ const ONE_WAY_MS = 5;
 export interface PlatformOptions {
   quick: boolean;
   log?: (line: string) => void;
+  /** Write a V8 CPU profile of the ratio runs' server here (`platform.cpuprofile`). */
+  cpuProfDir?: string;
 }
 
 export interface FarRoute {
@@ -56,6 +70,13 @@ export interface Ratio {
   seconds: number;
   statuses: Record<string, number>;
   script: string;
+  /**
+   * Where the CPU went, in percent of one core (`cores` × 100 in all): while the function ran
+   * (`server`, `bench`: this process, the clients and the broker simulator, `postgres`: the
+   * database's backends) and while pgbench ran (`pgbench`, `postgres`); `other` is everything
+   * else on the machine, `idle` what was left.
+   */
+  cpu: { cores: number; function: CpuSplit["groups"]; pgbench: CpuSplit["groups"] };
 }
 
 export interface PlatformReport {
@@ -73,7 +94,7 @@ const ORDER_BODY = JSON.stringify({
   time_in_force: "gtc",
 });
 
-type Call = SpawnedServer["call"];
+type Call = (path: string, init?: RequestInit) => Promise<Response>;
 
 /** One request of each route, as a user (or Stripe) sends it; `i` makes keys unique. */
 function routes(call: Call, token: string) {
@@ -165,8 +186,9 @@ export function sqlTexts(chunks: Uint8Array[]): string[] {
 }
 
 /**
- * A pgbench script of `texts` with the per-request values as variables: the user's id stays
- * one of 1,000 users, every other uuid, client_order_id and Stripe id is new per transaction.
+ * A pgbench script of `texts` with the per-request values as variables: the user's id is the
+ * client's own (`:client_id`, as each client of the function's run is one user), every other
+ * uuid, client_order_id and Stripe id is new per transaction.
  */
 export function pgbenchScript(texts: string[], userId: string): string {
   const vars = new Map<string, string>();
@@ -176,7 +198,7 @@ export function pgbenchScript(texts: string[], userId: string): string {
     if (!name) vars.set(value, name = `r${vars.size + 1}`);
     return name;
   };
-  lines.push(`\\set user random(100000000000, 100000000999)`);
+  lines.push(`\\set user 100000000000 + :client_id`);
   const body = texts.map((t) => {
     let sql = t
       .replaceAll(userId, "00000000-0000-4000-8000-:user")
@@ -208,8 +230,21 @@ async function capture(proxy: FaultProxy, send: () => Promise<Response>): Promis
 
 // ---- throughput ---------------------------------------------------------------------------------
 
+/** A request for the closed loop: method, path and query, headers, body. */
+interface Wire {
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/**
+ * `concurrency` clients, each one keep-alive connection sending `next(client)` and waiting for
+ * the answer, for `seconds`. A failed exchange counts under its error and reconnects.
+ */
 async function closedLoop(
-  send: (worker: number) => Promise<Response>,
+  target: Target,
+  next: (client: number) => Wire,
   concurrency: number,
   seconds: number,
 ): Promise<{ rps: number; statuses: Record<string, number> }> {
@@ -217,24 +252,69 @@ async function closedLoop(
   let done = 0;
   const until = performance.now() + seconds * 1000;
   const started = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async (_, w) => {
-    while (performance.now() < until) {
-      const res = await send(w);
-      await res.body?.cancel();
-      statuses[res.status] = (statuses[res.status] ?? 0) + 1;
-      done++;
+  await Promise.all(Array.from({ length: concurrency }, async (_, client) => {
+    let conn: HttpConnection | undefined;
+    try {
+      while (performance.now() < until) {
+        const request = encodeRequest(target, next(client));
+        conn = conn && !conn.closed ? conn : await HttpConnection.open(target);
+        let status: string;
+        try {
+          status = String(await conn.exchange(request, 30_000));
+        } catch (err) {
+          status = err instanceof Error ? err.message : "error";
+        }
+        statuses[status] = (statuses[status] ?? 0) + 1;
+        done++;
+      }
+    } finally {
+      conn?.close();
     }
   }));
   return { rps: Math.round(done / ((performance.now() - started) / 1000)), statuses };
 }
 
+/** The server processes (pid) of the database at `url`, as Postgres lists its backends. */
+async function backendsOf(url: string): Promise<Set<number>> {
+  const admin = postgres(SERVER_URL!, { max: 1, onnotice: () => {} });
+  try {
+    const rows = await admin<{ pid: number }[]>`
+      select pid from pg_stat_activity where datname = ${new URL(url).pathname.slice(1)}`;
+    return new Set(rows.map((r) => r.pid));
+  } finally {
+    await admin.end();
+  }
+}
+
+/** The function's run: warm-up, then `seconds` measured, with the CPU split of the run. */
+async function functionRun(
+  server: Server,
+  dbUrl: string,
+  next: (client: number) => Wire,
+  concurrency: number,
+  seconds: number,
+) {
+  const target: Target = { hostname: "127.0.0.1", port: server.port };
+  await closedLoop(target, next, concurrency, 1);
+  const backends = await backendsOf(dbUrl);
+  const before = sampleCpu();
+  const run = await closedLoop(target, next, concurrency, seconds);
+  const cpu = cpuSplit(before, sampleCpu(), {
+    server: (pid) => pid === server.pid,
+    bench: (pid) => pid === Deno.pid,
+    postgres: (pid) => backends.has(pid),
+  });
+  return { ...run, cpu };
+}
+
+/** pgbench with `script` at `concurrency` clients for `seconds`: its tps and the CPU split. */
 async function pgbench(
   url: string,
   script: URL,
   concurrency: number,
   seconds: number,
-): Promise<number> {
-  const { stdout, stderr, success } = await new Deno.Command("pgbench", {
+): Promise<{ tps: number; cpu: CpuSplit }> {
+  const child = new Deno.Command("pgbench", {
     args: [
       "-n",
       "-c",
@@ -249,13 +329,72 @@ async function pgbench(
     ],
     stdout: "piped",
     stderr: "piped",
-  }).output();
+  }).spawn();
+  const output = child.output();
+  // CPU is sampled inside the run (a process that has exited is no longer counted).
+  await new Promise((r) => setTimeout(r, 500));
+  const backends = await backendsOf(url);
+  const before = sampleCpu();
+  await new Promise((r) => setTimeout(r, Math.max(500, seconds * 1000 - 1200)));
+  const cpu = cpuSplit(before, sampleCpu(), {
+    pgbench: (pid) => pid === child.pid,
+    postgres: (pid) => backends.has(pid),
+  });
+  const { stdout, stderr, success } = await output;
   const text = new TextDecoder().decode(stdout);
   const tps = /tps = ([\d.]+)/.exec(text)?.[1];
   if (!success || !tps) {
     throw new Error(`pgbench failed: ${new TextDecoder().decode(stderr).slice(0, 500)}`);
   }
-  return Math.round(Number(tps));
+  return { tps: Math.round(Number(tps)), cpu };
+}
+
+/** The function against pgbench, back to back. */
+async function ratio(
+  route: string,
+  server: Server,
+  dbUrl: string,
+  next: (client: number) => Wire,
+  script: URL,
+  concurrency: number,
+  seconds: number,
+): Promise<Ratio> {
+  const fn = await functionRun(server, dbUrl, next, concurrency, seconds);
+  const pg = await pgbench(dbUrl, script, concurrency, seconds);
+  return {
+    route,
+    functionRps: fn.rps,
+    pgbenchTps: pg.tps,
+    ratio: Math.round((fn.rps / pg.tps) * 100) / 100,
+    concurrency,
+    seconds,
+    statuses: fn.statuses,
+    script: `tests/bench/results/${script.pathname.split("/").pop()}`,
+    cpu: { cores: fn.cpu.cores, function: fn.cpu.groups, pgbench: pg.cpu.groups },
+  };
+}
+
+/** A server process (`local/serve.ts`) and a `call` over fetch. */
+interface Server {
+  pid: number;
+  port: number;
+  call: Call;
+  stop(): Promise<unknown>;
+}
+
+async function startServer(env: Record<string, string>, denoFlags?: string[]): Promise<Server> {
+  const p = await spawnProcess({ entry: "local/serve.ts", env, ready: SERVER_READY, denoFlags });
+  return {
+    pid: p.pid,
+    port: Number(new URL(p.url).port),
+    call: (path, init) => fetch(`${p.url}/functions/v1/${path}`, init),
+    stop: p.stop,
+  };
+}
+
+/** CPU per request of each group, ms, from its share of the cores over the run. */
+function msPer(groups: Record<string, number>, perSecond: number, names: string[]): string {
+  return names.map((n) => `${n} ${(groups[n] / 100 / perSecond * 1000).toFixed(2)}`).join(", ");
 }
 
 // ---- the run --------------------------------------------------------------------------------------
@@ -286,12 +425,11 @@ export async function runPlatform(opts: PlatformOptions): Promise<PlatformReport
       ORDER_RATE_LIMIT: "1000000",
       MARKET_DATA_RATE_LIMIT: "1000000",
       DB_QUERY_TIMEOUT_MS: "5000",
-      LOG_LEVEL: "warn",
     });
-  const servers: SpawnedServer[] = [];
+  const servers: Server[] = [];
   try {
     // Far database.
-    const far = await spawnServer(env(proxy.url(db.url)));
+    const far = await startServer(env(proxy.url(db.url)));
     servers.push(far);
     const userId = crypto.randomUUID();
     const token = await userToken(userId);
@@ -314,56 +452,69 @@ export async function runPlatform(opts: PlatformOptions): Promise<PlatformReport
     servers.pop();
 
     // Ratios, on loopback.
-    const near = await spawnServer(env(db.url));
+    const near = await startServer(env(db.url), cpuProfFlags(opts.cpuProfDir, "platform"));
     servers.push(near);
     const tokens = await Promise.all(Array.from({ length: concurrency }, () => userToken()));
     const ratios: Ratio[] = [];
     log(`\n## ratios: ${concurrency} clients, ${seconds} s each, function vs pgbench (same SQL)`);
-    {
-      const send = (w: number) => routes(near.call, tokens[w])["POST broker-order (new order)"]();
-      await closedLoop(send, concurrency, 1);
-      const fn = await closedLoop(send, concurrency, seconds);
-      const tps = await pgbench(db.url, orderScript, concurrency, seconds);
-      ratios.push({
-        route: "POST broker-order",
-        functionRps: fn.rps,
-        pgbenchTps: tps,
-        ratio: Math.round((fn.rps / tps) * 100) / 100,
+    const order = (client: number): Wire => ({
+      method: "POST",
+      path: "/functions/v1/broker-order",
+      headers: {
+        authorization: `Bearer ${tokens[client]}`,
+        origin: FRONTEND,
+        "content-type": "application/json",
+        "idempotency-key": crypto.randomUUID(),
+      },
+      body: ORDER_BODY,
+    });
+    ratios.push(
+      await ratio("POST broker-order", near, db.url, order, orderScript, concurrency, seconds),
+    );
+    // Signed ahead of time (signing is Stripe's work, not the function's), more than the run can
+    // use: an event id delivered twice would be a cheaper duplicate, so running out throws.
+    const deliveries = await Promise.all(
+      Array.from({ length: 2500 * (seconds + 1) }, async () => {
+        const init = await delivery(checkoutCompleted());
+        return {
+          method: "POST",
+          path: "/functions/v1/payment-webhook",
+          headers: init.headers as Record<string, string>,
+          body: init.body as string,
+        };
+      }),
+    );
+    let next = 0;
+    const webhook = (): Wire => {
+      if (next >= deliveries.length) throw new Error("Out of signed deliveries; sign more");
+      return deliveries[next++];
+    };
+    ratios.push(
+      await ratio(
+        "POST payment-webhook",
+        near,
+        db.url,
+        webhook,
+        webhookScript,
         concurrency,
         seconds,
-        statuses: fn.statuses,
-        script: "tests/bench/results/pgbench_order.sql",
-      });
-    }
-    {
-      // Signed ahead of time: signing is Stripe's work, not the function's.
-      const deliveries = await Promise.all(
-        Array.from({ length: opts.quick ? 4000 : 12000 }, () => delivery(checkoutCompleted())),
-      );
-      let next = 0;
-      const send = () => {
-        const init = deliveries[next++ % deliveries.length];
-        return near.call("payment-webhook", init);
-      };
-      await closedLoop(send, concurrency, 1);
-      const fn = await closedLoop(send, concurrency, seconds);
-      const tps = await pgbench(db.url, webhookScript, concurrency, seconds);
-      ratios.push({
-        route: "POST payment-webhook",
-        functionRps: fn.rps,
-        pgbenchTps: tps,
-        ratio: Math.round((fn.rps / tps) * 100) / 100,
-        concurrency,
-        seconds,
-        statuses: fn.statuses,
-        script: "tests/bench/results/pgbench_webhook.sql",
-      });
-    }
+      ),
+    );
     for (const r of ratios) {
       log(
         `  ${r.route}: ${r.functionRps}/s vs pgbench ${r.pgbenchTps}/s = ${r.ratio} ${
           JSON.stringify(r.statuses)
         }`,
+      );
+      log(
+        `    CPU, % of one core (${r.cpu.cores} cores): function ${
+          JSON.stringify(r.cpu.function)
+        }; pgbench ${JSON.stringify(r.cpu.pgbench)}`,
+      );
+      log(
+        `    CPU ms per request: ${
+          msPer(r.cpu.function, r.functionRps, ["server", "bench", "postgres"])
+        }; per pgbench transaction: ${msPer(r.cpu.pgbench, r.pgbenchTps, ["pgbench", "postgres"])}`,
       );
     }
     const report = { oneWayLatencyMs: ONE_WAY_MS, farDatabase: farDatabaseRoutes, ratios };
@@ -398,6 +549,10 @@ export function platformMarkdown(r: PlatformReport): string {
 }
 
 if (import.meta.main) {
-  await runPlatform({ quick: Deno.args.includes("--quick") });
+  const prof = Deno.args.indexOf("--cpu-prof");
+  await runPlatform({
+    quick: Deno.args.includes("--quick"),
+    cpuProfDir: prof >= 0 ? Deno.args[prof + 1] : undefined,
+  });
   Deno.exit(0);
 }

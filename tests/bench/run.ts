@@ -40,6 +40,7 @@ import {
 import {
   BASELINE_READY,
   cpuMsOf,
+  cpuProfFlags,
   loadAverage,
   memoryOf,
   type Scenario,
@@ -347,6 +348,7 @@ async function rigFor(s: Scenario, ctx: RunContext): Promise<Rig | string> {
       entry: "local/serve.ts",
       env: { ...ctx.env, ...s.env },
       ready: SERVER_READY,
+      denoFlags: cpuProfFlags(ctx.opts.cpuProfDir, s.name),
     });
   const generators: GeneratorProcess[] = [];
   let handedOver = false;
@@ -882,7 +884,7 @@ async function main(opts: BenchOptions) {
     // The platform's story: round trips and latency with the database 5 ms away, and the write
     // paths against pgbench running their own SQL (tests/bench/platform.ts).
     const platform = opts.platform
-      ? await runPlatform({ quick: opts.quick, log }).catch((err) => {
+      ? await runPlatform({ quick: opts.quick, log, cpuProfDir: opts.cpuProfDir }).catch((err) => {
         log(`platform: skipped (${err instanceof Error ? err.message : err})`);
         return null;
       })

@@ -54,7 +54,9 @@ export async function spawnProcess(opts: {
 }): Promise<SpawnedProcess> {
   const ready = opts.ready ?? SERVER_READY;
   const spawnedAt = performance.now();
-  const child = denoRun(opts.entry, { NO_COLOR: "1", PORT: "0", ...opts.env });
+  const child = denoRun(opts.entry, { NO_COLOR: "1", PORT: "0", ...opts.env }, {
+    flags: opts.denoFlags,
+  });
   const output: string[] = [];
   let onReady: (url: string) => void = () => {};
   const readyUrl = new Promise<string>((resolve) => (onReady = resolve));
@@ -102,6 +104,12 @@ export async function spawnProcess(opts: {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** `deno run` flags that write a V8 CPU profile `<dir>/<name>.cpuprofile` when the process exits. */
+export function cpuProfFlags(dir: string | undefined, name: string): string[] | undefined {
+  if (!dir) return undefined;
+  return ["--cpu-prof", `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${name}.cpuprofile`];
 }
 
 /** Current and peak resident memory of a process (VmRSS, VmHWM), in MB; null once it is gone. */

@@ -12,13 +12,19 @@ const ROOT = new URL("../../", import.meta.url);
 export function denoRun(
   entry: string,
   env: Record<string, string>,
-  opts: { cwd?: string; stdout?: "piped" | "null" } = {},
+  opts: {
+    cwd?: string;
+    stdout?: "piped" | "null";
+    /** Extra `deno run` flags before the entry (e.g. `--cpu-prof`, `--cpu-prof-dir=…`). */
+    flags?: string[];
+  } = {},
 ): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "-A",
       `--config=${new URL("deno.json", ROOT).pathname}`,
+      ...(opts.flags ?? []),
       new URL(entry, ROOT).pathname,
     ],
     cwd: opts.cwd ?? ROOT,
