@@ -8,6 +8,11 @@
  * `recovery_gate.ts` fails fast through an outage and probes until the database is back, and
  * `driver_guard.ts` survives postgres.js's stray signals when a pool is recycled.
  *
+ * postgres.js is imported by the first probe, not at boot: it loads Node's `net`, `tls`, `fs` and
+ * `stream` compatibility modules, which cost a cold isolate more than everything else it boots.
+ * A function therefore answers what needs no database (preflights, `401`s, `404`s) without
+ * them, and a call made before the first probe has decided waits for it (never a guessed `503`).
+ *
  * @example
  * ```ts
  * import { Database } from "./db.ts";
@@ -23,7 +28,7 @@
  *
  * @module
  */
-import postgres from "postgres";
+import type postgres from "postgres";
 import { classifyDbError, isTransientDbError } from "./db_errors.ts";
 import { DatabaseBusy, SchemaOutdated } from "./errors.ts";
 import type { Limits } from "./limits.ts";
@@ -37,6 +42,10 @@ export type { GateState, GateStatus } from "./recovery_gate.ts";
 
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
+
+/** postgres.js, imported once per process by the first probe that needs it. */
+let driver: Promise<typeof postgres> | undefined;
+const loadDriver = () => driver ??= import("postgres").then((m) => m.default);
 
 /** A deadline timer later than this was held up by a blocked event loop, not by the database. */
 const LOOP_LAG_MS = 50;
@@ -107,7 +116,9 @@ export interface TransactionOptions {
 /** The pool, its admission control and deadlines, composed with the retry policy and the gate. */
 export class Database {
   readonly #opts: DatabaseOptions;
-  #sql: Sql;
+  /** The pool: made by the first probe (see the module's summary). */
+  #sql: Sql | undefined;
+  #postgres: typeof postgres | undefined;
   readonly #gate: RecoveryGate;
   readonly #retry: RetryPolicy;
   #retries = 0;
@@ -129,7 +140,6 @@ export class Database {
     this.#opts = { ...opts };
     const l = opts.limits;
     this.#slots = new Semaphore(this.#poolSize());
-    this.#sql = this.#createPool();
     this.#gate = new RecoveryGate({
       probe: () => this.#probe(),
       limits: l,
@@ -154,7 +164,7 @@ export class Database {
 
   #createPool(): Sql {
     const l = this.#opts.limits;
-    return postgres(this.#opts.url, {
+    return this.#postgres!(this.#opts.url, {
       max: this.#poolSize(),
       prepare: false,
       connect_timeout: l.DB_CONNECT_TIMEOUT_MS / 1000,
@@ -232,9 +242,10 @@ export class Database {
 
   /** One attempt: through the gate and admission, under the deadline, failures classified. */
   async #attempt<T>(work: (sql: Sql) => Promise<T>): Promise<T> {
+    if (this.#gate.deciding) await this.#gate.start();
     this.#gate.assertUp();
     try {
-      return await this.#admitted(() => this.#withDeadline(work(this.#sql)));
+      return await this.#admitted(() => this.#withDeadline(work(this.#sql!)));
     } catch (err) {
       const kind = classifyDbError(err);
       if (kind === "connection") throw this.#gate.trip(err);
@@ -248,10 +259,11 @@ export class Database {
 
   /** Round-trip latency in ms; throws DatabaseUnavailable when the gate is closed or it fails. */
   async ping(): Promise<number> {
+    if (this.#gate.deciding) await this.#gate.start();
     this.#gate.assertUp();
     const started = performance.now();
     try {
-      await this.#admitted(() => this.#withDeadline(this.#sql`select 1`));
+      await this.#admitted(() => this.#withDeadline(this.#sql!`select 1`));
     } catch (err) {
       if (classifyDbError(err) === "connection") throw this.#gate.trip(err);
       throw err;
@@ -259,15 +271,16 @@ export class Database {
     return Math.round((performance.now() - started) * 100) / 100;
   }
 
-  /** The pool, for code that must manage its own connection (tests, migrations). */
+  /** The pool, for code that must manage its own connection (tests, migrations); after `start()`. */
   get sql(): Sql {
+    if (!this.#sql) throw new Error("The pool opens with the first probe: await start() first.");
     return this.#sql;
   }
 
   /** Stops probing and ends the pool. */
   async close(): Promise<void> {
     await this.#gate.close();
-    await this.#sql.end({ timeout: 1 });
+    await this.#sql?.end({ timeout: 1 });
   }
 
   /** Runs `fn` holding a slot; waiting longer than `DB_QUEUE_TIMEOUT_MS` sheds the call. */
@@ -318,6 +331,7 @@ export class Database {
   /** A new pool; the old one's connections are destroyed (their calls fail as connection errors). */
   #recycle(): void {
     const old = this.#sql;
+    if (!old) return;
     this.#sql = this.#createPool();
     old.end({ timeout: 0 }).catch(() => {});
   }
@@ -327,6 +341,10 @@ export class Database {
    * `onConnect` until it has succeeded once, then the required migration. Throws what failed.
    */
   async #probe(): Promise<void> {
+    if (!this.#sql) {
+      this.#postgres = await loadDriver();
+      this.#sql = this.#createPool();
+    }
     const [{ version }] = await this.#withDeadline(this.#sql`select version()`);
     if (!this.#serial && String(version).includes("PGlite")) {
       this.#serial = true;

@@ -33,6 +33,11 @@ export interface PlatformOptions {
   log?: Logger;
   fetch?: typeof fetch;
   now?: () => number;
+  /**
+   * Whether to resolve only after the database's first probe (default true). A deployed function
+   * passes false: it serves at once, and calls to the database wait for that probe.
+   */
+  waitForDatabase?: boolean;
 }
 
 export interface RunningPlatform extends Platform {
@@ -128,7 +133,10 @@ export async function createPlatform(
       );
     }
   };
-  if (configured) await platform.db.start();
+  if (configured) {
+    const first = platform.db.start();
+    if (opts.waitForDatabase ?? true) await first;
+  }
   return platform;
 }
 

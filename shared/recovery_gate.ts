@@ -119,6 +119,16 @@ export class RecoveryGate {
     return this.#s.state === "up";
   }
 
+  /**
+   * Whether the first probe is running and nothing has been decided yet: a call should wait for
+   * it (`start()` joins it) rather than be told the database is down.
+   */
+  get deciding(): boolean {
+    const s = this.#s;
+    return this.#probing !== undefined && s.state === "down" && !s.reported &&
+      s.probeFailures === 0;
+  }
+
   /** Connection failures seen since start (trips and failed probes). */
   get failures(): number {
     return this.#failures;

@@ -1,7 +1,8 @@
 /**
  * Runs one function on its own with `Deno.serve`, as Supabase's Edge Runtime runs
  * `functions/<name>/index.ts` (or its bundle): the platform from the process environment, then
- * the handler. It listens at once; requests wait for the database's first probe (bounded by its
+ * the handler. It listens and serves at once: what needs no database (a preflight, a `401`) is
+ * answered without it, and a call to the database waits for its first probe (bounded by its
  * connect and query deadlines), so a cold start answers from a decided gate, never a guess.
  *
  * @example
@@ -30,7 +31,9 @@ export async function serveStandalone<S extends z.ZodType, E extends AppEnv>(
   def: FunctionDefinition<S, E>,
 ): Promise<void> {
   const log = createLogger();
-  const booting = createPlatform(Deno.env.toObject(), { log }).then(async (platform) => ({
+  const booting = createPlatform(Deno.env.toObject(), { log, waitForDatabase: false }).then(async (
+    platform,
+  ) => ({
     platform,
     fn: await bootFunction(def, platform),
   }));
