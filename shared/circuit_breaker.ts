@@ -16,9 +16,23 @@
  * );
  * ```
  */
-import CircuitBreaker from "opossum";
+import type CircuitBreaker from "opossum";
 import { CircuitOpen } from "./errors.ts";
 import type { Limits } from "./limits.ts";
+
+type Opossum = CircuitBreaker<[() => Promise<unknown>], unknown>;
+
+/**
+ * opossum, imported by the first call through any breaker, not at boot. Its browser build
+ * (`dist/opossum.js`, the same code with its own EventEmitter) rather than its CommonJS entry,
+ * which requires `node:events`: a bundle that requires anything from Node loads Node's
+ * compatibility layer when it starts, the largest part of a cold isolate's boot.
+ */
+let opossum: Promise<typeof CircuitBreaker> | undefined;
+const loadOpossum = () =>
+  opossum ??= import("opossum/dist/opossum.js").then((m) =>
+    (m.default ?? m) as unknown as typeof CircuitBreaker
+  );
 
 export interface BreakerOptions {
   errorPercent: number;
@@ -39,10 +53,11 @@ export interface BreakerState {
   retryAfterMs: number;
 }
 
-/** One upstream's breaker. */
+/** One upstream's breaker (opossum's, made by its first call: until then it is closed and idle). */
 export class Breaker {
   readonly name: string;
-  readonly #cb: CircuitBreaker<[() => Promise<unknown>], unknown>;
+  readonly #opts: BreakerOptions;
+  #cb: Opossum | undefined;
   readonly #resetMs: number;
   readonly #now: () => number;
   #openedAt = 0;
@@ -51,9 +66,18 @@ export class Breaker {
 
   constructor(name: string, opts: BreakerOptions) {
     this.name = name;
+    this.#opts = opts;
     this.#resetMs = opts.resetMs;
     this.#now = opts.now ?? Date.now;
-    this.#cb = new CircuitBreaker((fn: () => Promise<unknown>) => fn(), {
+  }
+
+  async #breaker(): Promise<Opossum> {
+    if (this.#cb) return this.#cb;
+    const Opossum = await loadOpossum();
+    if (this.#cb) return this.#cb; // another first call made it meanwhile
+    const { name } = this;
+    const opts = this.#opts;
+    const cb: Opossum = new Opossum((fn: () => Promise<unknown>) => fn(), {
       timeout: false, // deadlines live in the call itself (fetchWithDeadline) so they really abort
       errorThresholdPercentage: opts.errorPercent,
       volumeThreshold: opts.volumeThreshold,
@@ -62,17 +86,19 @@ export class Breaker {
       errorFilter: (err: unknown) => opts.isHealthy?.(err) ?? false,
       name,
     });
-    this.#cb.on("open", () => {
+    cb.on("open", () => {
       this.#openedAt = this.#now();
       this.onChange?.(name, "open");
     });
-    this.#cb.on("close", () => this.onChange?.(name, "closed"));
+    cb.on("close", () => this.onChange?.(name, "closed"));
+    return this.#cb = cb;
   }
 
   /** Runs `fn` through the breaker; throws CircuitOpen when it is open. */
   async run<T>(fn: () => Promise<T>): Promise<T> {
     try {
-      return await this.#cb.fire(fn) as T;
+      const cb = this.#cb ?? await this.#breaker();
+      return await cb.fire(fn) as T;
     } catch (err) {
       if ((err as { code?: string })?.code === "EOPENBREAKER") {
         throw new CircuitOpen(this.name, this.retryAfterMs());
@@ -82,24 +108,25 @@ export class Breaker {
   }
 
   retryAfterMs(): number {
-    if (!this.#cb.opened) return 0;
+    if (!this.#cb?.opened) return 0;
     return Math.max(1000, this.#openedAt + this.#resetMs - this.#now());
   }
 
   state(): BreakerState {
-    const s = this.#cb.stats;
+    const cb = this.#cb;
+    const s = cb?.stats;
     return {
       name: this.name,
-      state: this.#cb.opened ? "open" : this.#cb.halfOpen ? "half_open" : "closed",
-      failures: s.failures,
-      successes: s.successes,
-      rejects: s.rejects,
+      state: cb?.opened ? "open" : cb?.halfOpen ? "half_open" : "closed",
+      failures: s?.failures ?? 0,
+      successes: s?.successes ?? 0,
+      rejects: s?.rejects ?? 0,
       retryAfterMs: this.retryAfterMs(),
     };
   }
 
   shutdown(): void {
-    this.#cb.shutdown();
+    this.#cb?.shutdown();
   }
 }
 

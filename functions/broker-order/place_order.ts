@@ -31,7 +31,6 @@
  * answer.status; // 201, 202 or 422
  * ```
  */
-import { createHash } from "node:crypto";
 import {
   CircuitOpen,
   errorParts,
@@ -40,6 +39,7 @@ import {
 } from "../../shared/errors.ts";
 import type { IdempotencyClaim } from "../../shared/idempotency.ts";
 import type { Limits } from "../../shared/limits.ts";
+import { sha256 } from "../../shared/sha256.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { toPlainText } from "../../shared/sanitize.ts";
 import { toPostgresText } from "../../shared/sql_literal.ts";
@@ -61,9 +61,12 @@ export const PENDING = "pending_confirmation";
  * base64url sha-256 of user, key and the key's lifetime id, so every attempt with the key sends
  * the same id, and a key used again after it expired names a new order.
  */
-export function clientOrderIdFor(userId: string, key: string, keyId: string): string {
-  // node:crypto's hash is synchronous and several times cheaper than crypto.subtle.digest.
-  return `bo-${createHash("sha256").update(`${userId}\n${key}\n${keyId}`).digest("base64url")}`;
+export async function clientOrderIdFor(
+  userId: string,
+  key: string,
+  keyId: string,
+): Promise<string> {
+  return `bo-${await sha256(`${userId}\n${key}\n${keyId}`, "base64url")}`;
 }
 
 export type Outcome =
@@ -175,7 +178,7 @@ export class OrderPlacer {
     requestId: string;
   }): Promise<Answer> {
     const { claim, order, userId } = v;
-    const clientOrderId = clientOrderIdFor(userId, claim.key, claim.keyId);
+    const clientOrderId = await clientOrderIdFor(userId, claim.key, claim.keyId);
     const outcome = await submit(this.#o.broker, claim.resuming, order, clientOrderId);
     const base = { userId, clientOrderId, order };
     const json = { "content-type": "application/json; charset=utf-8" };
