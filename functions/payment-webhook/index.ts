@@ -10,7 +10,6 @@
  * unavailable (nothing written; Stripe retries for three days:
  * https://docs.stripe.com/webhooks#retries).
  */
-import Stripe from "stripe";
 import { z } from "zod";
 import { defineFunction } from "../../shared/app.ts";
 import { BaseEnv } from "../../shared/base_env.ts";
@@ -50,8 +49,6 @@ const paymentWebhook = defineFunction<typeof Env, SignedEnv>({
         stripeSignature({
           secrets: ctx.config.STRIPE_WEBHOOK_SECRET,
           toleranceSeconds: ctx.limits.WEBHOOK_TOLERANCE_SECONDS,
-          // Web Crypto, so it runs on the Edge Runtime (Stripe's Deno example).
-          crypto: Stripe.createSubtleCryptoProvider(),
           now: ctx.now,
           log: ctx.log,
         }),

@@ -7,10 +7,12 @@
  * only the past; a future timestamp would let a captured delivery be replayed for longer):
  * `400 INVALID_SIGNATURE`. Signed but not JSON: `400 MALFORMED_EVENT`.
  *
+ * Stripe's library is imported by the first delivery, not at boot (a cold isolate pays only for
+ * what its first request uses); only its static webhook helpers are used, no API client.
+ *
  * @example
  * ```ts
  * import type { Hono } from "hono";
- * import Stripe from "stripe";
  * import type { Logger } from "../../shared/logger.ts";
  * import { type SignedEnv, stripeSignature } from "./signature.ts";
  *
@@ -18,7 +20,6 @@
  * const verified = stripeSignature({
  *   secrets: ["whsec_example"],
  *   toleranceSeconds: 300,
- *   crypto: Stripe.createSubtleCryptoProvider(),
  *   now: Date.now,
  *   log,
  * });
@@ -26,7 +27,7 @@
  * ```
  */
 import { createMiddleware } from "hono/factory";
-import Stripe from "stripe";
+import type Stripe from "stripe";
 import type { AppEnv } from "../../shared/app.ts";
 import { BadRequest } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
@@ -39,8 +40,8 @@ export interface StripeSignatureOptions {
   secrets: readonly string[];
   /** Largest distance in seconds between the signature's time and now, both ways (> 0). */
   toleranceSeconds: number;
-  /** Stripe's crypto provider (`Stripe.createSubtleCryptoProvider()` on Deno). */
-  crypto: Stripe.CryptoProvider;
+  /** Stripe's crypto provider; by default Web Crypto (`Stripe.createSubtleCryptoProvider()`), as on the Edge Runtime. */
+  crypto?: Stripe.CryptoProvider;
   /** The clock, in ms since the epoch. */
   now: () => number;
   log: Logger;
@@ -53,12 +54,18 @@ export function stripeSignature(options: StripeSignatureOptions) {
   if (!(o.toleranceSeconds > 0)) {
     throw new Error(`Stripe signature tolerance must be positive, got ${o.toleranceSeconds}`);
   }
-  // Stripe's static webhook helpers: no API client (and no API key) is needed to verify.
-  const webhooks = Stripe.webhooks;
+  let library: Promise<{ Stripe: typeof Stripe; crypto: Stripe.CryptoProvider }> | undefined;
+  const load = () =>
+    library ??= import("stripe").then(({ default: Stripe }) => ({
+      Stripe,
+      crypto: o.crypto ?? Stripe.createSubtleCryptoProvider(),
+    }));
 
   return createMiddleware<SignedEnv>(async function stripeSignature(c, next) {
     const header = c.req.header("stripe-signature");
     if (!header) throw invalidSignature();
+    // Stripe's static webhook helpers: no API client (and no API key) is needed to verify.
+    const { Stripe, crypto } = await load();
     const body = new Uint8Array(await c.req.arrayBuffer());
     const now = o.now();
     const signedAt = Number(/(?:^|,)\s*t=(\d{1,12})(?:,|$)/.exec(header)?.[1]);
@@ -70,12 +77,12 @@ export function stripeSignature(options: StripeSignatureOptions) {
     for (const secret of o.secrets) {
       let event: unknown;
       try {
-        event = await webhooks.constructEventAsync(
+        event = await Stripe.webhooks.constructEventAsync(
           body,
           header,
           secret,
           o.toleranceSeconds,
-          o.crypto,
+          crypto,
           now,
         );
       } catch (err) {
