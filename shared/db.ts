@@ -11,7 +11,8 @@
  * postgres.js is imported by the first probe, not at boot: it loads Node's `net`, `tls`, `fs` and
  * `stream` compatibility modules, which cost a cold isolate more than everything else it boots.
  * A function therefore answers what needs no database (preflights, `401`s, `404`s) without
- * them, and a call made before the first probe has decided waits for it (never a guessed `503`).
+ * them, and a call made before any probe has decided runs or joins the first one and waits for
+ * it (never a guessed `503`).
  *
  * @example
  * ```ts

@@ -34,8 +34,9 @@ export interface PlatformOptions {
   fetch?: typeof fetch;
   now?: () => number;
   /**
-   * Whether to resolve only after the database's first probe (default true). A deployed function
-   * passes false: it serves at once, and calls to the database wait for that probe.
+   * Whether to run the database's first probe now and resolve after it (default true). A deployed
+   * function passes false: it serves at once, and the first call that needs the database runs
+   * that probe and waits for it (nothing that needs no database waits for one).
    */
   waitForDatabase?: boolean;
 }
@@ -133,10 +134,7 @@ export async function createPlatform(
       );
     }
   };
-  if (configured) {
-    const first = platform.db.start();
-    if (opts.waitForDatabase ?? true) await first;
-  }
+  if (configured && (opts.waitForDatabase ?? true)) await platform.db.start();
   return platform;
 }
 

@@ -120,13 +120,12 @@ export class RecoveryGate {
   }
 
   /**
-   * Whether the first probe is running and nothing has been decided yet: a call should wait for
-   * it (`start()` joins it) rather than be told the database is down.
+   * Whether no probe has finished yet (none may have started): a call should run or join the
+   * first one (`start()`) and wait for it rather than be told the database is down.
    */
   get deciding(): boolean {
     const s = this.#s;
-    return this.#probing !== undefined && s.state === "down" && !s.reported &&
-      s.probeFailures === 0;
+    return s.state === "down" && !s.reported && s.probeFailures === 0 && !this.#closed;
   }
 
   /** Connection failures seen since start (trips and failed probes). */
