@@ -81,6 +81,8 @@ export class LineBatcher {
   readonly #batchMs: number;
   #held: string[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the last write went (`performance.now()`); lines within `batchMs` of it are held. */
+  #wroteAt = -Infinity;
 
   /** `sink` writes some of the bytes and says how many (as `Deno.stdout.writeSync`). */
   constructor(sink: (bytes: Uint8Array) => number, batchMs = BATCH_MS) {
@@ -91,10 +93,17 @@ export class LineBatcher {
   /** Adds a line; `now` writes it (and any held before it) at once. */
   write(line: string, now = false) {
     this.#held.push(line);
-    if (now || this.#timer === undefined) {
+    if (this.#timer !== undefined && !now) return; // a window is open: it writes the line
+    const wait = this.#wroteAt + this.#batchMs - performance.now();
+    if (now || wait <= 0) {
+      // Quiet for a window (or told to): the line goes at once, with no timer. The first line of
+      // a process (a function's "listening") sets none: Deno loads its Node-compatible timers
+      // on the first setTimeout, and a cold start should not pay for that before it answers.
       this.flush();
-      this.#window();
+      this.#wroteAt = performance.now();
+      return;
     }
+    this.#window(wait);
   }
 
   /** Writes every held line. */
@@ -115,15 +124,13 @@ export class LineBatcher {
     }
   }
 
-  /** After a write, lines are held for `batchMs`; then, if any came, they go and the wait repeats. */
-  #window() {
-    if (this.#timer !== undefined) return;
+  /** Lines within `batchMs` of a write are held until then, and go together. */
+  #window(wait: number) {
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      if (this.#held.length === 0) return;
       this.flush();
-      this.#window();
-    }, this.#batchMs);
+      this.#wroteAt = performance.now();
+    }, wait);
     // Held lines never keep a process alive: exit writes them.
     if (typeof Deno.unrefTimer === "function") Deno.unrefTimer(Number(this.#timer));
   }
