@@ -18,7 +18,7 @@
  */
 import { parse as parseDotenv } from "dotenv";
 import { getPath } from "hono/utils/url";
-import { z } from "zod";
+import * as z from "../shared/zod.ts";
 import { bootFunction, type FetchHandler, type FunctionDefinition } from "../shared/app.ts";
 import { ConfigError } from "../shared/env.ts";
 import { errorResponse, NotFound } from "../shared/errors.ts";

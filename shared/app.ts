@@ -36,7 +36,7 @@
 import { Hono } from "hono";
 import { requestId } from "hono/request-id";
 import { getPath } from "hono/utils/url";
-import type { z } from "zod";
+import type * as z from "./zod.ts";
 import { bodyDeadline } from "./body_deadline.ts";
 import { cors } from "./cors.ts";
 import { loadShed } from "./load_shed.ts";

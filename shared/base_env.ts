@@ -11,7 +11,7 @@
  * const Env = BaseEnv.extend({ DISCORD_WEBHOOK_URL: httpUrl });
  * ```
  */
-import { z } from "zod";
+import * as z from "./zod.ts";
 import { httpUrl, jsonKeyMap, jwks, origins, postgresUrl, secret } from "./env.ts";
 
 /** Every function: the database and the project's keys (see shared/jwt.ts). */

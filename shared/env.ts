@@ -4,7 +4,7 @@
  *
  * @example
  * ```ts
- * import { z } from "zod";
+ * import * as z from "./zod.ts";
  * import { origins, parseEnv, secret } from "./env.ts";
  *
  * // Throws ConfigError naming every variable that is missing or malformed.
@@ -15,7 +15,7 @@
  * env.FRONTEND_URL; // string[]
  * ```
  */
-import { z } from "zod";
+import * as z from "./zod.ts";
 
 /** Configuration that does not validate; `problems` name variables, never their values. */
 export class ConfigError extends Error {

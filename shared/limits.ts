@@ -10,7 +10,7 @@
  * limits.DB_QUERY_TIMEOUT_MS; // 1500 unless set
  * ```
  */
-import { z } from "zod";
+import * as z from "./zod.ts";
 import { ConfigError } from "./env.ts";
 
 const ms = (byDefault: number) => z.coerce.number().int().positive().default(byDefault);

@@ -22,7 +22,7 @@
  * if (import.meta.main) await serveStandalone(myFunction);
  * ```
  */
-import type { z } from "zod";
+import type * as z from "./zod.ts";
 import { type AppEnv, bootFunction, type FunctionDefinition } from "./app.ts";
 import { createLogger } from "./logger.ts";
 import { createPlatform } from "./platform.ts";

@@ -14,7 +14,7 @@
  * @example
  * ```ts
  * import { Hono } from "hono";
- * import { z } from "zod";
+ * import * as z from "./zod.ts";
  * import { readJson, validate } from "./validation.ts";
  *
  * const OrderSchema = z.strictObject({ symbol: z.string().min(1), qty: z.number().positive() });
@@ -28,7 +28,7 @@
  * ```
  */
 import type { Context } from "hono";
-import type { z } from "zod";
+import type * as z from "./zod.ts";
 import { BadRequest, type Issue, ValidationFailed } from "./errors.ts";
 
 /** Issues reported at most (the rest would only make the answer longer). */

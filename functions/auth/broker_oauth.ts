@@ -40,7 +40,7 @@
  * outcome; // { ok: true, userId } | { ok: false, reason }
  * ```
  */
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import type { Breaker } from "../../shared/circuit_breaker.ts";
 import type { Database } from "../../shared/db.ts";
 import { UpstreamUnavailable } from "../../shared/errors.ts";

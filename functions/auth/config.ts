@@ -16,7 +16,7 @@
  * oauthConfig(config); // undefined: the broker OAuth group is not set
  * ```
  */
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
 import { httpUrl, secret } from "../../shared/env.ts";
 import type { BrokerOAuthConfig } from "./broker_oauth.ts";

@@ -32,7 +32,7 @@
  */
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import type { AppEnv } from "../../shared/app.ts";
 import { Unauthorized } from "../../shared/errors.ts";
 import { bearer } from "../../shared/jwt.ts";

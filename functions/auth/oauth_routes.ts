@@ -28,7 +28,7 @@
 import { userId } from "../../shared/jwt.ts";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import { BadRequest, Forbidden, HttpError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { readJson } from "../../shared/validation.ts";

@@ -17,7 +17,7 @@
  * await decryptToken(key, sealed, tokenContext(userId, "alpaca", "access")); // "access-token"
  * ```
  */
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 
 const KEY_VERSION = 1;
 const IV_BYTES = 12;

@@ -16,7 +16,7 @@
  * order.qty; // "1"
  * ```
  */
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import { BadRequest } from "../../shared/errors.ts";
 import { isPostgresText } from "../../shared/sql_literal.ts";
 

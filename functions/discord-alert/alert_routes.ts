@@ -29,7 +29,7 @@
  */
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import type { AppEnv, Platform } from "../../shared/app.ts";
 import type { AlertDrainer } from "../../shared/alert_drainer.ts";
 import type { AlertQueue, NewAlert } from "../../shared/alert_queue.ts";

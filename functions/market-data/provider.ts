@@ -23,7 +23,7 @@
  * const quotes = await provider.latest(["AAPL", "MSFT"]); // Map<symbol, Quote>
  * ```
  */
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import { UpstreamUnavailable } from "../../shared/errors.ts";
 import {
   MARKET_DATA_UPSTREAM,

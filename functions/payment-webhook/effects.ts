@@ -29,7 +29,7 @@
  * const result = await recordStripeEvent(db, { ...event, createdAt, effect });
  * ```
  */
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import type { Database } from "../../shared/db.ts";
 import { isPostgresText, jsonLiteral, literal, toPostgresText } from "../../shared/sql_literal.ts";
 import type { EventOutcome } from "../../shared/webhook_dedup.ts";

@@ -10,7 +10,7 @@
  * unavailable (nothing written; Stripe retries for three days:
  * https://docs.stripe.com/webhooks#retries).
  */
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import { defineFunction } from "../../shared/app.ts";
 import { BaseEnv } from "../../shared/base_env.ts";
 import { bodyLimit } from "../../shared/body_limit.ts";

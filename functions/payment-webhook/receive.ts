@@ -16,7 +16,7 @@
  */
 import { everyAtMost } from "../../shared/schedule.ts";
 import type { Context } from "hono";
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import type { Platform } from "../../shared/app.ts";
 import { BadRequest } from "../../shared/errors.ts";
 import { webhookDedup } from "../../shared/webhook_dedup.ts";

@@ -3,7 +3,7 @@
  * `200 {"status":"ok"}` when the database answers, `503 {"status":"fail_safe"}` with
  * `Retry-After` when it does not; a service-role JWT adds every dependency's state.
  */
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import { defineFunction, type FunctionContext } from "../../shared/app.ts";
 import { BaseEnv } from "../../shared/base_env.ts";
 import { DatabaseUnavailable, retryAfterSeconds, SchemaOutdated } from "../../shared/errors.ts";

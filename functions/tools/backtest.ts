@@ -20,7 +20,7 @@
  * bt.result(); // { bars, trades, finalEquity, totalReturn, maxDrawdown }
  * ```
  */
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import { BarsProvider } from "./bars.ts";
 import type { Tool } from "./registry.ts";
 

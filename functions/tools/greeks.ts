@@ -26,7 +26,7 @@
  * g.price; // ≈ 2.40
  * ```
  */
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import { BadRequest } from "../../shared/errors.ts";
 import type { Tool } from "./registry.ts";
 

@@ -28,7 +28,7 @@
  */
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import type { z } from "zod";
+import type * as z from "../../shared/zod.ts";
 import type { AppEnv } from "../../shared/app.ts";
 import { readJson } from "../../shared/validation.ts";
 import { ExecuteRequest, type ToolRegistry } from "./registry.ts";

@@ -24,7 +24,7 @@
  * const json = await registry.execute("options.greeks", params, AbortSignal.timeout(5_000));
  * ```
  */
-import { z } from "zod";
+import * as z from "../../shared/zod.ts";
 import { HttpError } from "../../shared/errors.ts";
 import { validate } from "../../shared/validation.ts";
 
