@@ -249,4 +249,5 @@ Deno.test("cpuSplit puts this process's busy second in its group and accounts fo
   const total = Object.values(split.groups).reduce((a, b) => a + b, 0);
   // Every core's time is in some group (ticks are 10 ms: allow for rounding at the edges).
   assert(Math.abs(total - split.cores * 100) <= 30, JSON.stringify(split));
+  assert("ended" in split.groups && "postgres-shared" in split.groups);
 });

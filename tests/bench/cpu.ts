@@ -1,7 +1,8 @@
 /**
  * Where the machine's CPU went during a measurement (Linux `/proc`): per process group (the
  * server, the benchmark's own process, the Postgres backends of the benchmark's database,
- * pgbench), everything else on the machine, and idle time. A ratio measured on a shared
+ * pgbench), Postgres's own background processes (WAL writer, checkpointer…, which work for every
+ * database of the server), everything else on the machine, and idle time. A ratio measured on a shared
  * machine means little without it: the function, its load generator and Postgres share the
  * same cores, and another job's load shows here as `other`.
  *
@@ -21,20 +22,24 @@
 
 /** CPU time (user + system) of every process, and the machine's totals, at one moment. */
 export interface CpuSample {
-  /** ms of CPU by pid, with the command name. */
-  processes: Map<number, { comm: string; ms: number }>;
+  /** ms of CPU by pid, with the command name (and, for Postgres, its process title). */
+  processes: Map<number, { comm: string; ms: number; title?: string }>;
   /** Machine totals over all cores, ms. */
   totalMs: number;
   idleMs: number;
   cores: number;
 }
 
+/** Process titles of Postgres's background processes (`postgres: 15/main: walwriter`). */
+const BACKGROUND =
+  /^postgres: (?:\S+: )?(?:checkpointer|background writer|walwriter|autovacuum|logical replication|stats|archiver)/;
+
 /** USER_HZ: the unit of /proc's CPU times (100 on Linux). */
 const TICK_MS = 10;
 
 /** Samples every process's CPU time; an empty sample where /proc is not readable. */
 export function sampleCpu(): CpuSample {
-  const processes = new Map<number, { comm: string; ms: number }>();
+  const processes = new Map<number, { comm: string; ms: number; title?: string }>();
   let totalMs = 0, idleMs = 0, cores = 1;
   try {
     for (const entry of Deno.readDirSync("/proc")) {
@@ -44,9 +49,13 @@ export function sampleCpu(): CpuSample {
         const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
         // Fields after the command name; utime and stime are the 14th and 15th.
         const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        const title = comm === "postgres"
+          ? Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).replaceAll("\0", " ").trim()
+          : undefined;
         processes.set(Number(entry.name), {
           comm,
           ms: (Number(f[11]) + Number(f[12])) * TICK_MS,
+          title,
         });
       } catch { /* exited meanwhile */ }
     }
@@ -65,13 +74,18 @@ export interface CpuSplit {
   /** Wall time between the samples, ms. */
   wallMs: number;
   cores: number;
-  /** Each named group, then `other` (every other process) and `idle`. */
+  /**
+   * Each named group, then `postgres-shared` (Postgres's background processes), `other` (every
+   * other live process), `idle`, and `ended`: what no live process accounts for (processes that
+   * ended in between, interrupt time).
+   */
   groups: Record<string, number>;
 }
 
 /**
  * The CPU between two samples by group: a process belongs to the first group whose test it
- * passes; the rest is `other`. Percent of one core, rounded.
+ * passes; Postgres's background processes are `postgres-shared`, the rest is `other`. Percent
+ * of one core, rounded.
  */
 export function cpuSplit(
   before: CpuSample,
@@ -81,14 +95,19 @@ export function cpuSplit(
   const wallMs = (after.totalMs - before.totalMs) / after.cores;
   const used: Record<string, number> = {};
   for (const name of Object.keys(groups)) used[name] = 0;
+  used["postgres-shared"] = 0;
   used.other = 0;
   for (const [pid, p] of after.processes) {
     const ms = p.ms - (before.processes.get(pid)?.ms ?? 0);
     if (!(ms > 0)) continue;
-    const group = Object.keys(groups).find((name) => groups[name](pid, p.comm)) ?? "other";
+    const group = Object.keys(groups).find((name) => groups[name](pid, p.comm)) ??
+      (p.title && BACKGROUND.test(p.title) ? "postgres-shared" : "other");
     used[group] += ms;
   }
   used.idle = after.idleMs - before.idleMs;
+  // What no live process accounts for: processes that ended in between, and interrupt time.
+  const accounted = Object.values(used).reduce((a, b) => a + b, 0);
+  used.ended = Math.max(0, after.totalMs - before.totalMs - accounted);
   const pct = (ms: number) => wallMs > 0 ? Math.round((ms / wallMs) * 100) : 0;
   return {
     wallMs: Math.round(wallMs),

@@ -274,13 +274,23 @@ async function closedLoop(
   return { rps: Math.round(done / ((performance.now() - started) / 1000)), statuses };
 }
 
-/** The server processes (pid) of the database at `url`, as Postgres lists its backends. */
-async function backendsOf(url: string): Promise<Set<number>> {
+/**
+ * The server processes (pid) of the database at `url`, as Postgres lists its backends: once at
+ * least `atLeast` are connected, or after 5 s with those there are.
+ */
+async function backendsOf(url: string, atLeast = 1): Promise<Set<number>> {
   const admin = postgres(SERVER_URL!, { max: 1, onnotice: () => {} });
   try {
-    const rows = await admin<{ pid: number }[]>`
-      select pid from pg_stat_activity where datname = ${new URL(url).pathname.slice(1)}`;
-    return new Set(rows.map((r) => r.pid));
+    const name = new URL(url).pathname.slice(1);
+    const deadline = performance.now() + 5_000;
+    for (;;) {
+      const rows = await admin<{ pid: number }[]>`
+        select pid from pg_stat_activity where datname = ${name}`;
+      if (rows.length >= atLeast || performance.now() > deadline) {
+        return new Set(rows.map((r) => r.pid));
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
   } finally {
     await admin.end();
   }
@@ -330,13 +340,17 @@ async function pgbench(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  const started = performance.now();
   const output = child.output();
-  // CPU is sampled inside the run (a process that has exited is no longer counted).
-  await new Promise((r) => setTimeout(r, 500));
-  const backends = await backendsOf(url);
+  // CPU is sampled inside the run (a process that has exited is no longer counted): from when
+  // every client is connected to shortly before pgbench's own end (its -T counts from then).
+  const backends = await backendsOf(url, concurrency);
   const before = sampleCpu();
-  await new Promise((r) => setTimeout(r, Math.max(500, seconds * 1000 - 1200)));
-  const cpu = cpuSplit(before, sampleCpu(), {
+  await new Promise((r) =>
+    setTimeout(r, Math.max(500, started + seconds * 1000 - 500 - performance.now()))
+  );
+  const after = sampleCpu();
+  const cpu = cpuSplit(before, after, {
     pgbench: (pid) => pid === child.pid,
     postgres: (pid) => backends.has(pid),
   });
