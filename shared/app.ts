@@ -212,7 +212,7 @@ function baseApp(
     const started = performance.now();
     await next();
     log.info("request", {
-      requestId: c.var.requestId,
+      requestId: c.get("requestId"),
       method: c.req.method,
       route: c.req.routePath,
       status: c.res.status,
@@ -229,7 +229,7 @@ function baseApp(
     throw new NotFound();
   });
   app.onError((err, c) => {
-    const requestId = c.var.requestId ?? "unknown";
+    const requestId = c.get("requestId") ?? "unknown";
     // Known errors are in the access log by status; an unknown one is a bug worth its stack.
     if (!(err instanceof HttpError)) {
       log.error("unhandled error", { requestId, error: err, stack: err.stack });

@@ -287,5 +287,6 @@ export function requireJwt<E extends { Variables: { claims: Claims; userId: stri
 
 /** The verified user's id (`c.var.userId`), as a key for rate limits and idempotency. */
 export function userId<E extends { Variables: { userId: string } }>(c: Context<E>): string {
-  return c.var.userId;
+  // c.get, not c.var: Hono builds a new object of every variable on each c.var.
+  return c.get("userId");
 }

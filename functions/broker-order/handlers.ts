@@ -68,10 +68,10 @@ export function listOrders(orders: OrdersRepository, maxPage: number) {
 export function placeOrder(placer: OrderPlacer) {
   return async function placeOrder(c: Context<OrderEnv>): Promise<Response> {
     const answer = await placer.place({
-      claim: c.var.idempotency,
-      order: c.var.order,
+      claim: c.get("idempotency"),
+      order: c.get("order"),
       userId: userId(c),
-      requestId: c.var.requestId,
+      requestId: c.get("requestId"),
     });
     return c.body(answer.body, answer.status, answer.headers);
   };

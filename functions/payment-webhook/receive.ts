@@ -54,7 +54,7 @@ export function receiveEvent(platform: Platform) {
   }
 
   return async function receive(c: Context<SignedEnv>): Promise<Response> {
-    const envelope = Envelope.safeParse(c.var.event);
+    const envelope = Envelope.safeParse(c.get("event"));
     if (!envelope.success) throw new BadRequest("The signed event has no id.", "MALFORMED_EVENT");
     const { id, type, created, data } = envelope.data;
     const effect = created === null || data === null
@@ -64,7 +64,7 @@ export function receiveEvent(platform: Platform) {
     const result = await recordStripeEvent(db, { id, type, createdAt, effect });
 
     maybePurge();
-    const requestId = c.var.requestId;
+    const requestId = c.get("requestId");
     if (result === "duplicate") {
       log.info("stripe event duplicate", { requestId, eventId: id, type });
       return c.json({ received: true, duplicate: true });
