@@ -23,10 +23,17 @@ export interface Embedded {
   close(): Promise<void>;
 }
 
-/** Opens (or creates) the PGlite database in `dir` and listens on a free loopback port. */
-export async function startEmbedded(dir: string): Promise<Embedded> {
+/** Opens (or creates) the PGlite database in `dir`. */
+export async function openEmbedded(dir: string): Promise<PGlite> {
   await Deno.mkdir(dir, { recursive: true });
-  const pg = await PGlite.create(dir);
+  return await PGlite.create(dir);
+}
+
+/**
+ * Serves an open PGlite on a free loopback port; `close` stops listening and drops the
+ * connections, and leaves the database open.
+ */
+export async function serveEmbedded(pg: PGlite): Promise<Embedded> {
   // PGlite is one session. The platform keeps its own calls to one at a time; the other
   // connections allowed here are for looking in (tests' checks, psql on the sandbox), and share
   // that session through pglite-socket's query queue.
@@ -36,8 +43,18 @@ export async function startEmbedded(dir: string): Promise<Embedded> {
   const { port } = (server as any).server.address() as { port: number };
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    close: () => server.stop(),
+  };
+}
+
+/** Opens (or creates) the PGlite database in `dir` and listens on a free loopback port. */
+export async function startEmbedded(dir: string): Promise<Embedded> {
+  const pg = await openEmbedded(dir);
+  const served = await serveEmbedded(pg);
+  return {
+    url: served.url,
     async close() {
-      await server.stop();
+      await served.close();
       await pg.close();
     },
   };

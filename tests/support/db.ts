@@ -1,11 +1,14 @@
 /**
  * Real Postgres for tests: a fresh database on the server named by `TEST_DATABASE_URL` (or
- * `SUPABASE_DB_URL`) when set, else a fresh embedded PGlite in a temporary folder. Tests that
- * need concurrency, locking or network faults run only on the server (`onServer`).
+ * `SUPABASE_DB_URL`) when set, else an embedded PGlite in a temporary folder: a copy of a cached
+ * template, or one an earlier test of the same file used and that was put back exactly as it
+ * booted (embedded_reuse.ts). Tests that need concurrency, locking or network faults run only on
+ * the server (`onServer`).
  */
 import { PGlite } from "@electric-sql/pglite";
 import postgres from "postgres";
-import { startEmbedded } from "../../local/embedded_db.ts";
+import { openEmbedded, serveEmbedded, startEmbedded } from "../../local/embedded_db.ts";
+import { type ReusablePGlite, trackFresh } from "./embedded_reuse.ts";
 import { loadMigrations, migrate } from "../../local/migrate.ts";
 
 /** The admin URL of the Postgres server, when tests have one. */
@@ -207,15 +210,54 @@ export async function freshDatabase(opts: FreshDatabaseOptions = {}): Promise<Te
       },
     };
   }
-  const dir = await Deno.makeTempDir({ prefix: "pglite-test-" });
-  await copyDir(await (opts.migrated ? embeddedMigratedTemplate() : embeddedTemplate()), dir);
-  const embedded = await startEmbedded(dir);
+  const instance = idle[opts.migrated ? "migrated" : "empty"].pop() ??
+    await bootEmbedded(opts.migrated ?? false);
+  const served = await serveEmbedded(instance.pg);
   return {
-    url: embedded.url,
+    url: served.url,
     kind: "embedded",
     async close() {
-      await embedded.close();
-      await Deno.remove(dir, { recursive: true });
+      await served.close();
+      if (await instance.reset()) {
+        idle[opts.migrated ? "migrated" : "empty"].push(instance);
+      } else {
+        await instance.pg.close();
+        await Deno.remove(instance.dir, { recursive: true });
+      }
     },
   };
+}
+
+interface EmbeddedInstance extends ReusablePGlite {
+  dir: string;
+}
+
+/** Instances put back by the tests of this file, by template (see embedded_reuse.ts). */
+const idle: Record<"empty" | "migrated", EmbeddedInstance[]> = { empty: [], migrated: [] };
+
+globalThis.addEventListener("unload", () => {
+  for (const instance of [...idle.empty, ...idle.migrated]) {
+    Deno.removeSync(instance.dir, { recursive: true });
+  }
+});
+
+let warmed = false;
+
+/** A new copy of the template, booted. */
+async function bootEmbedded(migrated: boolean): Promise<EmbeddedInstance> {
+  const dir = await Deno.makeTempDir({ prefix: "pglite-test-" });
+  await copyDir(await (migrated ? embeddedMigratedTemplate() : embeddedTemplate()), dir);
+  const pg = await openEmbedded(dir);
+  if (!migrated && !warmed) {
+    // PGlite's WebAssembly starts cold in each test process: the first migrations it runs take
+    // several times as long (over the tests' one-second query deadline on a loaded machine).
+    // Running them once in a transaction that rolls back leaves the database empty.
+    warmed = true;
+    const statements = (await loadMigrations()).flatMap((m) => m.statements);
+    await pg.transaction(async (tx) => {
+      for (const statement of statements) await tx.exec(statement);
+      await tx.rollback();
+    }).catch(() => {});
+  }
+  return Object.assign(await trackFresh(pg), { dir });
 }
