@@ -54,7 +54,7 @@ async function harness(
   simOptions: DiscordSimulatorOptions = { bucketLimit: 100, bucketWindowMs: 1000 },
   random?: () => number,
 ): Promise<Harness> {
-  const tdb: TestDatabase = await freshDatabase();
+  const tdb: TestDatabase = await freshDatabase({ migrated: true });
   const limits = parseLimits({ ...TEST_LIMITS, ...limitOverrides });
   const migrations = await loadMigrations();
   const sim = await startDiscordSimulator(simOptions);

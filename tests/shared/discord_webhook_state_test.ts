@@ -24,7 +24,7 @@ interface Harness {
 }
 
 async function harness(overrides: Record<string, string> = {}): Promise<Harness> {
-  const tdb: TestDatabase = await freshDatabase();
+  const tdb: TestDatabase = await freshDatabase({ migrated: true });
   const limits = parseLimits({ ...FAST_LIMITS, DISCORD_TIMEOUT_MS: "1000", ...overrides });
   const migrations = await loadMigrations();
   const dbs: Database[] = [];

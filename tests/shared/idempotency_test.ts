@@ -31,7 +31,7 @@ interface Harness {
 
 /** A tiny app behind idempotency(): the handler writes an effect and completes in one transaction. */
 async function withApp(fn: (h: Harness) => Promise<void>, lockSeconds = 1) {
-  const t = await freshDatabase();
+  const t = await freshDatabase({ migrated: true });
   const migrations = await loadMigrations();
   const db = new Database({
     url: t.url,

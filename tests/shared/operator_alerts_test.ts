@@ -77,7 +77,7 @@ Deno.test("operatorAlerts() is off without a well-formed DISCORD_WEBHOOK_URL", (
 });
 
 Deno.test("a kind is sent at most once per cooldown; each is logged and recorded as sent", async () => {
-  const tdb = await freshDatabase();
+  const tdb = await freshDatabase({ migrated: true });
   const sim = await startDiscordSimulator();
   const db = await startDb(tdb.url, tdb.kind === "embedded");
   try {
@@ -104,7 +104,7 @@ Deno.test("a kind is sent at most once per cooldown; each is logged and recorded
 });
 
 Deno.test("a direct alert Discord could not take is queued, and the queue delivers it later", async () => {
-  const tdb = await freshDatabase();
+  const tdb = await freshDatabase({ migrated: true });
   const sim = await startDiscordSimulator();
   const db = await startDb(tdb.url, tdb.kind === "embedded");
   const breakers = new Breakers(limits);
@@ -151,7 +151,7 @@ Deno.test({
     "cutting the database sends one direct critical alert, not one per request, recorded once it is back",
   ...onServer,
   async fn() {
-    const tdb = await freshDatabase();
+    const tdb = await freshDatabase({ migrated: true });
     const target = new URL(tdb.url);
     const proxy = await startFaultProxy({
       hostname: target.hostname,

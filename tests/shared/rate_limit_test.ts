@@ -9,7 +9,7 @@ import { rateLimit, RateLimiter } from "../../shared/rate_limit.ts";
 import { freshDatabase, onServer } from "../support/db.ts";
 
 async function withDb(fn: (db: Database, url: string) => Promise<void>) {
-  const t = await freshDatabase();
+  const t = await freshDatabase({ migrated: true });
   const migrations = await loadMigrations();
   const db = new Database({
     url: t.url,
