@@ -22,9 +22,11 @@
  *
  * Writes tests/bench/results/platform.json, pgbench_order.sql and pgbench_webhook.sql; prints a
  * Markdown table. Run: `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres deno run -A
- * tests/bench/platform.ts [--quick] [--cpu-prof dir]` (`--cpu-prof`: a V8 CPU profile of the
- * server of the ratio runs, `<dir>/platform.cpuprofile`); `npm run bench` runs it after the
- * scenarios. Not part of `npm test`.
+ * tests/bench/platform.ts [--quick] [--seconds s] [--far n] [--cpu-prof dir]` (`--seconds`: each
+ * ratio run's length, 15 s or 5 s quick; `--far`: requests per route through the far database,
+ * 400 or 100 quick; `--cpu-prof`: a V8 CPU profile of the ratio runs' server,
+ * `<dir>/platform.cpuprofile`); `npm run bench` runs it after the scenarios. Not part of
+ * `npm test`.
  */
 import { SANDBOX_SECRETS } from "../../local/sandbox/index.ts";
 import { startBrokerSimulator } from "../../local/sandbox/broker.ts";
@@ -48,6 +50,10 @@ const ONE_WAY_MS = 5;
 
 export interface PlatformOptions {
   quick: boolean;
+  /** Length of each ratio run; default 15 s, 5 s quick. */
+  seconds?: number;
+  /** Requests per route through the far database; default 400, 100 quick. */
+  farRequests?: number;
   log?: (line: string) => void;
   /** Write a V8 CPU profile of the ratio runs' server here (`platform.cpuprofile`). */
   cpuProfDir?: string;
@@ -275,10 +281,14 @@ async function closedLoop(
 }
 
 /**
- * The server processes (pid) of the database at `url`, as Postgres lists its backends: once at
- * least `atLeast` are connected, or after 5 s with those there are.
+ * The server processes (pid) of the database at `url`, as Postgres lists its backends, leaving
+ * out `known` ones: once at least `atLeast` are connected, or after 5 s with those there are.
  */
-async function backendsOf(url: string, atLeast = 1): Promise<Set<number>> {
+async function backendsOf(
+  url: string,
+  atLeast = 1,
+  known = new Set<number>(),
+): Promise<Set<number>> {
   const admin = postgres(SERVER_URL!, { max: 1, onnotice: () => {} });
   try {
     const name = new URL(url).pathname.slice(1);
@@ -286,9 +296,8 @@ async function backendsOf(url: string, atLeast = 1): Promise<Set<number>> {
     for (;;) {
       const rows = await admin<{ pid: number }[]>`
         select pid from pg_stat_activity where datname = ${name}`;
-      if (rows.length >= atLeast || performance.now() > deadline) {
-        return new Set(rows.map((r) => r.pid));
-      }
+      const pids = new Set(rows.map((r) => r.pid).filter((pid) => !known.has(pid)));
+      if (pids.size >= atLeast || performance.now() > deadline) return pids;
       await new Promise((r) => setTimeout(r, 100));
     }
   } finally {
@@ -324,6 +333,8 @@ async function pgbench(
   concurrency: number,
   seconds: number,
 ): Promise<{ tps: number; cpu: CpuSplit }> {
+  // The server's idle pool connections to the same database are not pgbench's.
+  const before = await backendsOf(url, 0);
   const child = new Deno.Command("pgbench", {
     args: [
       "-n",
@@ -343,14 +354,14 @@ async function pgbench(
   const started = performance.now();
   const output = child.output();
   // CPU is sampled inside the run (a process that has exited is no longer counted): from when
-  // every client is connected to shortly before pgbench's own end (its -T counts from then).
-  const backends = await backendsOf(url, concurrency);
-  const before = sampleCpu();
+  // every client is connected to 1.5 s before pgbench's own end (its -T counts from its start,
+  // and reading /proc takes a moment on a busy machine).
+  const backends = await backendsOf(url, concurrency, before);
+  const first = sampleCpu();
   await new Promise((r) =>
-    setTimeout(r, Math.max(500, started + seconds * 1000 - 500 - performance.now()))
+    setTimeout(r, Math.max(500, started + seconds * 1000 - 1500 - performance.now()))
   );
-  const after = sampleCpu();
-  const cpu = cpuSplit(before, after, {
+  const cpu = cpuSplit(first, sampleCpu(), {
     pgbench: (pid) => pid === child.pid,
     postgres: (pid) => backends.has(pid),
   });
@@ -416,8 +427,8 @@ function msPer(groups: Record<string, number>, perSecond: number, names: string[
 export async function runPlatform(opts: PlatformOptions): Promise<PlatformReport> {
   const log = opts.log ?? ((line: string) => console.log(line));
   if (!SERVER_URL) throw new Error("Set TEST_DATABASE_URL to the Postgres server.");
-  const n = opts.quick ? 100 : 400;
-  const seconds = opts.quick ? 5 : 15;
+  const n = opts.farRequests ?? (opts.quick ? 100 : 400);
+  const seconds = opts.seconds ?? (opts.quick ? 5 : 15);
   const concurrency = 16;
   const db = await freshDatabase();
   const target = new URL(db.url);
@@ -563,10 +574,22 @@ export function platformMarkdown(r: PlatformReport): string {
 }
 
 if (import.meta.main) {
-  const prof = Deno.args.indexOf("--cpu-prof");
+  const flag = (name: string) => {
+    const i = Deno.args.indexOf(name);
+    return i >= 0 ? Deno.args[i + 1] : undefined;
+  };
+  const count = (name: string) => {
+    const v = flag(name);
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${name} needs a whole number, got ${v}`);
+    return n;
+  };
   await runPlatform({
     quick: Deno.args.includes("--quick"),
-    cpuProfDir: prof >= 0 ? Deno.args[prof + 1] : undefined,
+    seconds: count("--seconds"),
+    farRequests: count("--far"),
+    cpuProfDir: flag("--cpu-prof"),
   });
   Deno.exit(0);
 }
