@@ -38,7 +38,7 @@ const SESSION_ROWS: Record<string, string> = {
 
 /** The tables a test may fill: ordinary tables outside the system schemas. */
 const USER_TABLES = `
-  select c.oid, c.oid::regclass::text as name
+  select c.oid::regclass::text as name
   from pg_class c join pg_namespace n on n.oid = c.relnamespace
   where c.relkind = 'r' and c.relpersistence <> 't'
     and n.nspname not in ('pg_catalog', 'information_schema')
@@ -78,17 +78,15 @@ export async function trackFresh(pg: PGlite): Promise<ReusablePGlite> {
   const [{ next }] = (await pg.query<{ next: string }>(
     `select pg_snapshot_xmax(pg_current_snapshot())::text as next`,
   )).rows;
-  const kept = (await pg.query<{ oid: number; name: string }>(
-    `select oid::int, name from (${USER_TABLES}) t
-     where (xpath('/row/e/text()',
-       query_to_xml(format('select exists (select from %s) as e', name), false, true, '')))[1]::text
-       = 'true'
-     order by name`,
-  )).rows;
+  const tables = (await pg.query<{ name: string }>(`${USER_TABLES} order by 1`)).rows
+    .map((r) => r.name);
+  const filled = new Set(await withRows(pg, tables));
+  const kept = tables.filter((name) => filled.has(name));
+  const others = tables.filter((name) => !filled.has(name));
   const schemas = new Set(
     (await pg.query<{ oid: number }>(`select oid::int from pg_namespace`)).rows.map((r) => r.oid),
   );
-  const read = () => readState(pg, catalogs, next, kept.map((t) => t.name));
+  const read = () => readState(pg, catalogs, next, kept);
   const base = await read();
   // The baseline of the rows written since the boot: the user's pg_class rows as they are now.
   base.classes = await classRows(pg, `oid >= ${FIRST_USER_OID}`);
@@ -98,7 +96,8 @@ export async function trackFresh(pg: PGlite): Promise<ReusablePGlite> {
       try {
         await cleanSession(pg);
         await dropCreated(pg, next, { schemas, classes: base.classes });
-        await emptyTables(pg, kept.map((t) => t.oid));
+        const used = await withRows(pg, others);
+        if (used.length) await pg.exec(`truncate ${used.join(", ")} cascade`);
         await restartSequences(pg, base.sequences);
         return same(base, await read());
       } catch {
@@ -138,17 +137,18 @@ async function dropCreated(
   if (tables.length) await pg.exec(`drop table ${tables.join(", ")} cascade`);
 }
 
-/** TRUNCATE (new, empty storage, as a fresh copy has) of every user table with rows. */
-async function emptyTables(pg: PGlite, keep: number[]): Promise<void> {
+/** Which of `tables` have rows (one query; an error if one was dropped). */
+async function withRows(pg: PGlite, tables: string[]): Promise<string[]> {
+  if (!tables.length) return [];
   const { rows } = await pg.query<{ name: string }>(
-    `select name from (${USER_TABLES}) t
-     where oid <> all($1::oid[])
-       and (xpath('/row/e/text()',
-         query_to_xml(format('select exists (select from %s) as e', name), false, true, '')))[1]::text
-         = 'true'`,
-    [keep],
+    tables.map((name) => `select ${literal(name)} as name where exists (select from ${name})`)
+      .join(" union all "),
   );
-  if (rows.length) await pg.exec(`truncate ${rows.map((r) => r.name).join(", ")} cascade`);
+  return rows.map((r) => r.name);
+}
+
+function literal(text: string): string {
+  return `'${text.replaceAll("'", "''")}'`;
 }
 
 /** Sequences back to their values at the boot (setval: no catalog change). */
@@ -206,13 +206,15 @@ async function readState(
        (select count(*) from pg_prepared_xacts) || ' '
          || (select count(*) from pg_locks where locktype = 'advisory') as leftovers`,
   )).rows;
-  let keptRows = "";
-  for (const name of kept) {
-    const [{ md5 }] = (await pg.query<{ md5: string }>(
-      `select md5(coalesce(string_agg(t::text, ',' order by t::text), '')) as md5 from ${name} t`,
-    )).rows;
-    keptRows += `${name} ${md5},`;
-  }
+  // TRUNCATE leaves the tables that had rows at the boot alone; their rows must be as they were.
+  const keptRows = kept.length
+    ? (await pg.query<{ md5: string }>(
+      kept.map((name) =>
+        `select ${literal(name)} || md5(coalesce(string_agg(t::text, ',' order by t::text), ''))
+         as md5 from ${name} t`
+      ).join(" union all "),
+    )).rows.map((r) => r.md5).join(",")
+    : "";
   return {
     catalogs: catalogState,
     classes: await classRows(pg, written),
