@@ -5,8 +5,12 @@
  * this guard) counts requests being worked on, never sockets waiting for bytes. A client that
  * hangs up mid-body gets `400 BODY_INCOMPLETE` in the access log, not an unhandled error.
  *
- * The buffered body replaces the request's stream, so every later reader (Hono's body limit,
- * `c.req.text()`, Stripe's raw-body check) sees the same bytes.
+ * Every later reader sees the buffered bytes: Hono's body methods (`c.req.text()`, `json()`,
+ * `arrayBuffer()`…, Stripe's raw-body check) are served them from Hono's body cache. Rebuilding
+ * the request around them (`new Request(raw, { body })`) cost more than the rest of this guard
+ * put together, so it is done only for a body sent without `Content-Length`, whose stream Hono's
+ * body limit reads itself; with `Content-Length` it checks the header, and nothing reads
+ * `c.req.raw`'s body after this guard.
  *
  * @example
  * ```ts
@@ -40,12 +44,19 @@ export function bodyDeadline(opts: BodyDeadlineOptions): MiddlewareHandler {
     const declared = Number(raw.headers.get("content-length") ?? NaN);
     if (declared > maxBytes) throw new PayloadTooLarge(maxBytes);
     const body = await readWithin(raw.body, timeoutMs, maxBytes);
-    c.req.raw = new Request(raw, { body });
+    // Hono keeps its body cache as promises (its types say values): what c.req.text() and
+    // c.req.arrayBuffer() return. Decoding as Response.text() does: UTF-8, BOM dropped.
+    const cache = c.req.bodyCache as Record<string, Promise<unknown>>;
+    cache.arrayBuffer = Promise.resolve(body.buffer);
+    cache.text = Promise.resolve(decoder.decode(body));
+    if (!raw.headers.has("content-length")) c.req.raw = new Request(raw, { body });
     await next();
   };
 }
 
 /** The stream's bytes, or a typed error when it is too slow, too large or cut short. */
+const decoder = new TextDecoder();
+
 async function readWithin(
   stream: ReadableStream<Uint8Array>,
   timeoutMs: number,

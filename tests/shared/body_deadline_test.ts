@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { assertEquals } from "@std/assert";
 import { bodyDeadline } from "../../shared/body_deadline.ts";
+import { bodyLimit } from "../../shared/body_limit.ts";
 import { errorParts } from "../../shared/errors.ts";
 import { loadShed } from "../../shared/load_shed.ts";
 
@@ -66,5 +67,63 @@ Deno.test("slow senders are not counted as work: load shedding still admits a wh
   for (const r of await Promise.all(slow)) {
     assertEquals(r.status, 408);
     await r.body?.cancel();
+  }
+});
+
+Deno.test("bodyDeadline() serves the body to every later reader, with or without Content-Length, over a socket too", async () => {
+  const a = new Hono();
+  a.onError((err, c) => {
+    const { status, headers, body } = errorParts(err, "t");
+    return c.body(body, status as 400, headers);
+  });
+  a.use(bodyDeadline({ timeoutMs: 1000, maxBytes: 1024 }));
+  a.post("/", bodyLimit(32), async (c) => {
+    const text = await c.req.text();
+    const again = await c.req.text();
+    const bytes = new Uint8Array(await c.req.arrayBuffer());
+    const json = await c.req.json();
+    return c.json({ text, same: text === again, bytes: bytes.length, json });
+  });
+  const body = '{"note":"é ✓"}';
+  const expected = { text: body, same: true, bytes: new TextEncoder().encode(body).length };
+  // In-process: declared length, then none.
+  const declared: Record<string, string>[] = [{ "content-length": String(expected.bytes) }, {}];
+  for (const headers of declared) {
+    const res = await a.fetch(new Request("http://fn/", { method: "POST", body, headers }));
+    assertEquals(
+      await res.json(),
+      { ...expected, json: JSON.parse(body) },
+      JSON.stringify(headers),
+    );
+  }
+  // Over a socket: fetch declares the length of a string body and streams a stream's (chunked);
+  // the route's smaller limit answers 413 either way.
+  const server = Deno.serve({ port: 0, onListen() {} }, a.fetch);
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}/`;
+    const chunked = () =>
+      new ReadableStream({
+        start(c) {
+          c.enqueue(new TextEncoder().encode(body));
+          c.close();
+        },
+      });
+    for (const send of [() => body, chunked]) {
+      const res = await fetch(url, { method: "POST", body: send() });
+      assertEquals(await res.json(), { ...expected, json: JSON.parse(body) });
+    }
+    const big = "x".repeat(100);
+    assertEquals((await fetch(url, { method: "POST", body: big })).status, 413);
+    const bigStream = new ReadableStream({
+      start(c) {
+        c.enqueue(new TextEncoder().encode(big));
+        c.close();
+      },
+    });
+    const res = await fetch(url, { method: "POST", body: bigStream });
+    assertEquals(res.status, 413);
+    await res.body?.cancel();
+  } finally {
+    await server.shutdown();
   }
 });
