@@ -20,8 +20,12 @@ type NodeCrypto = typeof import("node:crypto");
 let loaded: NodeCrypto | undefined;
 let loading: Promise<NodeCrypto> | undefined;
 
+/** node:crypto, imported on the first call (see the module's summary). */
+export async function nodeCrypto(): Promise<NodeCrypto> {
+  return loaded ??= await (loading ??= import("node:crypto"));
+}
+
 /** The digest of `text` (UTF-8) in `encoding`. */
 export async function sha256(text: string, encoding: "hex" | "base64url"): Promise<string> {
-  loaded ??= await (loading ??= import("node:crypto"));
-  return loaded.createHash("sha256").update(text).digest(encoding);
+  return (loaded ?? await nodeCrypto()).createHash("sha256").update(text).digest(encoding);
 }

@@ -20,29 +20,23 @@
  * @module
  */
 import type Stripe from "stripe";
-
-type NodeCrypto = typeof import("node:crypto");
-
-let loaded: NodeCrypto | undefined;
-let loading: Promise<NodeCrypto> | undefined;
-
-async function nodeCrypto(): Promise<NodeCrypto> {
-  return loaded ??= await (loading ??= import("node:crypto"));
-}
+import { nodeCrypto } from "../../shared/sha256.ts";
 
 /** The provider to pass as `crypto` to the signature guard (`constructEventAsync` uses it). */
 export function stripeHmac(): Stripe.CryptoProvider {
+  /** Set by the first asynchronous call (nothing is loaded before a delivery needs it). */
+  let loaded: Awaited<ReturnType<typeof nodeCrypto>> | undefined;
   return {
     computeHMACSignature(payload: string, secret: string): string {
       if (!loaded) throw new Error("stripeHmac() computes synchronously only once loaded");
       return loaded.createHmac("sha256", secret).update(payload, "utf8").digest("hex");
     },
     async computeHMACSignatureAsync(payload: string, secret: string): Promise<string> {
-      const crypto = await nodeCrypto();
+      const crypto = loaded = await nodeCrypto();
       return crypto.createHmac("sha256", secret).update(payload, "utf8").digest("hex");
     },
     async computeSHA256Async(data: Uint8Array): Promise<Uint8Array> {
-      const crypto = await nodeCrypto();
+      const crypto = loaded = await nodeCrypto();
       return new Uint8Array(crypto.createHash("sha256").update(data).digest());
     },
   };
