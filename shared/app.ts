@@ -178,6 +178,8 @@ function tokenVerifier(config: KeyConfig, platform: Platform): TokenVerifier {
     hmacSecret,
     serviceKeys: [config.SUPABASE_SERVICE_ROLE_KEY ?? "", ...(config.SUPABASE_SECRET_KEYS ?? [])],
     cooldownMs: platform.limits.JWKS_COOLDOWN_MS,
+    cacheMax: platform.limits.JWT_CACHE_MAX,
+    cacheMaxAgeMs: platform.limits.JWT_CACHE_MAX_AGE_MS,
     timeoutMs: platform.limits.JWKS_TIMEOUT_MS,
     fetch: platform.fetch,
   });

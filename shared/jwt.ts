@@ -56,17 +56,17 @@ export interface TokenVerifierOptions {
   serviceKeys?: string[];
   /** How long an unknown `kid` waits before the JWKS endpoint is asked again. Default 30 s. */
   cooldownMs?: number;
+  /**
+   * Verified tokens kept: a user's repeated requests skip the signature check (an ES256 verify
+   * is a large part of a small request's CPU). At most this many (default 2,048)…
+   */
+  cacheMax?: number;
+  /** …each for at most this long after its check, and never past its `exp` (default 5 minutes). */
+  cacheMaxAgeMs?: number;
   /** Deadline of one JWKS fetch. Default 5 s. */
   timeoutMs?: number;
   fetch?: typeof fetch;
 }
-
-/**
- * Verified tokens kept per verifier: a user's repeated requests skip the signature check (an
- * ES256 verify is a large part of a small request's CPU). Bounded in count and in age.
- */
-const VERIFIED_MAX = 2048;
-const VERIFIED_MAX_AGE_MS = 5 * 60_000;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const ASYMMETRIC = ["ES256", "RS256"];
@@ -91,8 +91,12 @@ export class TokenVerifier {
   readonly #serviceKeys: Uint8Array[];
   /** Tokens whose signature and expiry were verified, in insertion order (see `#recall`). */
   readonly #verified = new Map<string, { claims: Claims; until: number }>();
+  readonly #cacheMax: number;
+  readonly #cacheMaxAgeMs: number;
 
   constructor(opts: TokenVerifierOptions) {
+    this.#cacheMax = opts.cacheMax ?? 2_048;
+    this.#cacheMaxAgeMs = opts.cacheMaxAgeMs ?? 5 * 60_000;
     if (opts.jwks) this.#local = createLocalJWKSet(opts.jwks);
     if (opts.supabaseUrl) {
       const url = new URL("auth/v1/.well-known/jwks.json", opts.supabaseUrl.replace(/\/*$/, "/"));
@@ -174,7 +178,7 @@ export class TokenVerifier {
   /**
    * Claims of a token this verifier already verified (looked up by its exact text), while its
    * `exp` has not passed (jose's own test: valid while the current time is before `exp`) and
-   * for at most `VERIFIED_MAX_AGE_MS` after the check, so a key withdrawn from the JWKS stops
+   * for at most `cacheMaxAgeMs` after the check, so a key withdrawn from the JWKS stops
    * being honoured within minutes, as with jose's own ten-minute cache of the remote JWKS.
    * Refused tokens are never remembered: each one is checked again.
    */
@@ -186,12 +190,12 @@ export class TokenVerifier {
     return undefined;
   }
 
-  /** Remembers a verified token (the oldest entry goes when `VERIFIED_MAX` are held). */
+  /** Remembers a verified token (the oldest entry goes when `cacheMax` are held). */
   #remember(token: string, claims: Claims) {
     const now = Date.now();
-    const until = Math.min((claims.exp as number) * 1000, now + VERIFIED_MAX_AGE_MS);
+    const until = Math.min((claims.exp as number) * 1000, now + this.#cacheMaxAgeMs);
     if (!(until > now)) return;
-    if (this.#verified.size >= VERIFIED_MAX) {
+    if (this.#verified.size >= this.#cacheMax) {
       this.#verified.delete(this.#verified.keys().next().value!);
     }
     this.#verified.set(token, { claims: Object.freeze(claims), until });

@@ -45,6 +45,9 @@ export const LimitsSchema = z.object({
   // Token verification (shared/jwt.ts): an unknown `kid` refetches the JWKS at most this often.
   JWKS_COOLDOWN_MS: ms(30_000),
   JWKS_TIMEOUT_MS: ms(5_000),
+  // Verified tokens remembered per instance (a repeat request skips the signature check).
+  JWT_CACHE_MAX: count(2_048),
+  JWT_CACHE_MAX_AGE_MS: ms(5 * 60_000),
   // Circuit breakers (shared/circuit_breaker.ts)
   BREAKER_ERROR_PERCENT: count(50),
   BREAKER_VOLUME_THRESHOLD: count(5),
