@@ -416,3 +416,28 @@ Deno.test("guardDriverBugs() keeps the process alive through a stray driver reje
     stop();
   }
 });
+
+Deno.test("a call before any probe runs the first probe and waits for it (a deployed function's first request)", async () => {
+  const t = await freshDatabase();
+  const db = openDb(t.url);
+  try {
+    assert(!db.up, "nothing has probed yet");
+    assertEquals((await db.query((sql) => sql`select 1 as x`))[0].x, 1);
+    assert(db.up, "the first call's probe opened the gate");
+    assertEquals(db.health().failures, 0);
+  } finally {
+    await db.close();
+    await t.close();
+  }
+});
+
+Deno.test("a first call to an unreachable database waits for the first probe, then fails fast with 503", async () => {
+  const db = openDb("postgres://postgres@127.0.0.1:1/none");
+  try {
+    await assertRejects(() => db.query((sql) => sql`select 1`), DatabaseUnavailable);
+    assertEquals(db.health().state, "down");
+    assert(db.health().probeFailures >= 1, "the probe ran and failed");
+  } finally {
+    await db.close();
+  }
+});
