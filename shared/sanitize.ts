@@ -1,8 +1,18 @@
 /**
- * Plain text from untrusted input: HTML stripped by DOMPurify (what browsers would render, with
- * scripts, styles and their contents dropped), entities decoded until no markup is left,
- * control characters removed, whitespace collapsed. isomorphic-dompurify loads jsdom (about 400 ms), so it is imported on
- * first use, off every cold-start path.
+ * Plain text from untrusted input: HTML stripped as DOMPurify strips it (the text a browser would
+ * render, with scripts, styles and their contents dropped), entities decoded until no markup is
+ * left, control characters removed, whitespace collapsed.
+ *
+ * Why parse5 and not isomorphic-dompurify: with no tag allowed and contents kept, DOMPurify's
+ * output is a spec parser's document with the text of every element but those whose contents it
+ * forbids, and on a server its parser is jsdom's, which is parse5. jsdom itself cannot run where
+ * the functions are deployed: bundled (`deno bundle`, as the edge check does it), its module
+ * setup reads `default-stylesheet.css` through `__dirname` and resolves `xhr-sync-worker.js` from
+ * its package folder, neither of which is in a bundle (every alert or order note with markup
+ * answered 500 there), and it weighed 11 MB of each bundle. parse5 is the same parser, a plain
+ * ES module with no files, no Node built-ins and no DOM; what is written by hand here is the walk
+ * over its tree (DOMPurify's rules for this configuration, below). It is imported on first use,
+ * off every cold-start path (a note or alert without `<` or `&` never loads it).
  *
  * @example
  * ```ts
@@ -12,12 +22,94 @@
  * ```
  */
 
-type Purifier = { sanitize(dirty: string, cfg: Record<string, unknown>): unknown };
-let purifier: Promise<Purifier> | undefined;
+import type { DefaultTreeAdapterTypes } from "parse5";
 
-function loadPurifier(): Promise<Purifier> {
-  purifier ??= import("isomorphic-dompurify").then((m) => (m.default ?? m) as unknown as Purifier);
-  return purifier;
+type ParentNode = DefaultTreeAdapterTypes.ParentNode;
+type Parse = (html: string) => DefaultTreeAdapterTypes.Document;
+let parser: Promise<Parse> | undefined;
+
+function loadParser(): Promise<Parse> {
+  // Scripting off, as in jsdom's DOMParser (DOMPurify's parser on a server): `<noscript>` holds
+  // markup, not raw text.
+  parser ??= import("parse5").then((m) => (html: string) =>
+    m.parse(html, { scriptingEnabled: false })
+  );
+  return parser;
+}
+
+/**
+ * Elements whose contents go with them: DOMPurify's default `FORBID_CONTENTS` (3.4). Every other
+ * element is removed and its contents kept, since no tag is allowed.
+ */
+const FORBID_CONTENTS = new Set([
+  "annotation-xml",
+  "audio",
+  "colgroup",
+  "desc",
+  "foreignobject",
+  "head",
+  "iframe",
+  "math",
+  "mi",
+  "mn",
+  "mo",
+  "ms",
+  "mtext",
+  "noembed",
+  "noframes",
+  "noscript",
+  "plaintext",
+  "script",
+  "selectedcontent",
+  "style",
+  "svg",
+  "template",
+  "thead",
+  "title",
+  "video",
+  "xmp",
+]);
+
+type ChildNode = DefaultTreeAdapterTypes.ChildNode;
+const isText = (n: ChildNode): n is DefaultTreeAdapterTypes.TextNode => n.nodeName === "#text";
+const isElement = (n: ChildNode): n is DefaultTreeAdapterTypes.Element => "tagName" in n;
+
+/**
+ * DOMPurify's mutation-XSS rule, as it applies here: an element with no element children whose
+ * markup (`innerHTML`) and text both hold something like a tag goes with its contents. With no
+ * element children, the markup can only hold one through a comment (raw-text elements are
+ * forbidden already).
+ */
+function looksMutated(el: DefaultTreeAdapterTypes.Element): boolean {
+  const kids = el.childNodes;
+  return kids.length > 0 && !kids.some(isElement) && kids.some((n) => n.nodeName === "#comment") &&
+    /<[/\w!]/.test(kids.filter(isText).map((n) => n.value).join(""));
+}
+
+/**
+ * The text of `html` as DOMPurify leaves it with `ALLOWED_TAGS: []` and `KEEP_CONTENT`: the input
+ * parsed as a whole document, then the body's text nodes, in order, outside forbidden elements
+ * (comments, doctypes and whatever the parser put in `<head>` are dropped; a frameset document
+ * has no body, and no text). tests/shared/sanitize_test.ts holds it to DOMPurify over jsdom.
+ */
+async function textOfHtml(html: string): Promise<string> {
+  const document = (await loadParser())(html);
+  const root = document.childNodes.find((n) => n.nodeName === "html") as ParentNode | undefined;
+  const body = root?.childNodes.find((n) => n.nodeName === "body") as ParentNode | undefined;
+  const out: string[] = [];
+  const walk = (node: ParentNode) => {
+    for (const child of node.childNodes) {
+      if (isText(child)) out.push(child.value);
+      else if (
+        isElement(child) && !FORBID_CONTENTS.has(child.tagName.toLowerCase()) &&
+        !looksMutated(child)
+      ) {
+        walk(child);
+      }
+    }
+  };
+  if (body) walk(body);
+  return out.join("");
 }
 
 /**
@@ -26,7 +118,7 @@ function loadPurifier(): Promise<Purifier> {
  *
  * Why it loops: a browser's text of `&lt;img src=x onerror=…&gt;` is `<img src=x onerror=…>`,
  * live markup again for whoever renders it as HTML; double encoding (`&amp;lt;`) takes two
- * rounds to show. So the purifier runs until its output no longer changes (the text a browser
+ * rounds to show. So the parser runs until its output no longer changes (the text a browser
  * would show of the text is the text itself), at most MAX_PASSES times; input that would need
  * more (three or more layers of encoding, only ever an attack) has its remaining `<` and `&`
  * replaced by their fullwidth forms. Control and zero-width characters go before every pass, so
@@ -42,12 +134,7 @@ export async function toPlainText(input: string): Promise<string> {
       settled = true;
       break;
     }
-    const dom = (await loadPurifier()).sanitize(text, {
-      ALLOWED_TAGS: [],
-      KEEP_CONTENT: true,
-      RETURN_DOM: true,
-    }) as { textContent: string | null };
-    const next = (dom.textContent ?? "").replace(INVISIBLE, "");
+    const next = (await textOfHtml(text)).replace(INVISIBLE, "");
     if (next === text) {
       settled = true;
       break;
@@ -58,7 +145,7 @@ export async function toPlainText(input: string): Promise<string> {
   return text.replace(/[ \t]+/g, " ").trim().replace(TAG_OPEN, "\uFF1C");
 }
 
-/** Purifier rounds before the leftovers are neutralized (double encoding settles in three). */
+/** Parser rounds before the leftovers are neutralized (double encoding settles in three). */
 const MAX_PASSES = 4;
 
 /** A `<` that an HTML parser could read as the start of a tag, comment or declaration. */

@@ -41,7 +41,7 @@ export type OrderEnv = {
 /** The order body, validated strictly, its decimals read from the JSON text exactly. */
 export const validOrder = createMiddleware<OrderEnv>(async function validOrder(c, next) {
   const order = validate(OrderRequest, parseOrderJson(await c.req.text()));
-  // Plain text before the claim: the first note with markup loads DOMPurify's jsdom.
+  // Plain text before the claim: the first note with markup loads the HTML parser.
   if (order.note !== undefined) order.note = await toPlainText(order.note);
   c.set("order", order);
   await next();

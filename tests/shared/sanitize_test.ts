@@ -112,3 +112,146 @@ Deno.test("toPlainText() output never holds a tag opener and is stable, whatever
     { numRuns: 300 },
   );
 });
+
+// ---- the same text as DOMPurify over jsdom -----------------------------------------------------
+// shared/sanitize.ts walks parse5's tree by DOMPurify's rules (`ALLOWED_TAGS: []`, `KEEP_CONTENT`)
+// because jsdom cannot run in a deployed bundle. Here, where it can, DOMPurify is the oracle: the
+// former toPlainText, with DOMPurify over jsdom (isomorphic-dompurify, a test-only import).
+
+const INVISIBLE =
+  // deno-lint-ignore no-control-regex
+  /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F\u200B-\u200F\u202A-\u202E\u2066-\u2069]/g;
+
+/** toPlainText as it was, passes by DOMPurify (a frameset document has no body: no text). */
+async function formerToPlainText(input: string): Promise<string> {
+  const { default: DOMPurify } = await import("isomorphic-dompurify");
+  let text = input.replace(INVISIBLE, "");
+  let settled = false;
+  for (let pass = 0; pass < 4; pass++) {
+    if (!/[<&]/.test(text)) {
+      settled = true;
+      break;
+    }
+    const dom = DOMPurify.sanitize(text, {
+      ALLOWED_TAGS: [],
+      KEEP_CONTENT: true,
+      RETURN_DOM: true,
+    });
+    const next = (dom?.textContent ?? "").replace(INVISIBLE, "");
+    if (next === text) {
+      settled = true;
+      break;
+    }
+    text = next;
+  }
+  if (!settled) text = text.replaceAll("<", "\uFF1C").replaceAll("&", "\uFF06");
+  return text.replace(/[ \t]+/g, " ").trim().replace(/<(?=[A-Za-z\/!?])/g, "\uFF1C");
+}
+
+const TAGS = [
+  "b",
+  "p",
+  "div",
+  "table",
+  "tr",
+  "td",
+  "thead",
+  "tbody",
+  "colgroup",
+  "col",
+  "caption",
+  "select",
+  "option",
+  "selectedcontent",
+  "textarea",
+  "title",
+  "style",
+  "script",
+  "noscript",
+  "template",
+  "svg",
+  "math",
+  "mi",
+  "desc",
+  "foreignObject",
+  "annotation-xml",
+  "mtext",
+  "iframe",
+  "xmp",
+  "plaintext",
+  "noembed",
+  "noframes",
+  "video",
+  "audio",
+  "form",
+  "input",
+  "a",
+  "img",
+  "br",
+  "head",
+  "body",
+  "html",
+  "frameset",
+  "li",
+  "pre",
+  "listing",
+  "button",
+];
+/** Tags (open and close), text, entities, comments and other markup, in any order. */
+const markup = fc.array(
+  fc.oneof(
+    fc.constantFrom(...TAGS).map((t) => `<${t}>`),
+    fc.constantFrom(...TAGS).map((t) => `</${t}>`),
+    fc.constantFrom(
+      "text",
+      " ",
+      "\n",
+      "\r\n",
+      "\t",
+      "é",
+      '"',
+      "'",
+      " a=1",
+      " name=attributes",
+      "&amp;",
+      "&lt;",
+      "&lt;b",
+      "&gt;",
+      "&#60;",
+      "&",
+      "<",
+      ">",
+      "<!---->",
+      "<!--x-->",
+      "-->",
+      "<!DOCTYPE html>",
+      "<![CDATA[x]]>",
+      "<?x?>",
+    ),
+  ),
+  { maxLength: 30 },
+).map((p) => p.join(""));
+
+Deno.test("toPlainText() gives what DOMPurify over jsdom gave, for any markup", async () => {
+  for (
+    const html of [
+      "<!---->&lt;b", // a comment beside tag-like text: DOMPurify's mutation-XSS rule
+      "<p><!---->&lt;b</p>x",
+      "<noscript><p>hi</p></noscript>", // parsed with scripting off, as jsdom does
+      "<svg><p>x</p></svg>y", // foreign content broken out of
+      "<math><mi><b>z</b></mi></math>",
+      "<table><td>a<style>s</style>b",
+      "<title>t</title>b", // into <head>: dropped
+      "<frameset>f", // no body at all
+      "<select><option>o<selectedcontent>sc</selectedcontent></option></select>",
+    ]
+  ) {
+    assertEquals(await toPlainText(html), await formerToPlainText(html), JSON.stringify(html));
+  }
+  await fc.assert(
+    fc.asyncProperty(fc.oneof(markup, encoded), async (html) => {
+      assertEquals(await toPlainText(html), await formerToPlainText(html), JSON.stringify(html));
+    }),
+    { numRuns: 2000 },
+  );
+});
