@@ -14,6 +14,8 @@ Deno.test("toPlainText() strips HTML, drops scripts and decodes entities", async
   );
   assertEquals(await toPlainText("1 < 2 and 3 > 2"), "1 < 2 and 3 > 2");
   assertEquals(await toPlainText("AT&T &copy; R&D"), "AT&T © R&D");
+  // A frameset document has no body (the former code read `null.textContent`: a 500).
+  assertEquals(await toPlainText("<frameset>framed"), "");
 });
 
 Deno.test("toPlainText() removes control and bidi characters", async () => {
