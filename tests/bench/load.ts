@@ -68,6 +68,7 @@ export interface ParsedResponse {
 
 const CR = 13;
 const LF = 10;
+const latin1 = new TextDecoder("latin1");
 /** Larger headers than this are a broken server, not a slow one. */
 const MAX_HEAD_BYTES = 64 * 1024;
 
@@ -103,17 +104,16 @@ export function parseResponse(buf: Uint8Array, end: number, head = false): Parse
   let contentLength = -1;
   let chunked = false;
   let close = false;
-  let lineStart = indexOfCrlf(buf, 0, blank + 2) + 2;
-  while (lineStart < blank + 2) {
-    const lineEnd = indexOfCrlf(buf, lineStart, blank + 4);
-    const line = String.fromCharCode(...buf.subarray(lineStart, lineEnd));
+  // The header lines, decoded once (bytes as Latin-1, as RFC 9110 §5.5 treats them).
+  const lines = latin1.decode(buf.subarray(0, blank)).toLowerCase().split("\r\n");
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i];
     const colon = line.indexOf(":");
-    const name = line.slice(0, colon).trim().toLowerCase();
-    const value = line.slice(colon + 1).trim().toLowerCase();
+    const name = line.slice(0, colon).trim();
+    const value = line.slice(colon + 1).trim();
     if (name === "content-length") contentLength = Number(value);
     else if (name === "transfer-encoding") chunked = value.split(",").at(-1)!.trim() === "chunked";
     else if (name === "connection") close = value.split(",").some((t) => t.trim() === "close");
-    lineStart = lineEnd + 2;
   }
   const bodyStart = blank + 4;
   if (head || status === 204 || status === 304 || status < 200) {

@@ -10,7 +10,10 @@
  *   pgbench running the exact SQL the route sent (captured from the wire by the proxy during one
  *   request, its per-request values turned into pgbench variables) at the same concurrency. The
  *   ratio is the function's requests/s over pgbench's transactions/s: how close the function
- *   gets to the database's own ceiling for that work (goal ≥ 0.5).
+ *   gets to the database's own ceiling for that work (goal ≥ 0.5). The two alternate in
+ *   RATIO_ROUNDS rounds (function, pgbench, function, …), so a drift in what the shared machine
+ *   gives weighs on both alike; run back to back, whichever ran second was favoured or not by
+ *   chance, by as much as 0.1 of the ratio.
  *
  * The comparison is kept like for like. Each client is one keep-alive HTTP/1.1 connection
  * (load.ts's `HttpConnection`, requests written as bytes, as wrk does) and one user, as each
@@ -45,6 +48,8 @@ import { encodeRequest, HttpConnection, type Target } from "./load.ts";
 import { cpuProfFlags, SERVER_READY, spawnProcess } from "./scenarios.ts";
 
 const RESULTS = new URL("results/", import.meta.url);
+/** Function and pgbench runs per ratio, alternated; a ratio run's seconds are split among them. */
+const RATIO_ROUNDS = 3;
 /** Latency injected at the proxy, each way. */
 const ONE_WAY_MS = 5;
 
@@ -374,7 +379,7 @@ async function pgbench(
   return { tps: Math.round(Number(tps)), cpu };
 }
 
-/** The function against pgbench, back to back. */
+/** The function against pgbench, in alternating rounds. */
 async function ratio(
   route: string,
   server: Server,
@@ -384,8 +389,35 @@ async function ratio(
   concurrency: number,
   seconds: number,
 ): Promise<Ratio> {
-  const fn = await functionRun(server, dbUrl, next, concurrency, seconds);
-  const pg = await pgbench(dbUrl, script, concurrency, seconds);
+  // Interleaved (function, pgbench, function, …), so that a drift in what the shared machine
+  // gives (other jobs, the host) weighs on both sides alike; each side's figure is the mean of
+  // its rounds, and so is its CPU split.
+  const fns: Awaited<ReturnType<typeof functionRun>>[] = [];
+  const pgs: Awaited<ReturnType<typeof pgbench>>[] = [];
+  const each = Math.max(2, Math.round(seconds / RATIO_ROUNDS));
+  for (let round = 0; round < RATIO_ROUNDS; round++) {
+    fns.push(await functionRun(server, dbUrl, next, concurrency, each));
+    pgs.push(await pgbench(dbUrl, script, concurrency, each));
+  }
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const meanGroups = (splits: CpuSplit[]) =>
+    Object.fromEntries(
+      Object.keys(splits[0].groups).map((k) => [
+        k,
+        Math.round(mean(splits.map((x) => x.groups[k] ?? 0))),
+      ]),
+    );
+  const statuses: Record<string, number> = {};
+  for (const f of fns) {
+    for (const [k, v] of Object.entries(f.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
+  }
+  const fn = { rps: Math.round(mean(fns.map((f) => f.rps))), statuses };
+  const pg = { tps: Math.round(mean(pgs.map((p) => p.tps))) };
+  const cpu = {
+    cores: fns[0].cpu.cores,
+    function: meanGroups(fns.map((f) => f.cpu)),
+    pgbench: meanGroups(pgs.map((p) => p.cpu)),
+  };
   return {
     route,
     functionRps: fn.rps,
@@ -395,7 +427,7 @@ async function ratio(
     seconds,
     statuses: fn.statuses,
     script: `tests/bench/results/${script.pathname.split("/").pop()}`,
-    cpu: { cores: fn.cpu.cores, function: fn.cpu.groups, pgbench: pg.cpu.groups },
+    cpu,
   };
 }
 
@@ -499,7 +531,7 @@ export async function runPlatform(opts: PlatformOptions): Promise<PlatformReport
     // Signed ahead of time (signing is Stripe's work, not the function's), more than the run can
     // use: an event id delivered twice would be a cheaper duplicate, so running out throws.
     const deliveries = await Promise.all(
-      Array.from({ length: 2500 * (seconds + 1) }, async () => {
+      Array.from({ length: 2500 * (seconds + RATIO_ROUNDS) }, async () => {
         const init = await delivery(checkoutCompleted());
         return {
           method: "POST",
