@@ -245,6 +245,7 @@ Deno.test("toPlainText() gives what DOMPurify over jsdom gave, for any markup", 
       "<table><td>a<style>s</style>b",
       "<title>t</title>b", // into <head>: dropped
       "<frameset>f", // no body at all
+      "&amp;amp;#8203; &amp;lt;", // settles only if leading whitespace is kept as DOMPurify does
       "<select><option>o<selectedcontent>sc</selectedcontent></option></select>",
     ]
   ) {
