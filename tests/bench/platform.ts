@@ -411,23 +411,22 @@ async function ratio(
   for (const f of fns) {
     for (const [k, v] of Object.entries(f.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
   }
-  const fn = { rps: Math.round(mean(fns.map((f) => f.rps))), statuses };
-  const pg = { tps: Math.round(mean(pgs.map((p) => p.tps))) };
-  const cpu = {
-    cores: fns[0].cpu.cores,
-    function: meanGroups(fns.map((f) => f.cpu)),
-    pgbench: meanGroups(pgs.map((p) => p.cpu)),
-  };
+  const functionRps = Math.round(mean(fns.map((f) => f.rps)));
+  const pgbenchTps = Math.round(mean(pgs.map((p) => p.tps)));
   return {
     route,
-    functionRps: fn.rps,
-    pgbenchTps: pg.tps,
-    ratio: Math.round((fn.rps / pg.tps) * 100) / 100,
+    functionRps,
+    pgbenchTps,
+    ratio: Math.round((functionRps / pgbenchTps) * 100) / 100,
     concurrency,
     seconds,
-    statuses: fn.statuses,
+    statuses,
     script: `tests/bench/results/${script.pathname.split("/").pop()}`,
-    cpu,
+    cpu: {
+      cores: fns[0].cpu.cores,
+      function: meanGroups(fns.map((f) => f.cpu)),
+      pgbench: meanGroups(pgs.map((p) => p.cpu)),
+    },
   };
 }
 
