@@ -61,10 +61,28 @@ export function redact(value: unknown, depth = 0): unknown {
   }
   if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) {
-    out[k] = SECRET_KEY.test(k) ? "[redacted]" : redact(v, depth + 1);
-  }
+  redactInto(out, value as Record<string, unknown>, depth);
   return out;
+}
+
+/** Field names seen, and whether each names a secret (a process logs a few dozen names). */
+const secretKeys = new Map<string, boolean>();
+const SECRET_KEYS_MAX = 1000;
+
+function isSecretKey(k: string): boolean {
+  let secret = secretKeys.get(k);
+  if (secret === undefined) {
+    secret = SECRET_KEY.test(k);
+    if (secretKeys.size < SECRET_KEYS_MAX) secretKeys.set(k, secret);
+  }
+  return secret;
+}
+
+/** Copies `from`'s own fields into `out`, redacted. */
+function redactInto(out: Record<string, unknown>, from: Record<string, unknown>, depth: number) {
+  for (const k of Object.keys(from)) {
+    out[k] = isSecretKey(k) ? "[redacted]" : redact(from[k], depth + 1);
+  }
 }
 
 const encoder = new TextEncoder();
@@ -177,9 +195,12 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   const write = opts.write ?? stdout;
   const min = ORDER[opts.level ?? "info"];
   const base = opts.base ?? {};
+  // The base fields are the same on every line: redacted once. Each line redacts only its own.
+  const safeBase = redact(base) as Fields;
   const emit = (level: Level, msg: string, fields?: Fields) => {
     if (ORDER[level] < min) return;
-    const record = redact({ time: new Date().toISOString(), level, msg, ...base, ...fields });
+    const record: Fields = { time: new Date().toISOString(), level, msg: redact(msg), ...safeBase };
+    if (fields) redactInto(record, fields, 0);
     write(JSON.stringify(record), level);
   };
   return {
