@@ -69,6 +69,17 @@ export function sampleCpu(): CpuSample {
   return { processes, totalMs, idleMs, cores };
 }
 
+/** CPU time (user + system) of one process so far, ms; 0 where /proc is not readable. */
+export function processCpuMs(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) * TICK_MS;
+  } catch {
+    return 0;
+  }
+}
+
 /** What a stretch of time was spent on, in percent of one core (so 2 cores = 200). */
 export interface CpuSplit {
   /** Wall time between the samples, ms. */

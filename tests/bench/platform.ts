@@ -14,6 +14,15 @@
  *   RATIO_ROUNDS rounds (function, pgbench, function, …), so a drift in what the shared machine
  *   gives weighs on both alike; run back to back, whichever ran second was favoured or not by
  *   chance, by as much as 0.1 of the ratio.
+ * - **Ratios, database on its own cores**: the same again in the platform's shape, where Postgres
+ *   has a machine of its own: the database's backends pinned (taskset) to the upper half of the
+ *   cores, everything else to the lower half, for both sides alike (see `Placement`). Needs
+ *   permission to set the affinity of Postgres's processes (root, or the postgres user);
+ *   without it this part is reported as not measured.
+ * - **Preflight**: the same server's CORS preflight (broker-order, allowed origin) against a bare
+ *   `Deno.serve` (tests/bench/baseline_server.ts), both driven by wrk with
+ *   PREFLIGHT_CONNECTIONS connections, alternating in RATIO_ROUNDS rounds (goal ≥ 0.5). Needs
+ *   wrk (Debian's `wrk` package); without it this part is reported as not measured.
  *
  * The comparison is kept like for like. Each client is one keep-alive HTTP/1.1 connection
  * (load.ts's `HttpConnection`, requests written as bytes, as wrk does) and one user, as each
@@ -27,8 +36,8 @@
  * Markdown table. Run: `TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres deno run -A
  * tests/bench/platform.ts [--quick] [--seconds s] [--far n] [--cpu-prof dir]` (`--seconds`: each
  * ratio run's length, 15 s or 5 s quick; `--far`: requests per route through the far database,
- * 400 or 100 quick; `--cpu-prof`: a V8 CPU profile of the ratio runs' server,
- * `<dir>/platform.cpuprofile`); `npm run bench` runs it after the scenarios. Not part of
+ * 400 or 100 quick; `--cpu-prof`: a V8 CPU profile of each ratio run's server,
+ * `<dir>/platform-<route>-<placement>.cpuprofile`, and `platform-preflight.cpuprofile`); `npm run bench` runs it after the scenarios. Not part of
  * `npm test`.
  */
 import { SANDBOX_SECRETS } from "../../local/sandbox/index.ts";
@@ -43,15 +52,17 @@ import postgres from "postgres";
 import { freshDatabase, SERVER_URL } from "../support/db.ts";
 import { FRONTEND, testEnv, userToken } from "../support/env.ts";
 import { type FaultProxy, startFaultProxy } from "../support/fault_proxy.ts";
-import { type CpuSplit, cpuSplit, sampleCpu } from "./cpu.ts";
+import { type CpuSplit, cpuSplit, processCpuMs, sampleCpu } from "./cpu.ts";
 import { encodeRequest, HttpConnection, type Target } from "./load.ts";
-import { cpuProfFlags, SERVER_READY, spawnProcess } from "./scenarios.ts";
+import { BASELINE_READY, cpuProfFlags, SERVER_READY, spawnProcess } from "./scenarios.ts";
 
 const RESULTS = new URL("results/", import.meta.url);
 /** Function and pgbench runs per ratio, alternated; a ratio run's seconds are split among them. */
 const RATIO_ROUNDS = 3;
 /** Latency injected at the proxy, each way. */
 const ONE_WAY_MS = 5;
+/** wrk's connections (on two threads) for the preflight ratio, as the issue's own lead used. */
+const PREFLIGHT_CONNECTIONS = 32;
 
 export interface PlatformOptions {
   quick: boolean;
@@ -60,7 +71,7 @@ export interface PlatformOptions {
   /** Requests per route through the far database; default 400, 100 quick. */
   farRequests?: number;
   log?: (line: string) => void;
-  /** Write a V8 CPU profile of the ratio runs' server here (`platform.cpuprofile`). */
+  /** Write a V8 CPU profile of each ratio run's server here (`platform-<name>.cpuprofile`). */
   cpuProfDir?: string;
 }
 
@@ -74,6 +85,8 @@ export interface FarRoute {
 
 export interface Ratio {
   route: string;
+  /** Where the processes ran: `shared` (every core for everything) or `dedicated` (see Placement). */
+  placement: "shared" | "dedicated";
   functionRps: number;
   pgbenchTps: number;
   ratio: number;
@@ -90,11 +103,76 @@ export interface Ratio {
   cpu: { cores: number; function: CpuSplit["groups"]; pgbench: CpuSplit["groups"] };
 }
 
+/**
+ * A CORS preflight against a bare `Deno.serve` (tests/bench/baseline_server.ts), both driven by
+ * wrk in alternating rounds; with each, the server's CPU per request (µs, its process's user +
+ * system time over the requests wrk completed). `skipped` says why it was not measured.
+ */
+export interface PreflightRatio {
+  preflightRps?: number;
+  bareRps?: number;
+  ratio?: number;
+  cpuUsPerRequest?: { preflight: number; bare: number };
+  connections: number;
+  seconds: number;
+  skipped?: string;
+}
+
 export interface PlatformReport {
   oneWayLatencyMs: number;
   farDatabase: FarRoute[];
   ratios: Ratio[];
+  /** The ratios again with the database's backends on cores of their own; `skipped` says why not. */
+  dedicated: { appCores: string; databaseCores: string; skipped?: string };
+  preflight: PreflightRatio;
 }
+
+/**
+ * Where the ratio runs put their processes. `shared`: anywhere, as the machine schedules them.
+ * `dedicated`: the platform's shape, where Postgres is on a machine of its own: the database's
+ * backends (the function's pool and pgbench's connections alike) on the upper half of the cores,
+ * and everything else (the server, this process with its clients and the broker simulator,
+ * pgbench's client) on the lower half. Both sides give the database exactly the same cores, so
+ * the ratio still reads as the function's share of the database's own ceiling; what it leaves
+ * out is the server and the backends preempting each other on one core (the shared run's
+ * bottleneck, see the README).
+ */
+interface Placement {
+  name: Ratio["placement"];
+  /** taskset CPU lists; absent when shared. */
+  app?: string;
+  db?: string;
+}
+
+const SHARED: Placement = { name: "shared" };
+
+/** The dedicated placement for this machine (at least two cores), or why there is none. */
+function dedicatedPlacement(): Placement | string {
+  const cores = navigator.hardwareConcurrency;
+  if (cores < 2) return `one core only`;
+  const list = (lo: number, hi: number) => lo === hi ? `${lo}` : `${lo}-${hi}`;
+  const half = Math.floor(cores / 2);
+  return { name: "dedicated", app: list(0, half - 1), db: list(half, cores - 1) };
+}
+
+/** Sets the CPU affinity of every thread of `pids` (taskset); throws with taskset's reason. */
+async function pin(pids: Iterable<number>, cpus: string): Promise<void> {
+  for (const pid of pids) {
+    const out = await new Deno.Command("taskset", {
+      args: ["-a", "-p", "-c", cpus, String(pid)],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!out.success) {
+      throw new PlacementError(
+        `taskset could not pin process ${pid}: ${new TextDecoder().decode(out.stderr).trim()}`,
+      );
+    }
+  }
+}
+
+/** Pinning was refused (no permission over Postgres's processes, no taskset). */
+class PlacementError extends Error {}
 
 const ORDER_BODY = JSON.stringify({
   symbol: "AAPL",
@@ -317,10 +395,15 @@ async function functionRun(
   next: (client: number) => Wire,
   concurrency: number,
   seconds: number,
+  placement: Placement,
 ) {
   const target: Target = { hostname: "127.0.0.1", port: server.port };
   await closedLoop(target, next, concurrency, 1);
   const backends = await backendsOf(dbUrl);
+  if (placement.app && placement.db) {
+    await pin([server.pid, Deno.pid], placement.app);
+    await pin(backends, placement.db);
+  }
   const before = sampleCpu();
   const run = await closedLoop(target, next, concurrency, seconds);
   const cpu = cpuSplit(before, sampleCpu(), {
@@ -337,11 +420,13 @@ async function pgbench(
   script: URL,
   concurrency: number,
   seconds: number,
+  placement: Placement,
 ): Promise<{ tps: number; cpu: CpuSplit }> {
   // The server's idle pool connections to the same database are not pgbench's.
   const before = await backendsOf(url, 0);
-  const child = new Deno.Command("pgbench", {
+  const child = new Deno.Command(placement.app ? "taskset" : "pgbench", {
     args: [
+      ...(placement.app ? ["-c", placement.app, "pgbench"] : []),
       "-n",
       "-c",
       String(concurrency),
@@ -362,6 +447,7 @@ async function pgbench(
   // every client is connected to 1.5 s before pgbench's own end (its -T counts from its start,
   // and reading /proc takes a moment on a busy machine).
   const backends = await backendsOf(url, concurrency, before);
+  if (placement.db) await pin(backends, placement.db);
   const first = sampleCpu();
   await new Promise((r) =>
     setTimeout(r, Math.max(500, started + seconds * 1000 - 1500 - performance.now()))
@@ -388,6 +474,7 @@ async function ratio(
   script: URL,
   concurrency: number,
   seconds: number,
+  placement: Placement = SHARED,
 ): Promise<Ratio> {
   // Interleaved (function, pgbench, function, …), so that a drift in what the shared machine
   // gives (other jobs, the host) weighs on both sides alike; each side's figure is the mean of
@@ -396,8 +483,8 @@ async function ratio(
   const pgs: Awaited<ReturnType<typeof pgbench>>[] = [];
   const each = Math.max(2, Math.round(seconds / RATIO_ROUNDS));
   for (let round = 0; round < RATIO_ROUNDS; round++) {
-    fns.push(await functionRun(server, dbUrl, next, concurrency, each));
-    pgs.push(await pgbench(dbUrl, script, concurrency, each));
+    fns.push(await functionRun(server, dbUrl, next, concurrency, each, placement));
+    pgs.push(await pgbench(dbUrl, script, concurrency, each, placement));
   }
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const meanGroups = (splits: CpuSplit[]) =>
@@ -415,6 +502,7 @@ async function ratio(
   const pgbenchTps = Math.round(mean(pgs.map((p) => p.tps)));
   return {
     route,
+    placement: placement.name,
     functionRps,
     pgbenchTps,
     ratio: Math.round((functionRps / pgbenchTps) * 100) / 100,
@@ -428,6 +516,102 @@ async function ratio(
       pgbench: meanGroups(pgs.map((p) => p.cpu)),
     },
   };
+}
+
+// ---- preflight against a bare Deno.serve, driven by wrk ----------------------------------------
+
+/**
+ * One wrk run (closed loop: PREFLIGHT_CONNECTIONS keep-alive connections on two threads) against
+ * `url`: requests per second, and the CPU per request of the process `pid`. wrk is C, like
+ * pgbench: the Deno generator's own limit (about 32,000 requests/s here) sat below the bare
+ * server's, so it could not give this ratio. Every answer must be 2xx.
+ */
+async function wrkRun(url: string, script: string | undefined, pid: number, seconds: number) {
+  const cpu0 = processCpuMs(pid);
+  const out = await new Deno.Command("wrk", {
+    args: [
+      "-t2",
+      `-c${PREFLIGHT_CONNECTIONS}`,
+      `-d${seconds}s`,
+      ...(script ? ["-s", script] : []),
+      url,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const cpuMs = processCpuMs(pid) - cpu0;
+  const text = new TextDecoder().decode(out.stdout);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1]);
+  const requests = Number(/(\d+) requests in/.exec(text)?.[1]);
+  if (!out.success || !(rps > 0) || !(requests > 0)) {
+    throw new Error(`wrk failed: ${new TextDecoder().decode(out.stderr).slice(0, 300)}${text}`);
+  }
+  const bad = /Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1];
+  if (bad) throw new Error(`${url} answered ${bad} requests with other than 2xx`);
+  return { rps, cpuUsPerRequest: (cpuMs * 1000) / requests };
+}
+
+/** Whether wrk can be run. */
+async function haveWrk(): Promise<boolean> {
+  try {
+    await new Deno.Command("wrk", { args: ["--version"], stdout: "null", stderr: "null" })
+      .output();
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
+/** The preflight ratio: `server`'s broker-order preflight against a bare Deno.serve. */
+async function preflightRatio(server: Server, seconds: number): Promise<PreflightRatio> {
+  const base = { connections: PREFLIGHT_CONNECTIONS, seconds };
+  if (!(await haveWrk())) {
+    return { ...base, skipped: "wrk is not installed (Debian: apt-get install wrk)" };
+  }
+  const bare = await spawnProcess({
+    entry: "tests/bench/baseline_server.ts",
+    env: {},
+    ready: BASELINE_READY,
+  });
+  const dir = await Deno.makeTempDir({ prefix: "preflight-" });
+  try {
+    const script = `${dir}/preflight.lua`;
+    await Deno.writeTextFile(
+      script,
+      [
+        `wrk.method = "OPTIONS"`,
+        `wrk.headers["origin"] = "${FRONTEND}"`,
+        `wrk.headers["access-control-request-method"] = "POST"`,
+        `wrk.headers["access-control-request-headers"] = "authorization, content-type, idempotency-key"`,
+      ].join("\n") + "\n",
+    );
+    const fnUrl = `http://127.0.0.1:${server.port}/functions/v1/broker-order`;
+    const bareUrl = `${new URL(bare.url).origin}/`;
+    const each = Math.max(2, Math.round(seconds / RATIO_ROUNDS));
+    await wrkRun(fnUrl, script, server.pid, 1); // warm-up
+    await wrkRun(bareUrl, undefined, bare.pid, 1);
+    const fns: Awaited<ReturnType<typeof wrkRun>>[] = [];
+    const bares: Awaited<ReturnType<typeof wrkRun>>[] = [];
+    for (let round = 0; round < RATIO_ROUNDS; round++) {
+      fns.push(await wrkRun(fnUrl, script, server.pid, each));
+      bares.push(await wrkRun(bareUrl, undefined, bare.pid, each));
+    }
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const preflightRps = Math.round(mean(fns.map((f) => f.rps)));
+    const bareRps = Math.round(mean(bares.map((b) => b.rps)));
+    const us = (runs: typeof fns) => Math.round(mean(runs.map((r) => r.cpuUsPerRequest)) * 10) / 10;
+    return {
+      ...base,
+      preflightRps,
+      bareRps,
+      ratio: Math.round((preflightRps / bareRps) * 100) / 100,
+      cpuUsPerRequest: { preflight: us(fns), bare: us(bares) },
+    };
+  } finally {
+    await bare.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
 }
 
 /** A server process (`local/serve.ts`) and a `call` over fetch. */
@@ -446,6 +630,25 @@ async function startServer(env: Record<string, string>, denoFlags?: string[]): P
     call: (path, init) => fetch(`${p.url}/functions/v1/${path}`, init),
     stop: p.stop,
   };
+}
+
+/** A ratio's lines: the two rates, the CPU split of both sides, and CPU per request. */
+function logRatio(r: Ratio, log: (line: string) => void) {
+  log(
+    `  ${r.route}: ${r.functionRps}/s vs pgbench ${r.pgbenchTps}/s = ${r.ratio} ${
+      JSON.stringify(r.statuses)
+    }`,
+  );
+  log(
+    `    CPU, % of one core (${r.cpu.cores} cores): function ${
+      JSON.stringify(r.cpu.function)
+    }; pgbench ${JSON.stringify(r.cpu.pgbench)}`,
+  );
+  log(
+    `    CPU ms per request: ${
+      msPer(r.cpu.function, r.functionRps, ["server", "bench", "postgres"])
+    }; per pgbench transaction: ${msPer(r.cpu.pgbench, r.pgbenchTps, ["pgbench", "postgres"])}`,
+  );
 }
 
 /** CPU per request of each group, ms, from its share of the cores over the run. */
@@ -507,12 +710,24 @@ export async function runPlatform(opts: PlatformOptions): Promise<PlatformReport
     await far.stop();
     servers.pop();
 
-    // Ratios, on loopback.
-    const near = await startServer(env(db.url), cpuProfFlags(opts.cpuProfDir, "platform"));
-    servers.push(near);
+    // Ratios, on loopback. Each measurement gets a server process of its own, as each function
+    // has an isolate of its own on the platform: a server that had just run another function's
+    // load answered preflights with up to 40 % more CPU each (code shared by every function,
+    // Hono's dispatch for one, no longer specialised to one function's requests).
+    const fresh = async (name: string) => {
+      const server = await startServer(
+        env(db.url),
+        cpuProfFlags(opts.cpuProfDir, `platform-${name}`),
+      );
+      servers.push(server);
+      return server;
+    };
+    const done = async (server: Server) => {
+      servers.splice(servers.indexOf(server), 1);
+      await server.stop();
+    };
     const tokens = await Promise.all(Array.from({ length: concurrency }, () => userToken()));
     const ratios: Ratio[] = [];
-    log(`\n## ratios: ${concurrency} clients, ${seconds} s each, function vs pgbench (same SQL)`);
     const order = (client: number): Wire => ({
       method: "POST",
       path: "/functions/v1/broker-order",
@@ -524,56 +739,90 @@ export async function runPlatform(opts: PlatformOptions): Promise<PlatformReport
       },
       body: ORDER_BODY,
     });
-    ratios.push(
-      await ratio("POST broker-order", near, db.url, order, orderScript, concurrency, seconds),
-    );
     // Signed ahead of time (signing is Stripe's work, not the function's), more than the run can
     // use: an event id delivered twice would be a cheaper duplicate, so running out throws.
-    const deliveries = await Promise.all(
-      Array.from({ length: 2500 * (seconds + RATIO_ROUNDS) }, async () => {
-        const init = await delivery(checkoutCompleted());
-        return {
-          method: "POST",
-          path: "/functions/v1/payment-webhook",
-          headers: init.headers as Record<string, string>,
-          body: init.body as string,
-        };
-      }),
-    );
-    let next = 0;
-    const webhook = (): Wire => {
-      if (next >= deliveries.length) throw new Error("Out of signed deliveries; sign more");
-      return deliveries[next++];
+    const signDeliveries = async () => {
+      const deliveries = await Promise.all(
+        Array.from({ length: 2500 * (seconds + RATIO_ROUNDS) }, async () => {
+          const init = await delivery(checkoutCompleted());
+          return {
+            method: "POST",
+            path: "/functions/v1/payment-webhook",
+            headers: init.headers as Record<string, string>,
+            body: init.body as string,
+          };
+        }),
+      );
+      let next = 0;
+      return (): Wire => {
+        if (next >= deliveries.length) throw new Error("Out of signed deliveries; sign more");
+        return deliveries[next++];
+      };
     };
-    ratios.push(
-      await ratio(
-        "POST payment-webhook",
-        near,
-        db.url,
-        webhook,
-        webhookScript,
-        concurrency,
-        seconds,
-      ),
-    );
-    for (const r of ratios) {
-      log(
-        `  ${r.route}: ${r.functionRps}/s vs pgbench ${r.pgbenchTps}/s = ${r.ratio} ${
-          JSON.stringify(r.statuses)
-        }`,
-      );
-      log(
-        `    CPU, % of one core (${r.cpu.cores} cores): function ${
-          JSON.stringify(r.cpu.function)
-        }; pgbench ${JSON.stringify(r.cpu.pgbench)}`,
-      );
-      log(
-        `    CPU ms per request: ${
-          msPer(r.cpu.function, r.functionRps, ["server", "bench", "postgres"])
-        }; per pgbench transaction: ${msPer(r.cpu.pgbench, r.pgbenchTps, ["pgbench", "postgres"])}`,
-      );
+    const both = async (placement: Placement) => {
+      const out: Ratio[] = [];
+      const routes = [
+        ["POST broker-order", "order", () => order, orderScript],
+        ["POST payment-webhook", "webhook", signDeliveries, webhookScript],
+      ] as const;
+      for (const [route, name, next, script] of routes) {
+        const server = await fresh(`${name}-${placement.name}`);
+        try {
+          const r = await ratio(
+            route,
+            server,
+            db.url,
+            await next(),
+            script,
+            concurrency,
+            seconds,
+            placement,
+          );
+          logRatio(r, log);
+          out.push(r);
+        } finally {
+          await done(server);
+        }
+      }
+      return out;
+    };
+    log(`\n## ratios: ${concurrency} clients, ${seconds} s each, function vs pgbench (same SQL)`);
+    log(`### shared cores`);
+    ratios.push(...await both(SHARED));
+    const place = dedicatedPlacement();
+    const dedicated: PlatformReport["dedicated"] = typeof place === "string"
+      ? { appCores: "", databaseCores: "", skipped: place }
+      : { appCores: place.app!, databaseCores: place.db! };
+    if (typeof place !== "string") {
+      log(`### the database's backends on cores ${place.db}, everything else on ${place.app}`);
+      try {
+        ratios.push(...await both(place));
+      } catch (err) {
+        if (!(err instanceof PlacementError)) throw err;
+        dedicated.skipped = err.message;
+        log(`  skipped: ${err.message}`);
+      } finally {
+        const all = `0-${navigator.hardwareConcurrency - 1}`;
+        await pin([Deno.pid], all).catch(() => {});
+      }
     }
-    const report = { oneWayLatencyMs: ONE_WAY_MS, farDatabase: farDatabaseRoutes, ratios };
+    log(`\n## preflight: wrk, ${PREFLIGHT_CONNECTIONS} connections, against a bare Deno.serve`);
+    const forPreflight = await fresh("preflight");
+    const preflight = await preflightRatio(forPreflight, seconds).finally(() => done(forPreflight));
+    log(
+      preflight.skipped
+        ? `  skipped: ${preflight.skipped}`
+        : `  OPTIONS broker-order: ${preflight.preflightRps}/s vs bare ${preflight.bareRps}/s = ${preflight.ratio}; server CPU per request ${
+          preflight.cpuUsPerRequest!.preflight
+        } µs vs ${preflight.cpuUsPerRequest!.bare} µs`,
+    );
+    const report = {
+      oneWayLatencyMs: ONE_WAY_MS,
+      farDatabase: farDatabaseRoutes,
+      ratios,
+      dedicated,
+      preflight,
+    };
     await Deno.writeTextFile(
       new URL("platform.json", RESULTS),
       JSON.stringify({ ...report, at: new Date().toISOString(), quick: opts.quick }, null, 2) +
@@ -597,9 +846,24 @@ export function platformMarkdown(r: PlatformReport): string {
     "| --- | --: | --: |",
     ...r.farDatabase.map((f) => `| ${f.route} | ${f.roundTrips} | ${f.p50Ms} / ${f.p99Ms} |`),
     "",
-    "| write path | function req/s | pgbench tps, same SQL | ratio (goal ≥ 0.5) |",
+    "| write path | cores | function req/s | pgbench tps, same SQL | ratio (goal ≥ 0.5) |",
+    "| --- | --- | --: | --: | --: |",
+    ...r.ratios.map((x) =>
+      `| ${x.route} | ${
+        x.placement === "shared"
+          ? "shared"
+          : `database ${r.dedicated.databaseCores}, rest ${r.dedicated.appCores}`
+      } | ${x.functionRps} | ${x.pgbenchTps} | ${x.ratio} |`
+    ),
+    ...(r.dedicated.skipped
+      ? [`| both | database on its own cores: not measured (${r.dedicated.skipped}) | | | |`]
+      : []),
+    "",
+    "| path | function req/s | bare Deno.serve req/s | ratio (goal ≥ 0.5) |",
     "| --- | --: | --: | --: |",
-    ...r.ratios.map((x) => `| ${x.route} | ${x.functionRps} | ${x.pgbenchTps} | ${x.ratio} |`),
+    r.preflight.skipped
+      ? `| CORS preflight | not measured: ${r.preflight.skipped} | | |`
+      : `| CORS preflight | ${r.preflight.preflightRps} | ${r.preflight.bareRps} | ${r.preflight.ratio} |`,
   ];
   return lines.join("\n");
 }
