@@ -9,6 +9,7 @@ import {
   ConnectionPool,
   encodeRequest,
   GeneratorProcess,
+  HttpConnection,
   mergeSteps,
   parseResponse,
   runOpenLoop,
@@ -250,4 +251,31 @@ Deno.test("cpuSplit puts this process's busy second in its group and accounts fo
   // Every core's time is in some group (ticks are 10 ms: allow for rounding at the edges).
   assert(Math.abs(total - split.cores * 100) <= 30, JSON.stringify(split));
   assert("ended" in split.groups && "postgres-shared" in split.groups);
+});
+
+Deno.test("HttpConnection reports a refusal's error code, and none for a success", async () => {
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    (req) =>
+      new URL(req.url).pathname === "/busy"
+        ? Response.json({ error: { code: "DB_BUSY", message: "busy" } }, { status: 503 })
+        : Response.json({ ok: true }),
+  );
+  const target = { hostname: "127.0.0.1" as const, port: server.addr.port };
+  const conn = await HttpConnection.open(target);
+  try {
+    assertEquals(
+      await conn.exchange(encodeRequest(target, { method: "GET", path: "/busy" }), 5000),
+      503,
+    );
+    assertEquals(conn.lastErrorCode, "DB_BUSY");
+    assertEquals(
+      await conn.exchange(encodeRequest(target, { method: "GET", path: "/" }), 5000),
+      200,
+    );
+    assertEquals(conn.lastErrorCode, undefined);
+  } finally {
+    conn.close();
+    await server.shutdown();
+  }
 });

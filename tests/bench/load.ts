@@ -156,6 +156,8 @@ export class HttpConnection {
   #buf = new Uint8Array(16 * 1024);
   #len = 0;
   closed = false;
+  /** The error code (`{"error":{"code":…}}`) of the last answer of 400 or more, if it had one. */
+  lastErrorCode: string | undefined;
 
   private constructor(conn: Deno.TcpConn) {
     this.#conn = conn;
@@ -180,6 +182,9 @@ export class HttpConnection {
       for (let reads = 0; reads < 100_000; reads++) {
         const parsed = this.#len > 0 ? parseResponse(this.#buf, this.#len, head) : null;
         if (parsed) {
+          this.lastErrorCode = parsed.status >= 400
+            ? /"code":"([\w.-]+)"/.exec(latin1.decode(this.#buf.subarray(0, parsed.length)))?.[1]
+            : undefined;
           this.#buf.copyWithin(0, parsed.length, this.#len);
           this.#len -= parsed.length;
           if (parsed.close) this.close();

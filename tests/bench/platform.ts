@@ -349,7 +349,11 @@ async function closedLoop(
         conn = conn && !conn.closed ? conn : await HttpConnection.open(target);
         let status: string;
         try {
-          status = String(await conn.exchange(request, 30_000));
+          const code = await conn.exchange(request, 30_000);
+          // A refusal is counted by its error code too (`503 DB_BUSY`).
+          status = code >= 400 && conn.lastErrorCode
+            ? `${code} ${conn.lastErrorCode}`
+            : String(code);
         } catch (err) {
           status = err instanceof Error ? err.message : "error";
         }
