@@ -210,13 +210,7 @@ const requestId: MiddlewareHandler<AppEnv> = async (c, next) => {
   const id = given !== undefined && REQUEST_ID.test(given) ? given : crypto.randomUUID();
   c.set("requestId", id);
   await next();
-  try {
-    c.res.headers.set("x-request-id", id);
-  } catch {
-    // An answer with immutable headers (one passed through from fetch): set it on a copy.
-    c.res = new Response(c.res.body, c.res);
-    c.res.headers.set("x-request-id", id);
-  }
+  c.res.headers.set("x-request-id", id);
 };
 
 /**

@@ -807,7 +807,9 @@ export async function runPlatform(opts: PlatformOptions): Promise<PlatformReport
         log(`  skipped: ${err.message}`);
       } finally {
         const all = `0-${navigator.hardwareConcurrency - 1}`;
-        await pin([Deno.pid], all).catch(() => {});
+        await pin([Deno.pid], all).catch((err) =>
+          log(`  the benchmark stays pinned to cores ${place.app}: ${err.message}`)
+        );
       }
     }
     log(`\n## preflight: wrk, ${PREFLIGHT_CONNECTIONS} connections, against a bare Deno.serve`);
