@@ -257,7 +257,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
         counting
           ? `select * from internal.idempotency_claim_limited(${counting.sqlArguments()}, ${claimArgs})`
           : `select * from internal.idempotency_claim(${claimArgs})`,
-      )
+      ).simple() // one Query message (shared/sql_literal.ts)
     );
     // Over quota: 429 with the fields (nothing was claimed).
     counting?.settle({ allowed: row.allowed!, remaining: row.remaining!, reset_ms: row.reset_ms! });

@@ -121,7 +121,7 @@ export class OrdersRepository {
         }, ${literal(where.owner)}, ${literal(where.key)}, ${literal(where.lease)}::uuid, ${
           literal(s.kind === "complete" ? s.status : null)
         }, ${literal(s.kind === "complete" ? s.body : null)}) as order_json`,
-      )
+      ).simple() // one Query message (shared/sql_literal.ts)
     );
     return result.order_json;
   }

@@ -178,7 +178,7 @@ export function recordStripeEvent(
     try {
       const results = await conn.unsafe(`begin; ${call}`).simple();
       const [row] = (results as unknown as { outcome: string; reason: string | null }[][])[1];
-      await conn.unsafe("commit");
+      await conn.unsafe("commit").simple();
       if (row.outcome === "duplicate") return "duplicate" as const;
       return row.outcome === "applied"
         ? APPLIED
