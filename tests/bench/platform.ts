@@ -59,6 +59,10 @@ import { BASELINE_READY, cpuProfFlags, SERVER_READY, spawnProcess } from "./scen
 const RESULTS = new URL("results/", import.meta.url);
 /** Function and pgbench runs per ratio, alternated; a ratio run's seconds are split among them. */
 const RATIO_ROUNDS = 3;
+/** Seconds of each round of a ratio run of `seconds`. */
+const ratioRoundSeconds = (seconds: number) => Math.max(2, Math.round(seconds / RATIO_ROUNDS));
+/** Webhooks signed per second of a run: above the fastest seen here (about 2,500/s). */
+const WEBHOOKS_PER_SECOND_MAX = 4000;
 /** Latency injected at the proxy, each way. */
 const ONE_WAY_MS = 5;
 /** wrk's connections (on two threads) for the preflight ratio, as the issue's own lead used. */
@@ -485,7 +489,7 @@ async function ratio(
   // its rounds, and so is its CPU split.
   const fns: Awaited<ReturnType<typeof functionRun>>[] = [];
   const pgs: Awaited<ReturnType<typeof pgbench>>[] = [];
-  const each = Math.max(2, Math.round(seconds / RATIO_ROUNDS));
+  const each = ratioRoundSeconds(seconds);
   for (let round = 0; round < RATIO_ROUNDS; round++) {
     fns.push(await functionRun(server, dbUrl, next, concurrency, each, placement));
     pgs.push(await pgbench(dbUrl, script, concurrency, each, placement));
@@ -592,7 +596,7 @@ async function preflightRatio(server: Server, seconds: number): Promise<Prefligh
     );
     const fnUrl = `http://127.0.0.1:${server.port}/functions/v1/broker-order`;
     const bareUrl = `${new URL(bare.url).origin}/`;
-    const each = Math.max(2, Math.round(seconds / RATIO_ROUNDS));
+    const each = ratioRoundSeconds(seconds);
     await wrkRun(fnUrl, script, server.pid, 1); // warm-up
     await wrkRun(bareUrl, undefined, bare.pid, 1);
     const fns: Awaited<ReturnType<typeof wrkRun>>[] = [];
@@ -744,18 +748,23 @@ export async function runPlatform(opts: PlatformOptions): Promise<PlatformReport
       body: ORDER_BODY,
     });
     // Signed ahead of time (signing is Stripe's work, not the function's), more than the run can
-    // use: an event id delivered twice would be a cheaper duplicate, so running out throws.
+    // use (its rounds and their one-second warm-ups, at WEBHOOKS_PER_SECOND_MAX): an event id
+    // delivered twice would be a cheaper duplicate, so running out throws.
+    const roundSeconds = ratioRoundSeconds(seconds);
     const signDeliveries = async () => {
       const deliveries = await Promise.all(
-        Array.from({ length: 2500 * (seconds + RATIO_ROUNDS) }, async () => {
-          const init = await delivery(checkoutCompleted());
-          return {
-            method: "POST",
-            path: "/functions/v1/payment-webhook",
-            headers: init.headers as Record<string, string>,
-            body: init.body as string,
-          };
-        }),
+        Array.from(
+          { length: WEBHOOKS_PER_SECOND_MAX * RATIO_ROUNDS * (roundSeconds + 1) },
+          async () => {
+            const init = await delivery(checkoutCompleted());
+            return {
+              method: "POST",
+              path: "/functions/v1/payment-webhook",
+              headers: init.headers as Record<string, string>,
+              body: init.body as string,
+            };
+          },
+        ),
       );
       let next = 0;
       return (): Wire => {
