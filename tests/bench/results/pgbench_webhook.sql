@@ -4,5 +4,5 @@
 \set r3 random(100000000000, 999999999999)
 \set r4 random(100000000000, 999999999999)
 \set r5 random(100000000000, 999999999999)
-begin \; select outcome, reason from internal.stripe_event_apply(E'evt_:r2', E'checkout.session.completed', E'2026-12-02T11:24:12.000Z'::timestamptz, E'{"kind":"checkout","user":"00000000-0000-4000-9000-:r1","session":"cs_test_:r3","payment_intent":"pi_:r4","customer":"cus_:r5","amount_total":4900,"currency":"usd","status":"paid","rank":2}'::jsonb);
+begin \; select outcome, reason from internal.stripe_event_apply(E'evt_:r2', E'checkout.session.completed', E'2026-12-02T12:09:43.000Z'::timestamptz, E'{"kind":"checkout","user":"00000000-0000-4000-9000-:r1","session":"cs_test_:r3","payment_intent":"pi_:r4","customer":"cus_:r5","amount_total":4900,"currency":"usd","status":"paid","rank":2}'::jsonb);
 commit;
