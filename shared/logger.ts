@@ -65,23 +65,10 @@ export function redact(value: unknown, depth = 0): unknown {
   return out;
 }
 
-/** Field names seen, and whether each names a secret (a process logs a few dozen names). */
-const secretKeys = new Map<string, boolean>();
-const SECRET_KEYS_MAX = 1000;
-
-function isSecretKey(k: string): boolean {
-  let secret = secretKeys.get(k);
-  if (secret === undefined) {
-    secret = SECRET_KEY.test(k);
-    if (secretKeys.size < SECRET_KEYS_MAX) secretKeys.set(k, secret);
-  }
-  return secret;
-}
-
 /** Copies `from`'s own fields into `out`, redacted. */
 function redactInto(out: Record<string, unknown>, from: Record<string, unknown>, depth: number) {
   for (const k of Object.keys(from)) {
-    out[k] = isSecretKey(k) ? "[redacted]" : redact(from[k], depth + 1);
+    out[k] = SECRET_KEY.test(k) ? "[redacted]" : redact(from[k], depth + 1);
   }
 }
 
