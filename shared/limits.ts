@@ -17,8 +17,10 @@ import { ConfigError } from "./env.ts";
 // limits built at every function's boot (and parsed one by one below, so no object parser is
 // compiled for a single use) cost a tenth of a cold start when each built its own chain.
 const positiveInt = z.coerce.number().int().positive();
-const ms = (byDefault: number) => positiveInt.default(byDefault);
-const count = (byDefault: number) => positiveInt.default(byDefault);
+const withDefault = (byDefault: number) => positiveInt.default(byDefault);
+/** A duration in milliseconds, and a count: the same schema, named for what the limit measures. */
+const ms = withDefault;
+const count = withDefault;
 
 export const LimitsSchema = z.object({
   // Database (shared/db.ts)

@@ -37,6 +37,13 @@ const BACKGROUND =
 /** USER_HZ: the unit of /proc's CPU times (100 on Linux). */
 const TICK_MS = 10;
 
+/** User + system CPU time, ms, from a `/proc/<pid>/stat` line. */
+function cpuMsOfStat(stat: string): number {
+  // Fields after the command name; utime and stime are the 14th and 15th.
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(f[11]) + Number(f[12])) * TICK_MS;
+}
+
 /** Samples every process's CPU time; an empty sample where /proc is not readable. */
 export function sampleCpu(): CpuSample {
   const processes = new Map<number, { comm: string; ms: number; title?: string }>();
@@ -47,14 +54,12 @@ export function sampleCpu(): CpuSample {
       try {
         const stat = Deno.readTextFileSync(`/proc/${entry.name}/stat`);
         const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-        // Fields after the command name; utime and stime are the 14th and 15th.
-        const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
         const title = comm === "postgres"
           ? Deno.readTextFileSync(`/proc/${entry.name}/cmdline`).replaceAll("\0", " ").trim()
           : undefined;
         processes.set(Number(entry.name), {
           comm,
-          ms: (Number(f[11]) + Number(f[12])) * TICK_MS,
+          ms: cpuMsOfStat(stat),
           title,
         });
       } catch { /* exited meanwhile */ }
@@ -72,9 +77,7 @@ export function sampleCpu(): CpuSample {
 /** CPU time (user + system) of one process so far, ms; 0 where /proc is not readable. */
 export function processCpuMs(pid: number): number {
   try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12])) * TICK_MS;
+    return cpuMsOfStat(Deno.readTextFileSync(`/proc/${pid}/stat`));
   } catch {
     return 0;
   }

@@ -63,6 +63,8 @@ const RATIO_ROUNDS = 3;
 const ratioRoundSeconds = (seconds: number) => Math.max(2, Math.round(seconds / RATIO_ROUNDS));
 /** Webhooks signed per second of a run: above the fastest seen here (about 2,500/s). */
 const WEBHOOKS_PER_SECOND_MAX = 4000;
+/** The mean of the rounds' figures. */
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 /** Latency injected at the proxy, each way. */
 const ONE_WAY_MS = 5;
 /** wrk's connections (on two threads) for the preflight ratio, as the issue's own lead used. */
@@ -494,7 +496,6 @@ async function ratio(
     fns.push(await functionRun(server, dbUrl, next, concurrency, each, placement));
     pgs.push(await pgbench(dbUrl, script, concurrency, each, placement));
   }
-  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const meanGroups = (splits: CpuSplit[]) =>
     Object.fromEntries(
       Object.keys(splits[0].groups).map((k) => [
@@ -605,7 +606,6 @@ async function preflightRatio(server: Server, seconds: number): Promise<Prefligh
       fns.push(await wrkRun(fnUrl, script, server.pid, each));
       bares.push(await wrkRun(bareUrl, undefined, bare.pid, each));
     }
-    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     const preflightRps = Math.round(mean(fns.map((f) => f.rps)));
     const bareRps = Math.round(mean(bares.map((b) => b.rps)));
     const us = (runs: typeof fns) => Math.round(mean(runs.map((r) => r.cpuUsPerRequest)) * 10) / 10;
