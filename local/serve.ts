@@ -19,7 +19,12 @@
 import { parse as parseDotenv } from "dotenv";
 import { getPath } from "hono/utils/url";
 import * as z from "../shared/zod.ts";
-import { bootFunction, type FetchHandler, type FunctionDefinition } from "../shared/app.ts";
+import {
+  bootFunction,
+  type FetchHandler,
+  type FunctionDefinition,
+  requestIdOf,
+} from "../shared/app.ts";
 import { ConfigError } from "../shared/env.ts";
 import { errorResponse, NotFound } from "../shared/errors.ts";
 import { createLogger, type Logger } from "../shared/logger.ts";
@@ -123,16 +128,19 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   const handlers = new Map<string, FetchHandler>();
   let auth: ((req: Request) => Promise<Response>) | undefined;
   let ready!: () => void;
-  const booted = new Promise<void>((resolve) => ready = resolve);
-  const handler = async (req: Request, info: Deno.ServeHandlerInfo): Promise<Response> => {
-    await booted;
+  let isReady = false;
+  const booted = new Promise<void>((resolve) => ready = resolve).then(() => void (isReady = true));
+  // Once booted a request is dispatched without a wait: a function's synchronous answer (an
+  // answered preflight) reaches Deno.serve as it is, not as a promise to settle first.
+  const handler = (req: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response> =>
+    isReady ? dispatch(req, info) : booted.then(() => dispatch(req, info));
+  const dispatch = (req: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response> => {
     const path = getPath(req);
     if (auth && path.startsWith("/auth/v1/")) return auth(req);
     const match = /^\/functions\/v1\/([\w-]+)(\/|$)/.exec(path);
     const fn = match && handlers.get(match[1]);
     if (!fn) {
-      const given = req.headers.get("x-request-id") ?? "";
-      const id = /^[\w\-=]{1,128}$/.test(given) ? given : crypto.randomUUID();
+      const id = requestIdOf(req.headers.get("x-request-id"));
       const res = errorResponse(new NotFound("No such function."), id);
       res.headers.set("x-request-id", id);
       return res;
@@ -140,7 +148,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     // The function drops the /functions/v1 prefix itself (see app.ts), as Supabase's runtime
     // hands it the path after it; the connection's address goes with the request, as the
     // platform's gateway passes it on, so clients are told apart.
-    return await fn(req, info);
+    return fn(req, info);
   };
   const server = Deno.serve({
     port: opts.port ?? Number(env.PORT ?? 54321),
@@ -192,7 +200,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     profile: sandboxed ? "sandbox" : "production",
     platform: platform!,
     sandbox,
-    fetch: (req, info = LOOPBACK) => handler(req, info),
+    fetch: async (req, info = LOOPBACK) => await handler(req, info),
     close() {
       closing ??= (async () => {
         await server.shutdown();

@@ -37,7 +37,7 @@ import { Hono } from "hono";
 import { getPath } from "hono/utils/url";
 import type * as z from "./zod.ts";
 import { bodyDeadline } from "./body_deadline.ts";
-import { cors } from "./cors.ts";
+import { type CorsPolicy, corsPolicy } from "./cors.ts";
 import { loadShed } from "./load_shed.ts";
 import type { Database } from "./db.ts";
 import { ConfigError, parseEnv } from "./env.ts";
@@ -125,20 +125,20 @@ export async function bootFunction<S extends z.ZodType, E extends AppEnv>(
   try {
     const config = parseEnv(def.env, platform.env);
     const base = config as KeyConfig & { FRONTEND_URL?: string[] };
-    let guardCors: MiddlewareHandler | undefined;
+    let policy: CorsPolicy | undefined;
     if (def.browser) {
       if (!base.FRONTEND_URL) throw new ConfigError(["FRONTEND_URL is missing"]);
-      guardCors = cors({
+      policy = corsPolicy({
         origins: base.FRONTEND_URL,
         methods: [...(def.methods ?? ["GET", "POST"]), "OPTIONS"],
         maxAgeSeconds: platform.limits.CORS_MAX_AGE_SECONDS,
       });
     }
-    const app = baseApp(def.name, log, platform.limits, guardCors);
+    const app = baseApp(def.name, log, platform.limits, policy?.guard);
     const tokens = tokenVerifier(base, platform);
     // Variables are types only: the one app serves every function's variable set.
     await def.build(app as unknown as App<E>, { ...platform, log, config, name: def.name, tokens });
-    return { fetch: app.fetch, problems: [] };
+    return { fetch: policy ? preflightsFirst(policy, app.fetch) : app.fetch, problems: [] };
   } catch (err) {
     const problems = err instanceof ConfigError ? err.problems : ["it failed to start"];
     log.error("function failed to boot", {
@@ -198,6 +198,26 @@ const LOCAL_PREFIX = "/functions/v1/";
 /** A caller's `x-request-id` that is kept: a plain token (as Hono's `requestId()` accepts). */
 const REQUEST_ID = /^[\w\-=]{1,128}$/;
 
+/** The request id: the caller's `x-request-id` when it is a plain token, else a new UUID. */
+export function requestIdOf(given: string | null | undefined): string {
+  return given != null && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+}
+
+/**
+ * Answers a preflight from an allowed origin ahead of Hono, as `corsGuard` would inside it: `204`
+ * with the grants and the request id. Such an answer needs no route, guard or access line (see
+ * `accessLog`); taken through the stack it cost 13.9 µs of server CPU, ahead of it 11.4 (wrk,
+ * 32 connections). Everything else, a refused preflight included, goes through the stack.
+ */
+function preflightsFirst(policy: CorsPolicy, fetch: FetchHandler): FetchHandler {
+  return (req, info) => {
+    const answer = policy.preflight(req);
+    if (answer === undefined) return fetch(req, info);
+    answer.headers.append("x-request-id", requestIdOf(req.headers.get("x-request-id")));
+    return answer;
+  };
+}
+
 /**
  * The request id: the caller's `x-request-id` when it is a plain token of at most 128
  * characters, else a new UUID; on `c.var.requestId` and on the answer. Hono's `requestId()` does
@@ -206,8 +226,7 @@ const REQUEST_ID = /^[\w\-=]{1,128}$/;
  * finished answer costs a single write (a tenth of a preflight's time).
  */
 const requestId: MiddlewareHandler<AppEnv> = async (c, next) => {
-  const given = c.req.header("x-request-id");
-  const id = given !== undefined && REQUEST_ID.test(given) ? given : crypto.randomUUID();
+  const id = requestIdOf(c.req.header("x-request-id"));
   c.set("requestId", id);
   await next();
   c.res.headers.set("x-request-id", id);

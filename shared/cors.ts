@@ -47,6 +47,23 @@ export const EXPOSED_HEADERS = [
 
 /** The CORS middleware; throws at start-up if an origin is not an exact origin. */
 export function cors(opts: CorsOptions): MiddlewareHandler {
+  return corsPolicy(opts).guard;
+}
+
+/** The policy of `cors()`, with its preflight answers readable ahead of any routing. */
+export interface CorsPolicy {
+  /** The middleware (what `cors()` returns). */
+  guard: MiddlewareHandler;
+  /**
+   * The answer to a preflight (`OPTIONS` with `Access-Control-Request-Method`) from an allowed
+   * origin: a new `204` with its grants, its headers open to additions. `undefined` for any
+   * other request, which `guard` handles (a refused preflight included).
+   */
+  preflight(req: Request): Response | undefined;
+}
+
+/** `cors()`'s middleware and preflight grants; throws at start-up if an origin is not exact. */
+export function corsPolicy(opts: CorsOptions): CorsPolicy {
   const allowed = new Set(opts.origins.map((o) => {
     const origin = new URL(o).origin;
     if (origin === "null" || origin !== o.replace(/\/$/, "")) {
@@ -59,36 +76,53 @@ export function cors(opts: CorsOptions): MiddlewareHandler {
   const allowHeaders = ALLOWED_HEADERS.join(", ");
   const exposeHeaders = EXPOSED_HEADERS.join(", ");
   const maxAge = String(opts.maxAgeSeconds);
-  // Every preflight answer is known at start-up, one per origin: the per-request path only looks
-  // it up (building headers one by one was most of a preflight's cost). No
+  // Every preflight answer is known at start-up, one per origin, and each request gets a clone:
+  // a clone copies the header list as it is, where building a Response from the headers checks
+  // every name and value again, character by character (10.8 → 10.1 µs a preflight). No
   // Access-Control-Allow-Credentials: callers authenticate with bearer tokens, not cookies.
-  const preflights = new Map([...allowed].map((origin) => [origin, {
-    vary: "Origin",
-    "access-control-allow-origin": origin,
-    "access-control-allow-methods": methods,
-    "access-control-allow-headers": allowHeaders,
-    "access-control-max-age": maxAge,
-  }]));
+  const preflights = new Map([...allowed].map((origin) => [
+    origin,
+    new Response(null, {
+      status: 204,
+      headers: {
+        vary: "Origin",
+        "access-control-allow-origin": origin,
+        "access-control-allow-methods": methods,
+        "access-control-allow-headers": allowHeaders,
+        "access-control-max-age": maxAge,
+      },
+    }),
+  ]));
+  const preflightFrom = (origin: string) => preflights.get(origin)?.clone();
 
-  return async function corsGuard(c, next) {
+  const preflight = (req: Request) => {
+    if (req.method !== "OPTIONS") return undefined;
+    const origin = req.headers.get("origin");
+    if (origin === null || req.headers.get("access-control-request-method") === null) {
+      return undefined;
+    }
+    return preflightFrom(origin);
+  };
+
+  const guard: MiddlewareHandler = async function corsGuard(c, next) {
     const origin = c.req.header("origin");
     if (origin === undefined) {
       // Not a browser's cross-origin call; a bare OPTIONS still gets an answer, with no grants.
       if (c.req.method === "OPTIONS") return c.body(null, 204);
       return next();
     }
-    const preflight = c.req.method === "OPTIONS" &&
+    const isPreflight = c.req.method === "OPTIONS" &&
       c.req.header("access-control-request-method") !== undefined;
-    const granted = preflights.get(origin);
-    if (granted === undefined) {
+    if (!preflights.has(origin)) {
       c.header("vary", "Origin", { append: true });
       throw new Forbidden("This origin is not allowed.", "ORIGIN_NOT_ALLOWED");
     }
     // A Response of its own: Hono's c.body() would copy the headers in one at a time.
-    if (preflight) return new Response(null, { status: 204, headers: granted });
+    if (isPreflight) return preflightFrom(origin);
     c.header("vary", "Origin", { append: true });
     c.header("access-control-allow-origin", origin);
     c.header("access-control-expose-headers", exposeHeaders);
     await next();
   };
+  return { guard, preflight };
 }

@@ -23,7 +23,7 @@
  * ```
  */
 import type * as z from "./zod.ts";
-import { type AppEnv, bootFunction, type FunctionDefinition } from "./app.ts";
+import { type AppEnv, bootFunction, type FetchHandler, type FunctionDefinition } from "./app.ts";
 import { createLogger } from "./logger.ts";
 import { createPlatform } from "./platform.ts";
 
@@ -31,20 +31,25 @@ export async function serveStandalone<S extends z.ZodType, E extends AppEnv>(
   def: FunctionDefinition<S, E>,
 ): Promise<void> {
   const log = createLogger();
+  let booted:
+    | { platform: Awaited<ReturnType<typeof createPlatform>>; fn: { fetch: FetchHandler } }
+    | undefined;
   const booting = createPlatform(Deno.env.toObject(), { log, waitForDatabase: false }).then(async (
     platform,
-  ) => ({
-    platform,
-    fn: await bootFunction(def, platform),
-  }));
+  ) => booted = { platform, fn: await bootFunction(def, platform) });
   const port = Number(Deno.env.get("PORT") ?? 8000);
   const hostname = Deno.env.get("HOST") ?? "0.0.0.0";
-  const server = Deno.serve({
-    port,
-    hostname,
-    onListen: (addr) =>
-      log.info("listening", { url: `http://${addr.hostname}:${addr.port}/${def.name}` }),
-  }, async (req, info) => (await booting).fn.fetch(req, info));
+  const server = Deno.serve(
+    {
+      port,
+      hostname,
+      onListen: (addr) =>
+        log.info("listening", { url: `http://${addr.hostname}:${addr.port}/${def.name}` }),
+    },
+    // Once booted, a synchronous answer (an answered preflight) reaches Deno.serve as it is.
+    (req, info) =>
+      booted ? booted.fn.fetch(req, info) : booting.then(({ fn }) => fn.fetch(req, info)),
+  );
   const { platform } = await booting;
   const stop = async () => {
     await server.shutdown();

@@ -70,6 +70,34 @@ Deno.test("an answered preflight carries the request id and writes no access lin
   });
 });
 
+Deno.test("answered preflights carry one request id each: the caller's when well formed, else a new one", async () => {
+  await withBrokerOrder(async (fetch, lines) => {
+    const answers = [
+      await fetch(preflight(FRONTEND, "pf-given-1")),
+      await fetch(preflight(FRONTEND)),
+      await fetch(preflight(FRONTEND, "not a token!")),
+      await fetch(preflight(FRONTEND)),
+    ];
+    for (const a of answers) assertEquals(a.status, 204);
+    const ids = answers.map((a) => a.headers.get("x-request-id")!);
+    assertEquals(ids[0], "pf-given-1");
+    for (const id of ids.slice(1)) assertMatch(id, /^[0-9a-f-]{36}$/);
+    assertEquals(new Set(ids).size, 4, "no answer shares or accumulates another's id");
+    assertEquals(
+      [...answers[3].headers.keys()].sort(),
+      [
+        "access-control-allow-headers",
+        "access-control-allow-methods",
+        "access-control-allow-origin",
+        "access-control-max-age",
+        "vary",
+        "x-request-id",
+      ],
+    );
+    assertEquals(lines.filter((l) => l.msg === "request"), []);
+  });
+});
+
 Deno.test("every other answer, error or not, carries the request id it is logged under", async () => {
   await withBrokerOrder(async (fetch, lines) => {
     const unauthorized = await fetch(

@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { assert, assertEquals } from "@std/assert";
-import { cors } from "../../shared/cors.ts";
+import { cors, corsPolicy } from "../../shared/cors.ts";
 import { errorParts, HttpError } from "../../shared/errors.ts";
 
 const ALLOWED = "https://app.example.com";
@@ -55,6 +55,39 @@ Deno.test("cors() answers a preflight from an allowed origin with that exact ori
     assert(allowHeaders.includes(h), `allows ${h}`);
   }
   assert(res.headers.get("access-control-allow-methods")!.includes("POST"));
+});
+
+Deno.test("corsPolicy().preflight() answers exactly as the guard does, with a new Response each time", async () => {
+  const policy = corsPolicy({ origins: [ALLOWED], maxAgeSeconds: 600 });
+  const inStack = new Hono();
+  inStack.use(policy.guard);
+  const byGuard = await inStack.fetch(preflight(ALLOWED));
+  const first = policy.preflight(preflight(ALLOWED))!;
+  assertEquals(first.status, 204);
+  assertEquals([...first.headers], [...byGuard.headers]);
+  // Each answer is its own: what is added to one (app.ts adds the request id) is not in the next.
+  first.headers.append("x-request-id", "one");
+  const second = policy.preflight(preflight(ALLOWED))!;
+  assertEquals(second.headers.get("x-request-id"), null);
+  assertEquals([...second.headers], [...byGuard.headers]);
+  // Anything that is not a preflight from an allowed origin is left to the guard.
+  assertEquals(policy.preflight(preflight("https://evil.test")), undefined);
+  assertEquals(policy.preflight(new Request("http://fn/", { method: "OPTIONS" })), undefined);
+  assertEquals(
+    policy.preflight(
+      new Request("http://fn/", { method: "OPTIONS", headers: { origin: ALLOWED } }),
+    ),
+    undefined,
+  );
+  assertEquals(
+    policy.preflight(
+      new Request("http://fn/", {
+        method: "POST",
+        headers: { origin: ALLOWED, "access-control-request-method": "POST" },
+      }),
+    ),
+    undefined,
+  );
 });
 
 for (
