@@ -233,8 +233,10 @@ Deno.test("the pgbench script is the wire's SQL with per-request values as varia
   assertEquals(texts.length, 2);
   const script = pgbenchScript(texts, user);
   assert(script.includes("E'00000000-0000-4000-8000-:user'"), script);
-  assert(script.includes("E'00000000-0000-4000-9000-:r1'"), script);
-  assert(script.includes("begin \\; select apply(E'evt_:r2', E'cs_test_:r3');"), script);
+  assert(script.includes("E':r1h-0000-4000-9000-:r1'"), script);
+  assert(script.includes("begin \\; select apply(E'evt_:r2h:r2', E'cs_test_:r3h:r3');"), script);
+  assert(script.includes("\\set r1h random(10000000, 99999999)\n"), script);
+  assert(script.includes("\\set r1 random(100000000000, 999999999999)\n"), script);
   assert(!script.includes(key) && !script.includes("a".repeat(24)), script);
 });
 

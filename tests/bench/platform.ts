@@ -283,7 +283,8 @@ export function sqlTexts(chunks: Uint8Array[]): string[] {
 /**
  * A pgbench script of `texts` with the per-request values as variables: the user's id is the
  * client's own (`:client_id`, as each client of the function's run is one user), every other
- * uuid, client_order_id and Stripe id is new per transaction.
+ * uuid, client_order_id and Stripe id is new per transaction: two random numbers, 20 digits in
+ * all (with one, 12 digits, a run's keys once collided, and a reused key aborts pgbench).
  */
 export function pgbenchScript(texts: string[], userId: string): string {
   const vars = new Map<string, string>();
@@ -299,19 +300,25 @@ export function pgbenchScript(texts: string[], userId: string): string {
       .replaceAll(userId, "00000000-0000-4000-8000-:user")
       .replace(
         /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g,
-        (u) =>
-          u.startsWith("00000000-0000-4000-8000-") ? u : `00000000-0000-4000-9000-:${variable(u)}`,
+        (u) => {
+          if (u.startsWith("00000000-0000-4000-8000-")) return u;
+          const r = variable(u);
+          return `:${r}h-0000-4000-9000-:${r}`;
+        },
       )
-      .replace(/bo-[A-Za-z0-9_-]{43}/g, (id) => `bo-:${variable(id)}`)
+      .replace(/bo-[A-Za-z0-9_-]{43}/g, (id) => `bo-:${variable(id)}h:${variable(id)}`)
       .replace(
         /\b((?:evt|cs|pi|cus|ch|sub|in)(?:_test)?)_[A-Za-z0-9]{24}\b/g,
-        (id, prefix) => `${prefix}_:${variable(id)}`,
+        (id, prefix) => `${prefix}_:${variable(id)}h:${variable(id)}`,
       );
     // A simple query's "begin; select …" is one request: pgbench's \; keeps it one.
     sql = sql.replace(/^begin; /, "begin \\; ");
     return `${sql.trim()};`;
   });
-  for (const name of vars.values()) lines.push(`\\set ${name} random(100000000000, 999999999999)`);
+  for (const name of vars.values()) {
+    lines.push(`\\set ${name}h random(10000000, 99999999)`);
+    lines.push(`\\set ${name} random(100000000000, 999999999999)`);
+  }
   return [...lines, ...body].join("\n") + "\n";
 }
 
