@@ -62,7 +62,7 @@ export interface CorsPolicy {
   preflight(req: Request): Response | undefined;
 }
 
-/** `cors()`'s middleware and preflight grants; throws at start-up if an origin is not exact. */
+/** `cors()`'s middleware and its preflight answers; throws if an origin is not exact. */
 export function corsPolicy(opts: CorsOptions): CorsPolicy {
   const allowed = new Set(opts.origins.map((o) => {
     const origin = new URL(o).origin;
