@@ -127,13 +127,17 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   // Listen first: the sandbox's Auth lives on this same port, so its URL is known only now.
   const handlers = new Map<string, FetchHandler>();
   let auth: ((req: Request) => Promise<Response>) | undefined;
+  // Until booted, requests wait on `booting`; after, they are dispatched without a wait, so a
+  // function's synchronous answer (an answered preflight) reaches Deno.serve as it is.
   let ready!: () => void;
-  let isReady = false;
-  const booted = new Promise<void>((resolve) => ready = resolve).then(() => void (isReady = true));
-  // Once booted a request is dispatched without a wait: a function's synchronous answer (an
-  // answered preflight) reaches Deno.serve as it is, not as a promise to settle first.
+  let booting: Promise<void> | undefined = new Promise<void>((resolve) =>
+    ready = () => {
+      booting = undefined;
+      resolve();
+    }
+  );
   const handler = (req: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response> =>
-    isReady ? dispatch(req, info) : booted.then(() => dispatch(req, info));
+    booting ? booting.then(() => dispatch(req, info)) : dispatch(req, info);
   const dispatch = (req: Request, info: Deno.ServeHandlerInfo): Response | Promise<Response> => {
     const path = getPath(req);
     if (auth && path.startsWith("/auth/v1/")) return auth(req);
