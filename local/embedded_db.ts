@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * import { startEmbedded } from "./embedded_db.ts";
- * import { Database } from "../shared/db.ts";
+ * import { Database } from "../shared/db/db.ts";
  * import { parseLimits } from "../shared/limits.ts";
  *
  * const embedded = await startEmbedded(".data/pglite");

@@ -6,7 +6,7 @@
  * A transaction-scoped advisory lock makes it safe when several local servers start at once: the
  * others wait, then see the version recorded and skip it.
  *
- * Local only: a deployed function never runs DDL (shared/schema.ts checks the version instead).
+ * Local only: a deployed function never runs DDL (shared/db/db.ts checks the version instead).
  *
  * @example
  * ```ts
@@ -18,7 +18,7 @@
  * await sql.end();
  * ```
  */
-import type { Sql, Tx } from "../shared/db.ts";
+import type { Sql, Tx } from "../shared/db/db.ts";
 
 export interface Migration {
   /** The file name's leading digits (the CLI's version). */

@@ -1,5 +1,5 @@
 /**
- * Writes `shared/schema_version.ts`: the newest migration in `supabase/migrations/`, the schema
+ * Writes `shared/db/schema_version.ts`: the newest migration in `supabase/migrations/`, the schema
  * version a deployed function is built for (it answers `503 SCHEMA_OUTDATED` until the database
  * records it). Run `deno task schema:version` after adding a migration; a test fails while the
  * constant and the folder disagree.
@@ -25,7 +25,7 @@ export const SCHEMA_VERSION = "${version}";
 }
 
 if (import.meta.main) {
-  const target = new URL("../shared/schema_version.ts", import.meta.url);
+  const target = new URL("../shared/db/schema_version.ts", import.meta.url);
   await Deno.writeTextFile(target, renderSchemaVersion(await newestMigration()));
-  console.log(`shared/schema_version.ts: ${await newestMigration()}`);
+  console.log(`shared/db/schema_version.ts: ${await newestMigration()}`);
 }

@@ -24,11 +24,11 @@ import {
   type FetchHandler,
   type FunctionDefinition,
   requestIdOf,
-} from "../shared/app.ts";
+} from "../shared/platform/app.ts";
 import { ConfigError } from "../shared/env.ts";
 import { errorResponse, NotFound } from "../shared/errors.ts";
 import { createLogger, type Logger } from "../shared/logger.ts";
-import { createPlatform, type RunningPlatform } from "../shared/platform.ts";
+import { createPlatform, type RunningPlatform } from "../shared/platform/platform.ts";
 import { loadMigrations, migrate } from "./migrate.ts";
 import { CONTRACT_VARIABLES, type Sandbox, startSandbox } from "./sandbox/index.ts";
 

@@ -14,7 +14,7 @@
 import * as z from "./zod.ts";
 import { httpUrl, jsonKeyMap, jwks, origins, postgresUrl, secret } from "./env.ts";
 
-/** Every function: the database and the project's keys (see shared/jwt.ts). */
+/** Every function: the database and the project's keys (see shared/auth/jwt.ts). */
 export const BaseEnv = z.object({
   SUPABASE_DB_URL: postgresUrl,
   SUPABASE_URL: httpUrl.optional(),

@@ -23,7 +23,7 @@ const ms = withDefault;
 const count = withDefault;
 
 export const LimitsSchema = z.object({
-  // Database (shared/db.ts)
+  // Database (shared/db/db.ts)
   DB_POOL_MAX: count(10),
   DB_CONNECT_TIMEOUT_MS: ms(2_000),
   DB_QUERY_TIMEOUT_MS: ms(1_500),
@@ -39,22 +39,22 @@ export const LimitsSchema = z.object({
   DB_QUEUE_TIMEOUT_MS: ms(1_000),
   // While the schema lacks the migration the code needs, it is re-checked this often (jittered).
   DB_SCHEMA_RECHECK_MS: ms(5_000),
-  // HTTP in and out (shared/body_limit.ts, shared/http_client.ts, shared/cors.ts)
+  // HTTP in and out (shared/http/body_limit.ts, shared/resilience/http_client.ts, shared/http/cors.ts)
   BODY_LIMIT_BYTES: count(16 * 1024),
   MAX_IN_FLIGHT_REQUESTS: count(256),
   // A body must fully arrive within this time (else 408, connection closed), and is read before
-  // the request counts as work (shared/body_deadline.ts); routes apply their own smaller limits.
+  // the request counts as work (shared/http/body_deadline.ts); routes apply their own smaller limits.
   BODY_READ_TIMEOUT_MS: ms(10_000),
   BODY_READ_MAX_BYTES: count(1024 * 1024),
   HTTP_TIMEOUT_MS: ms(10_000),
   CORS_MAX_AGE_SECONDS: count(600),
-  // Token verification (shared/jwt.ts): an unknown `kid` refetches the JWKS at most this often.
+  // Token verification (shared/auth/jwt.ts): an unknown `kid` refetches the JWKS at most this often.
   JWKS_COOLDOWN_MS: ms(30_000),
   JWKS_TIMEOUT_MS: ms(5_000),
   // Verified tokens remembered per instance (a repeat request skips the signature check).
   JWT_CACHE_MAX: count(2_048),
   JWT_CACHE_MAX_AGE_MS: ms(5 * 60_000),
-  // Circuit breakers (shared/circuit_breaker.ts)
+  // Circuit breakers (shared/resilience/circuit_breaker.ts)
   BREAKER_ERROR_PERCENT: count(50),
   BREAKER_VOLUME_THRESHOLD: count(5),
   BREAKER_WINDOW_MS: ms(10_000),
@@ -74,7 +74,7 @@ export const LimitsSchema = z.object({
   IDEMPOTENCY_TTL_SECONDS: count(24 * 3600),
   IDEMPOTENCY_LOCK_SECONDS: count(30),
   // Expired idempotency keys are purged at most this often per instance, in small batches
-  // (shared/idempotency.ts).
+  // (shared/http/idempotency.ts).
   IDEMPOTENCY_PURGE_INTERVAL_SECONDS: count(300),
   IDEMPOTENCY_PURGE_BATCH_SIZE: count(500),
   ORDERS_PAGE_MAX: count(100),
@@ -116,7 +116,7 @@ export const LimitsSchema = z.object({
   ALERT_LEASE_MS: ms(30_000),
   // Sent alerts are kept this long (dead ones until an operator removes them).
   ALERT_RETENTION_DAYS: count(7),
-  // Alerts across instances (shared/discord_webhook_state.ts, shared/alert_fallback.ts): a
+  // Alerts across instances (shared/alerts/discord_webhook_state.ts, shared/alerts/alert_fallback.ts): a
   // webhook Discord answered 401/403/404 is retried this rarely (one probe for the fleet) until
   // it works; the fallback channel (ALERT_FALLBACK_WEBHOOK_URL) hears when Discord delivery has
   // failed this long or the webhook is unusable, each kind at most once per cooldown.

@@ -13,7 +13,7 @@
  *
  * @example
  * ```ts
- * import type { Database } from "./db.ts";
+ * import type { Database } from "./db/db.ts";
  * import { webhookDedup } from "./webhook_dedup.ts";
  *
  * declare const db: Database;
@@ -27,7 +27,7 @@
  * });
  * ```
  */
-import type { Database, Tx } from "./db.ts";
+import type { Database, Tx } from "./db/db.ts";
 
 /** What became of an event: applied, or acknowledged without effect and why. */
 export type EventOutcome = { outcome: "applied" } | { outcome: "ignored"; reason: string };

@@ -1,5 +1,5 @@
 /**
- * auth's attempt limits (shared/rate_limit.ts: counted in Postgres, so they hold across
+ * auth's attempt limits (shared/http/rate_limit.ts: counted in Postgres, so they hold across
  * instances), each per `LOGIN_WINDOW_SECONDS`:
  * - "login-ip" (`LOGIN_IP_LIMIT` per client IP), counted before the email's, so a blocked IP
  *   cannot burn other people's per-email quota; then "login-email" (`LOGIN_EMAIL_LIMIT` per
@@ -13,7 +13,7 @@
  * @example
  * ```ts
  * import { Hono } from "hono";
- * import type { Database } from "../../shared/db.ts";
+ * import type { Database } from "../../shared/db/db.ts";
  * import { parseLimits } from "../../shared/limits.ts";
  * import { attemptLimits } from "./attempt_limits.ts";
  * import { type AuthEnv, validLogin } from "./handlers.ts";
@@ -25,9 +25,9 @@
  * ```
  */
 import type { Context, MiddlewareHandler } from "hono";
-import type { Database } from "../../shared/db.ts";
+import type { Database } from "../../shared/db/db.ts";
 import type { Limits } from "../../shared/limits.ts";
-import { rateLimit, type RateLimitStats } from "../../shared/rate_limit.ts";
+import { rateLimit, type RateLimitStats } from "../../shared/http/rate_limit.ts";
 import { clientIp } from "./client_ip.ts";
 import type { AuthEnv } from "./handlers.ts";
 

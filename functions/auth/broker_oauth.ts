@@ -20,7 +20,7 @@
  *
  * @example
  * ```ts
- * import type { Platform } from "../../shared/app.ts";
+ * import type { Platform } from "../../shared/platform/app.ts";
  * import { BrokerOAuth, type BrokerOAuthConfig } from "./broker_oauth.ts";
  *
  * declare const platform: Platform;
@@ -41,10 +41,10 @@
  * ```
  */
 import * as z from "../../shared/zod.ts";
-import type { Breaker } from "../../shared/circuit_breaker.ts";
-import type { Database } from "../../shared/db.ts";
+import type { Breaker } from "../../shared/resilience/circuit_breaker.ts";
+import type { Database } from "../../shared/db/db.ts";
 import { UpstreamUnavailable } from "../../shared/errors.ts";
-import { fetchWithDeadline } from "../../shared/http_client.ts";
+import { fetchWithDeadline } from "../../shared/resilience/http_client.ts";
 import { OAuthStateSigner } from "./oauth_state.ts";
 import { encryptToken, importTokenKey, tokenContext } from "./token_crypto.ts";
 

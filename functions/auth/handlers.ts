@@ -15,7 +15,7 @@
  * @example
  * ```ts
  * import { Hono } from "hono";
- * import { Breakers } from "../../shared/circuit_breaker.ts";
+ * import { Breakers } from "../../shared/resilience/circuit_breaker.ts";
  * import { parseLimits } from "../../shared/limits.ts";
  * import { type AuthEnv, login, validLogin } from "./handlers.ts";
  * import { SupabaseAuth } from "./supabase_auth.ts";
@@ -33,10 +33,10 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import * as z from "../../shared/zod.ts";
-import type { AppEnv } from "../../shared/app.ts";
+import type { AppEnv } from "../../shared/platform/app.ts";
 import { Unauthorized } from "../../shared/errors.ts";
-import { bearer } from "../../shared/jwt.ts";
-import { readJson } from "../../shared/validation.ts";
+import { bearer } from "../../shared/auth/jwt.ts";
+import { readJson } from "../../shared/http/validation.ts";
 import type { OAuthCallback } from "./oauth_routes.ts";
 import type { GrantOutcome, SessionOut, SupabaseAuth } from "./supabase_auth.ts";
 

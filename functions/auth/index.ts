@@ -5,12 +5,12 @@
  * stored encrypted). Browser-facing (strict CORS). Broker OAuth is optional (config.ts): without
  * its variables `/oauth/*` answers `501 OAUTH_NOT_CONFIGURED` and everything else serves.
  */
-import { defineFunction } from "../../shared/app.ts";
-import { bodyLimit } from "../../shared/body_limit.ts";
-import { contentType } from "../../shared/content_type.ts";
-import { requireJwt } from "../../shared/jwt.ts";
-import { route } from "../../shared/methods.ts";
-import { serveStandalone } from "../../shared/standalone.ts";
+import { defineFunction } from "../../shared/platform/app.ts";
+import { bodyLimit } from "../../shared/http/body_limit.ts";
+import { contentType } from "../../shared/http/content_type.ts";
+import { requireJwt } from "../../shared/auth/jwt.ts";
+import { route } from "../../shared/http/route.ts";
+import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { attemptLimits } from "./attempt_limits.ts";
 import { Env } from "./config.ts";
 import { type AuthEnv, login, logout, refresh, validLogin, validRefresh } from "./handlers.ts";

@@ -13,7 +13,7 @@
  * @example
  * ```ts
  * import { Hono } from "hono";
- * import type { Platform } from "../../shared/app.ts";
+ * import type { Platform } from "../../shared/platform/app.ts";
  * import type { AuthConfig } from "./config.ts";
  * import type { AuthEnv } from "./handlers.ts";
  * import { brokerOAuth, notConfigured, oauthStart } from "./oauth_routes.ts";
@@ -25,14 +25,14 @@
  * app.get("/oauth/start", oauth ? oauthStart(oauth) : notConfigured);
  * ```
  */
-import { userId } from "../../shared/jwt.ts";
+import { userId } from "../../shared/auth/jwt.ts";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import * as z from "../../shared/zod.ts";
 import { BadRequest, Forbidden, HttpError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
-import { readJson } from "../../shared/validation.ts";
-import type { Platform } from "../../shared/app.ts";
+import { readJson } from "../../shared/http/validation.ts";
+import type { Platform } from "../../shared/platform/app.ts";
 import { BROKER, BrokerOAuth, type FailureReason } from "./broker_oauth.ts";
 import { type AuthConfig, oauthConfig } from "./config.ts";
 import type { AuthEnv } from "./handlers.ts";

@@ -17,7 +17,7 @@
  *
  * @example
  * ```ts
- * import { Breakers } from "../../shared/circuit_breaker.ts";
+ * import { Breakers } from "../../shared/resilience/circuit_breaker.ts";
  * import { parseLimits } from "../../shared/limits.ts";
  * import { SupabaseAuth } from "./supabase_auth.ts";
  *
@@ -32,9 +32,9 @@
  * ```
  */
 import type { AuthClient, SupabaseClient } from "@supabase/supabase-js";
-import type { Breaker } from "../../shared/circuit_breaker.ts";
+import type { Breaker } from "../../shared/resilience/circuit_breaker.ts";
 import { UpstreamUnavailable } from "../../shared/errors.ts";
-import { fetchWithDeadline } from "../../shared/http_client.ts";
+import { fetchWithDeadline } from "../../shared/resilience/http_client.ts";
 
 export interface SupabaseAuthOptions {
   /** `SUPABASE_URL` (the project; Auth is at `/auth/v1`). */

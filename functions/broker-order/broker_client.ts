@@ -16,7 +16,7 @@
  *
  * @example
  * ```ts
- * import type { Breakers } from "../../shared/circuit_breaker.ts";
+ * import type { Breakers } from "../../shared/resilience/circuit_breaker.ts";
  * import { BrokerClient, isBrokerHealthy } from "./broker_client.ts";
  *
  * declare const breakers: Breakers;
@@ -37,13 +37,13 @@
  * });
  * ```
  */
-import type { Platform } from "../../shared/app.ts";
-import type { Breaker } from "../../shared/circuit_breaker.ts";
+import type { Platform } from "../../shared/platform/app.ts";
+import type { Breaker } from "../../shared/resilience/circuit_breaker.ts";
 import {
   fetchWithDeadline,
   UpstreamTimeout,
   UpstreamUnreachable,
-} from "../../shared/http_client.ts";
+} from "../../shared/resilience/http_client.ts";
 
 /** What broker-order sends to `POST /v2/orders`. */
 export interface BrokerOrderRequest {

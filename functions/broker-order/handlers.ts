@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * import type { Hono } from "hono";
- * import { route } from "../../shared/methods.ts";
+ * import { route } from "../../shared/http/route.ts";
  * import { listOrders, type OrderEnv, placeOrder, validOrder } from "./handlers.ts";
  * import type { OrdersRepository } from "./orders_repository.ts";
  * import type { OrderPlacer } from "./place_order.ts";
@@ -15,14 +15,14 @@
  * route(app, "/", { GET: [listOrders(orders, 100)], POST: [validOrder, placeOrder(placer)] });
  * ```
  */
-import { userId } from "../../shared/jwt.ts";
+import { userId } from "../../shared/auth/jwt.ts";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
-import type { AppEnv } from "../../shared/app.ts";
-import type { IdempotencyVariables } from "../../shared/idempotency.ts";
-import type { RateLimitVariables } from "../../shared/rate_limit.ts";
+import type { AppEnv } from "../../shared/platform/app.ts";
+import type { IdempotencyVariables } from "../../shared/http/idempotency.ts";
+import type { RateLimitVariables } from "../../shared/http/rate_limit.ts";
 import { toPlainText } from "../../shared/sanitize.ts";
-import { validate } from "../../shared/validation.ts";
+import { validate } from "../../shared/http/validation.ts";
 import { formatCursor, OrderRequest, pageQuery, parseOrderJson } from "./order_schema.ts";
 import type { OrdersRepository } from "./orders_repository.ts";
 import type { OrderPlacer } from "./place_order.ts";

@@ -5,16 +5,16 @@
  * validation, the idempotency key, then the order. `GET ?limit=&before=`: the caller's orders,
  * newest first; `nextCursor` is the next page's `before`.
  */
-import { defineFunction } from "../../shared/app.ts";
+import { defineFunction } from "../../shared/platform/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
-import { bodyLimit } from "../../shared/body_limit.ts";
-import { contentType } from "../../shared/content_type.ts";
+import { bodyLimit } from "../../shared/http/body_limit.ts";
+import { contentType } from "../../shared/http/content_type.ts";
 import { httpUrl, secret } from "../../shared/env.ts";
-import { idempotency } from "../../shared/idempotency.ts";
-import { requireJwt, userId } from "../../shared/jwt.ts";
-import { route } from "../../shared/methods.ts";
-import { rateLimit } from "../../shared/rate_limit.ts";
-import { serveStandalone } from "../../shared/standalone.ts";
+import { idempotency } from "../../shared/http/idempotency.ts";
+import { requireJwt, userId } from "../../shared/auth/jwt.ts";
+import { route } from "../../shared/http/route.ts";
+import { rateLimit } from "../../shared/http/rate_limit.ts";
+import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { brokerClientFor } from "./broker_client.ts";
 import { listOrders, type OrderEnv, placeOrder, validOrder } from "./handlers.ts";
 import { OrdersRepository } from "./orders_repository.ts";

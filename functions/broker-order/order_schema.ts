@@ -6,7 +6,7 @@
  *
  * @example
  * ```ts
- * import { validate } from "../../shared/validation.ts";
+ * import { validate } from "../../shared/http/validation.ts";
  * import { OrderRequest, parseOrderJson } from "./order_schema.ts";
  *
  * const order = validate(
@@ -18,7 +18,7 @@
  */
 import * as z from "../../shared/zod.ts";
 import { BadRequest } from "../../shared/errors.ts";
-import { isPostgresText } from "../../shared/sql_literal.ts";
+import { isPostgresText } from "../../shared/db/sql_literal.ts";
 
 /** Upper bounds (inclusive): far above any real order, low enough to catch a typo or an attack. */
 export const QTY_MAX = 100_000_000;

@@ -1,6 +1,6 @@
 /**
  * The orders repository: every statement broker-order sends about orders, each one round trip
- * (values as literals, shared/sql_literal.ts, since parameters cost postgres.js a Describe round
+ * (values as literals, shared/db/sql_literal.ts, since parameters cost postgres.js a Describe round
  * trip without prepared statements).
  *
  * - `record`: the order row (or the update of the row an earlier attempt left pending) and the
@@ -10,8 +10,8 @@
  *
  * @example
  * ```ts
- * import type { Database } from "../../shared/db.ts";
- * import type { IdempotencyClaim } from "../../shared/idempotency.ts";
+ * import type { Database } from "../../shared/db/db.ts";
+ * import type { IdempotencyClaim } from "../../shared/http/idempotency.ts";
  * import type { OrderRequest } from "./order_schema.ts";
  * import { OrdersRepository } from "./orders_repository.ts";
  *
@@ -31,9 +31,9 @@
  * const page = await repo.list("6f1c1a3e-0000-4000-8000-000000000001", 20);
  * ```
  */
-import type { Database } from "../../shared/db.ts";
-import type { KeyLocation } from "../../shared/idempotency.ts";
-import { jsonLiteral, literal } from "../../shared/sql_literal.ts";
+import type { Database } from "../../shared/db/db.ts";
+import type { KeyLocation } from "../../shared/http/idempotency.ts";
+import { jsonLiteral, literal } from "../../shared/db/sql_literal.ts";
 import type { Cursor, OrderRequest } from "./order_schema.ts";
 
 /** The order as the API answers it (decimals as text without trailing zeros, times in UTC µs). */
@@ -121,7 +121,7 @@ export class OrdersRepository {
         }, ${literal(where.owner)}, ${literal(where.key)}, ${literal(where.lease)}::uuid, ${
           literal(s.kind === "complete" ? s.status : null)
         }, ${literal(s.kind === "complete" ? s.body : null)}) as order_json`,
-      ).simple() // one Query message (shared/sql_literal.ts)
+      ).simple() // one Query message (shared/db/sql_literal.ts)
     );
     return result.order_json;
   }

@@ -16,7 +16,7 @@
  *
  * @example
  * ```ts
- * import type { IdempotencyClaim } from "../../shared/idempotency.ts";
+ * import type { IdempotencyClaim } from "../../shared/http/idempotency.ts";
  * import { parseLimits } from "../../shared/limits.ts";
  * import type { Logger } from "../../shared/logger.ts";
  * import type { BrokerClient } from "./broker_client.ts";
@@ -37,12 +37,12 @@ import {
   Unprocessable,
   UpstreamUnavailable,
 } from "../../shared/errors.ts";
-import type { IdempotencyClaim } from "../../shared/idempotency.ts";
+import type { IdempotencyClaim } from "../../shared/http/idempotency.ts";
 import type { Limits } from "../../shared/limits.ts";
 import { sha256 } from "../../shared/sha256.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { toPlainText } from "../../shared/sanitize.ts";
-import { toPostgresText } from "../../shared/sql_literal.ts";
+import { toPostgresText } from "../../shared/db/sql_literal.ts";
 import {
   type BrokerClient,
   type BrokerOrder,

@@ -14,8 +14,8 @@
  * @example
  * ```ts
  * import { Hono } from "hono";
- * import type { AlertDrainer } from "../../shared/alert_drainer.ts";
- * import type { AlertQueue } from "../../shared/alert_queue.ts";
+ * import type { AlertDrainer } from "../../shared/alerts/alert_drainer.ts";
+ * import type { AlertQueue } from "../../shared/alerts/alert_queue.ts";
  * import { createLogger } from "../../shared/logger.ts";
  * import { type AlertEnv, drainAlerts, enqueueAlert, validAlert } from "./alert_routes.ts";
  *
@@ -30,14 +30,14 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import * as z from "../../shared/zod.ts";
-import type { AppEnv, Platform } from "../../shared/app.ts";
-import type { AlertDrainer } from "../../shared/alert_drainer.ts";
-import type { AlertQueue, NewAlert } from "../../shared/alert_queue.ts";
-import { neutralize } from "../../shared/discord_client.ts";
+import type { AppEnv, Platform } from "../../shared/platform/app.ts";
+import type { AlertDrainer } from "../../shared/alerts/alert_drainer.ts";
+import type { AlertQueue, NewAlert } from "../../shared/alerts/alert_queue.ts";
+import { neutralize } from "../../shared/alerts/discord_client.ts";
 import { ValidationFailed } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { toPlainText } from "../../shared/sanitize.ts";
-import { readJson } from "../../shared/validation.ts";
+import { readJson } from "../../shared/http/validation.ts";
 
 /** The log level of an alert's structured log line. */
 const LOG_LEVEL = { info: "info", warning: "warn", critical: "error" } as const;

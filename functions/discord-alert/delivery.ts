@@ -1,12 +1,12 @@
 /**
- * How discord-alert's queue reaches Discord: the drainer (shared/alert_drainer.ts) wired to the
- * webhook's fleet-wide bucket and health (shared/discord_webhook_state.ts), the optional fallback
- * channel (shared/alert_fallback.ts), Discord's client and the "discord" breaker.
+ * How discord-alert's queue reaches Discord: the drainer (shared/alerts/alert_drainer.ts) wired to the
+ * webhook's fleet-wide bucket and health (shared/alerts/discord_webhook_state.ts), the optional fallback
+ * channel (shared/alerts/alert_fallback.ts), Discord's client and the "discord" breaker.
  *
  * @example
  * ```ts
- * import type { Platform } from "../../shared/app.ts";
- * import { AlertQueue } from "../../shared/alert_queue.ts";
+ * import type { Platform } from "../../shared/platform/app.ts";
+ * import { AlertQueue } from "../../shared/alerts/alert_queue.ts";
  * import { alertDrainer } from "./delivery.ts";
  *
  * declare const platform: Platform;
@@ -16,12 +16,16 @@
  * await drainer.drain(); // { sent, deferred, retried, dead, stopped, remaining, durationMs }
  * ```
  */
-import type { Platform } from "../../shared/app.ts";
-import { AlertDrainer } from "../../shared/alert_drainer.ts";
-import { AlertFallback } from "../../shared/alert_fallback.ts";
-import type { AlertQueue } from "../../shared/alert_queue.ts";
-import { DiscordClient, DiscordRateLimited, DiscordRejected } from "../../shared/discord_client.ts";
-import { DiscordWebhookState } from "../../shared/discord_webhook_state.ts";
+import type { Platform } from "../../shared/platform/app.ts";
+import { AlertDrainer } from "../../shared/alerts/alert_drainer.ts";
+import { AlertFallback } from "../../shared/alerts/alert_fallback.ts";
+import type { AlertQueue } from "../../shared/alerts/alert_queue.ts";
+import {
+  DiscordClient,
+  DiscordRateLimited,
+  DiscordRejected,
+} from "../../shared/alerts/discord_client.ts";
+import { DiscordWebhookState } from "../../shared/alerts/discord_webhook_state.ts";
 
 /** What the drainer is built from. */
 export type DeliveryContext =

@@ -6,22 +6,22 @@
  * Discord was down go out.
  *
  * Across instances: Discord's rate-limit bucket and the webhook's health live in Postgres
- * (shared/discord_webhook_state.ts), so every instance spends one bucket and a deleted webhook
+ * (shared/alerts/discord_webhook_state.ts), so every instance spends one bucket and a deleted webhook
  * (401/403/404) stops delivery for all of them, alerts kept, until a rare probe finds it works.
  * With ALERT_FALLBACK_WEBHOOK_URL (a Slack-style incoming webhook) set, broken Discord delivery
  * and the critical alerts it holds up are told there too (delivery.ts). The queue, ordering and
- * dedup are in shared/alert_queue.ts, delivery in shared/alert_drainer.ts; Discord's protocol in
- * shared/discord_client.ts.
+ * dedup are in shared/alerts/alert_queue.ts, delivery in shared/alerts/alert_drainer.ts; Discord's protocol in
+ * shared/alerts/discord_client.ts.
  */
-import { defineFunction } from "../../shared/app.ts";
-import { AlertQueue } from "../../shared/alert_queue.ts";
+import { defineFunction } from "../../shared/platform/app.ts";
+import { AlertQueue } from "../../shared/alerts/alert_queue.ts";
 import { BaseEnv } from "../../shared/base_env.ts";
-import { bodyLimit } from "../../shared/body_limit.ts";
-import { contentType } from "../../shared/content_type.ts";
+import { bodyLimit } from "../../shared/http/body_limit.ts";
+import { contentType } from "../../shared/http/content_type.ts";
 import { httpUrl } from "../../shared/env.ts";
-import { requireJwt } from "../../shared/jwt.ts";
-import { route } from "../../shared/methods.ts";
-import { serveStandalone } from "../../shared/standalone.ts";
+import { requireJwt } from "../../shared/auth/jwt.ts";
+import { route } from "../../shared/http/route.ts";
+import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { type AlertEnv, drainAlerts, enqueueAlert, validAlert } from "./alert_routes.ts";
 import { alertDrainer } from "./delivery.ts";
 

@@ -11,9 +11,9 @@
  * ```
  */
 import type { Context } from "hono";
-import type { AppEnv } from "../../shared/app.ts";
+import type { AppEnv } from "../../shared/platform/app.ts";
 import { BadRequest } from "../../shared/errors.ts";
-import type { RateLimitVariables } from "../../shared/rate_limit.ts";
+import type { RateLimitVariables } from "../../shared/http/rate_limit.ts";
 import type { QuoteService } from "./quotes.ts";
 
 /** market-data's variables: the base ones and the rate-limit hit the cache read carries. */

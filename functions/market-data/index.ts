@@ -8,14 +8,14 @@
  * "market-data", `MARKET_DATA_RATE_LIMIT` a minute), counted in the cache read's statement.
  * `Cache-Control: private, no-store` on every answer: prices must not sit in a shared cache.
  */
-import { defineFunction } from "../../shared/app.ts";
+import { defineFunction } from "../../shared/platform/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
 import { httpUrl, secret } from "../../shared/env.ts";
-import { requireJwt, userId } from "../../shared/jwt.ts";
-import { route } from "../../shared/methods.ts";
-import { noStore } from "../../shared/no_store.ts";
-import { rateLimit } from "../../shared/rate_limit.ts";
-import { serveStandalone } from "../../shared/standalone.ts";
+import { requireJwt, userId } from "../../shared/auth/jwt.ts";
+import { route } from "../../shared/http/route.ts";
+import { noStore } from "../../shared/http/no_store.ts";
+import { rateLimit } from "../../shared/http/rate_limit.ts";
+import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { type QuotesEnv, quotesHandler } from "./handlers.ts";
 import { quoteServiceFor } from "./quotes.ts";
 

@@ -29,7 +29,7 @@ import {
   MARKET_DATA_UPSTREAM,
   marketDataGet,
   providerPauseMs,
-} from "../../shared/market_data_api.ts";
+} from "../../shared/upstreams/market_data.ts";
 
 /** A quote as this API serves it. */
 export interface Quote {

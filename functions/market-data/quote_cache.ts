@@ -6,11 +6,11 @@
  * A cached value is a Quote, or `null` when the provider had no quote for the symbol (a negative
  * entry, kept for the same TTL so unknown symbols do not cost an upstream call each time).
  * Ages are computed with the database's clock, so instances with skewed clocks agree. Every method
- * is one statement with its values as literals: one database round trip (shared/sql_literal.ts).
+ * is one statement with its values as literals: one database round trip (shared/db/sql_literal.ts).
  *
  * @example
  * ```ts
- * import type { Database } from "../../shared/db.ts";
+ * import type { Database } from "../../shared/db/db.ts";
  * import { MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
  *
  * declare const db: Database;
@@ -19,9 +19,9 @@
  * const rows = await store.read(["AAPL"], 900_000); // [{ symbol, quote, ageMs }]
  * ```
  */
-import type { Database } from "../../shared/db.ts";
-import type { DeferredHit, HitRow } from "../../shared/rate_limit.ts";
-import { jsonLiteral, literal } from "../../shared/sql_literal.ts";
+import type { Database } from "../../shared/db/db.ts";
+import type { DeferredHit, HitRow } from "../../shared/http/rate_limit.ts";
+import { jsonLiteral, literal } from "../../shared/db/sql_literal.ts";
 import type { Quote } from "./provider.ts";
 
 /** A text[] literal of symbols (already validated against ^[A-Z][A-Z.]{0,9}$). */

@@ -22,7 +22,7 @@
  *
  * @example
  * ```ts
- * import type { Platform } from "../../shared/app.ts";
+ * import type { Platform } from "../../shared/platform/app.ts";
  * import { QuoteProvider } from "./provider.ts";
  * import { MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
  * import { QuoteService } from "./quotes.ts";
@@ -47,13 +47,13 @@
  * const { quotes, notFound } = await service.get(["AAPL", "MSFT"]);
  * ```
  */
-import type { Breaker } from "../../shared/circuit_breaker.ts";
+import type { Breaker } from "../../shared/resilience/circuit_breaker.ts";
 import { CircuitOpen, UpstreamUnavailable } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
-import type { Platform } from "../../shared/app.ts";
-import { fullJitter } from "../../shared/backoff.ts";
+import type { Platform } from "../../shared/platform/app.ts";
+import { fullJitter } from "../../shared/resilience/backoff.ts";
 import { ProviderRateLimited, type Quote, QuoteProvider } from "./provider.ts";
-import type { DeferredHit } from "../../shared/rate_limit.ts";
+import type { DeferredHit } from "../../shared/http/rate_limit.ts";
 import { type Cached, type CachedRow, MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
 
 /** A quote as answered, with where it came from and how old it is. */

@@ -19,7 +19,7 @@
  *
  * @example
  * ```ts
- * import type { Database } from "../../shared/db.ts";
+ * import type { Database } from "../../shared/db/db.ts";
  * import { planStripeEvent, recordStripeEvent } from "./effects.ts";
  *
  * declare const db: Database;
@@ -30,8 +30,13 @@
  * ```
  */
 import * as z from "../../shared/zod.ts";
-import type { Database } from "../../shared/db.ts";
-import { isPostgresText, jsonLiteral, literal, toPostgresText } from "../../shared/sql_literal.ts";
+import type { Database } from "../../shared/db/db.ts";
+import {
+  isPostgresText,
+  jsonLiteral,
+  literal,
+  toPostgresText,
+} from "../../shared/db/sql_literal.ts";
 import type { EventOutcome } from "../../shared/webhook_dedup.ts";
 
 /** The event envelope fields used to apply it (the rest of Stripe's envelope is not read). */

@@ -11,11 +11,11 @@
  * https://docs.stripe.com/webhooks#retries).
  */
 import * as z from "../../shared/zod.ts";
-import { defineFunction } from "../../shared/app.ts";
+import { defineFunction } from "../../shared/platform/app.ts";
 import { BaseEnv } from "../../shared/base_env.ts";
-import { bodyLimit } from "../../shared/body_limit.ts";
-import { route } from "../../shared/methods.ts";
-import { serveStandalone } from "../../shared/standalone.ts";
+import { bodyLimit } from "../../shared/http/body_limit.ts";
+import { route } from "../../shared/http/route.ts";
+import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { stripeHmac } from "./hmac.ts";
 import { receiveEvent } from "./receive.ts";
 import { type SignedEnv, stripeSignature } from "./signature.ts";

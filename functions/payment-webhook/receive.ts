@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * import type { Hono } from "hono";
- * import type { Platform } from "../../shared/app.ts";
+ * import type { Platform } from "../../shared/platform/app.ts";
  * import { receiveEvent } from "./receive.ts";
  * import type { SignedEnv } from "./signature.ts";
  *
@@ -14,10 +14,10 @@
  * app.post("/", receiveEvent(platform));
  * ```
  */
-import { everyAtMost } from "../../shared/schedule.ts";
+import { everyAtMost } from "../../shared/resilience/housekeeping.ts";
 import type { Context } from "hono";
 import * as z from "../../shared/zod.ts";
-import type { Platform } from "../../shared/app.ts";
+import type { Platform } from "../../shared/platform/app.ts";
 import { BadRequest } from "../../shared/errors.ts";
 import { webhookDedup } from "../../shared/webhook_dedup.ts";
 import { MAX_EPOCH_SECONDS, planStripeEvent, recordStripeEvent } from "./effects.ts";

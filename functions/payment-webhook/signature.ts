@@ -28,7 +28,7 @@
  */
 import { createMiddleware } from "hono/factory";
 import type Stripe from "stripe";
-import type { AppEnv } from "../../shared/app.ts";
+import type { AppEnv } from "../../shared/platform/app.ts";
 import { BadRequest } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 

@@ -4,13 +4,13 @@
  * `Retry-After` when it does not; a service-role JWT adds every dependency's state.
  */
 import * as z from "../../shared/zod.ts";
-import { defineFunction, type FunctionContext } from "../../shared/app.ts";
+import { defineFunction, type FunctionContext } from "../../shared/platform/app.ts";
 import { BaseEnv } from "../../shared/base_env.ts";
 import { DatabaseUnavailable, retryAfterSeconds, SchemaOutdated } from "../../shared/errors.ts";
-import { serviceCaller } from "../../shared/jwt.ts";
-import { route } from "../../shared/methods.ts";
-import { serveStandalone } from "../../shared/standalone.ts";
-import { statusDetails } from "../../shared/status_details.ts";
+import { serviceCaller } from "../../shared/auth/jwt.ts";
+import { route } from "../../shared/http/route.ts";
+import { serveStandalone } from "../../shared/platform/standalone.ts";
+import { statusDetails } from "../../shared/platform/status_details.ts";
 
 const Env = BaseEnv;
 

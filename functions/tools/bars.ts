@@ -15,7 +15,7 @@
  * ```ts
  * import { BarsProvider } from "./bars.ts";
  * import { Backtest } from "./backtest.ts";
- * import { Breakers } from "../../shared/circuit_breaker.ts";
+ * import { Breakers } from "../../shared/resilience/circuit_breaker.ts";
  * import { parseLimits } from "../../shared/limits.ts";
  *
  * const provider = new BarsProvider({
@@ -39,13 +39,13 @@
  * }
  * ```
  */
-import type { Breaker } from "../../shared/circuit_breaker.ts";
+import type { Breaker } from "../../shared/resilience/circuit_breaker.ts";
 import { HttpError, ServiceUnavailable, UpstreamUnavailable } from "../../shared/errors.ts";
 import {
   MARKET_DATA_UPSTREAM,
   marketDataGet,
   providerPauseMs,
-} from "../../shared/market_data_api.ts";
+} from "../../shared/upstreams/market_data.ts";
 
 const UPSTREAM = MARKET_DATA_UPSTREAM;
 /** Alpaca's largest page. */

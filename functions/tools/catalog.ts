@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * import { toolCatalog } from "./catalog.ts";
- * import { Breakers } from "../../shared/circuit_breaker.ts";
+ * import { Breakers } from "../../shared/resilience/circuit_breaker.ts";
  * import { parseLimits } from "../../shared/limits.ts";
  *
  * const limits = parseLimits({});
@@ -24,7 +24,7 @@
  * registry.list().map((t) => t.name); // ["options.greeks", "backtest.run"]
  * ```
  */
-import type { Platform } from "../../shared/app.ts";
+import type { Platform } from "../../shared/platform/app.ts";
 import { backtestTool } from "./backtest.ts";
 import { BarsProvider } from "./bars.ts";
 import { greeksTool } from "./greeks.ts";

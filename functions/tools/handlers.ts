@@ -13,7 +13,7 @@
  * @example
  * ```ts
  * import { Hono } from "hono";
- * import { noStore } from "../../shared/no_store.ts";
+ * import { noStore } from "../../shared/http/no_store.ts";
  * import { executeTool, listTools, type ToolsEnv, validExecute } from "./handlers.ts";
  * import { greeksTool } from "./greeks.ts";
  * import { ToolRegistry } from "./registry.ts";
@@ -29,8 +29,8 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import type * as z from "../../shared/zod.ts";
-import type { AppEnv } from "../../shared/app.ts";
-import { readJson } from "../../shared/validation.ts";
+import type { AppEnv } from "../../shared/platform/app.ts";
+import { readJson } from "../../shared/http/validation.ts";
 import { ExecuteRequest, type ToolRegistry } from "./registry.ts";
 
 const JSON_TYPE = { "content-type": "application/json; charset=utf-8" };

@@ -4,16 +4,16 @@
  * catalog.ts. Per-user rate limit (policy "tools", `TOOLS_RATE_LIMIT` a minute) with the
  * RateLimit fields. `Cache-Control: private, no-store`: results are per request.
  */
-import { defineFunction } from "../../shared/app.ts";
+import { defineFunction } from "../../shared/platform/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
-import { bodyLimit } from "../../shared/body_limit.ts";
-import { contentType } from "../../shared/content_type.ts";
+import { bodyLimit } from "../../shared/http/body_limit.ts";
+import { contentType } from "../../shared/http/content_type.ts";
 import { httpUrl, secret } from "../../shared/env.ts";
-import { requireJwt, userId } from "../../shared/jwt.ts";
-import { route } from "../../shared/methods.ts";
-import { rateLimit } from "../../shared/rate_limit.ts";
-import { noStore } from "../../shared/no_store.ts";
-import { serveStandalone } from "../../shared/standalone.ts";
+import { requireJwt, userId } from "../../shared/auth/jwt.ts";
+import { route } from "../../shared/http/route.ts";
+import { rateLimit } from "../../shared/http/rate_limit.ts";
+import { noStore } from "../../shared/http/no_store.ts";
+import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { toolCatalog } from "./catalog.ts";
 import { executeTool, listTools, type ToolsEnv, validExecute } from "./handlers.ts";
 

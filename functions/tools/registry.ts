@@ -26,7 +26,7 @@
  */
 import * as z from "../../shared/zod.ts";
 import { HttpError } from "../../shared/errors.ts";
-import { validate } from "../../shared/validation.ts";
+import { validate } from "../../shared/http/validation.ts";
 
 /** What a tool's handler may use besides its parameters. */
 export interface ToolContext {

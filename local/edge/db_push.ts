@@ -16,7 +16,7 @@
  * await sql.end();
  * ```
  */
-import type { Sql } from "../../shared/db.ts";
+import type { Sql } from "../../shared/db/db.ts";
 import { HISTORY_TABLE, type Migration } from "../migrate.ts";
 
 /** Applies the pending migrations; returns their versions. */

@@ -20,7 +20,7 @@ import {
   envelope,
   stripeId,
   subscriptionEvent,
-} from "../functions/payment_webhook/stripe_events.ts";
+} from "../functions/payment-webhook/stripe_events.ts";
 import { type Stack, startStack } from "../support/stack.ts";
 
 const ROUTES: { path: string; methods: string[] }[] = [

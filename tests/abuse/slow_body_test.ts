@@ -5,7 +5,7 @@
 import { assert, assertEquals } from "@std/assert";
 import { SANDBOX_SECRETS } from "../../local/sandbox/index.ts";
 import { startStack } from "../support/stack.ts";
-import { checkoutCompleted, delivery } from "../functions/payment_webhook/stripe_events.ts";
+import { checkoutCompleted, delivery } from "../functions/payment-webhook/stripe_events.ts";
 
 const SLOW = 300;
 const DEADLINE_MS = 3_000;

@@ -15,11 +15,11 @@ import {
   runOpenLoop,
   type StepResult,
   type Target,
-} from "./load.ts";
-import { BASELINE_READY, memoryOf, spawnProcess } from "./scenarios.ts";
-import { cpuSplit, sampleCpu } from "./cpu.ts";
-import { pgbenchScript, sqlTexts } from "./platform.ts";
-import { parseArgs } from "./run.ts";
+} from "../../local/bench/load.ts";
+import { BASELINE_READY, memoryOf, spawnProcess } from "../../local/bench/scenarios.ts";
+import { cpuSplit, sampleCpu } from "../../local/bench/cpu.ts";
+import { pgbenchScript, sqlTexts } from "../../local/bench/platform.ts";
+import { parseArgs } from "../../local/bench/run.ts";
 
 function assertSaneShape(step: StepResult) {
   for (const p of [step.latency, step.service, step.lag]) {
@@ -37,7 +37,7 @@ function assertSaneShape(step: StepResult) {
 
 Deno.test("runOpenLoop sends exactly its schedule to the baseline process and records every answer", async () => {
   const server = await spawnProcess({
-    entry: "tests/bench/baseline_server.ts",
+    entry: "local/bench/baseline_server.ts",
     env: {},
     ready: BASELINE_READY,
   });
@@ -80,13 +80,13 @@ Deno.test("runOpenLoop sends exactly its schedule to the baseline process and re
 
 Deno.test("a generator process runs a scenario's step over its stdin/stdout protocol", async () => {
   const server = await spawnProcess({
-    entry: "tests/bench/baseline_server.ts",
+    entry: "local/bench/baseline_server.ts",
     env: {},
     ready: BASELINE_READY,
   });
   const target: Target = { hostname: "127.0.0.1", port: Number(new URL(server.url).port) };
   const gen = await GeneratorProcess.start({
-    module: new URL("./scenarios.ts", import.meta.url).href,
+    module: new URL("../../local/bench/scenarios.ts", import.meta.url).href,
     scenario: "baseline",
     params: {},
     target,

@@ -23,7 +23,7 @@
  *    and reported (a figure, not a pass/fail: timings on a shared machine vary; the README keeps
  *    the measured table; the goal is at most 3 × the bare bundle).
  *
- * Prints a table (`--record` also writes it to `tests/bench/results/edge.json`), and ends with
+ * Prints a table (`--record` also writes it to `local/bench/results/edge.json`), and ends with
  * "N passed, N failed".
  */
 import postgres from "postgres";
@@ -35,9 +35,9 @@ import { startDiscordSimulator } from "../../local/sandbox/discord.ts";
 import { startMarketDataSimulator } from "../../local/sandbox/market_data.ts";
 import { loadSigningKey } from "../../local/sandbox/signing_key.ts";
 import { startSupabaseAuthSimulator } from "../../local/sandbox/supabase_auth.ts";
-import { SCHEMA_VERSION } from "../../shared/schema_version.ts";
+import { SCHEMA_VERSION } from "../../shared/db/schema_version.ts";
 import { freshDatabase } from "../support/db.ts";
-import { checkoutCompleted, delivery } from "../functions/payment_webhook/stripe_events.ts";
+import { checkoutCompleted, delivery } from "../functions/payment-webhook/stripe_events.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const MB = 1024 * 1024;
@@ -505,11 +505,11 @@ if (firstDbAnswers.length) {
 const worst = Math.max(...Object.values(boots));
 console.log(`worst function boot ${worst.toFixed(0)} ms = ${(worst / bareBoot).toFixed(2)} × bare`);
 console.table(table);
-// `--record` keeps the figures for the README (tests/bench/results/edge.json); a plain run
+// `--record` keeps the figures for the README (local/bench/results/edge.json); a plain run
 // leaves the tree as it was.
 if (Deno.args.includes("--record")) {
   await Deno.writeTextFile(
-    new URL("tests/bench/results/edge.json", ROOT),
+    new URL("local/bench/results/edge.json", ROOT),
     JSON.stringify(
       {
         measuredAt: new Date().toISOString(),

@@ -11,7 +11,7 @@ import { onServer, SERVER_URL } from "../support/db.ts";
 import { type FaultProxy, startFaultProxy } from "../support/fault_proxy.ts";
 import type { SpawnedServer } from "../support/server.ts";
 import { type Stack, startStack } from "../support/stack.ts";
-import { checkoutCompleted, delivery } from "../functions/payment_webhook/stripe_events.ts";
+import { checkoutCompleted, delivery } from "../functions/payment-webhook/stripe_events.ts";
 
 /** Every answer seen, by phase, for the assertions at the end. */
 interface Seen {

@@ -14,7 +14,7 @@ import { freshDatabase } from "../support/db.ts";
 import { FRONTEND, testEnv, userToken } from "../support/env.ts";
 import { type FaultProxy, startFaultProxy } from "../support/fault_proxy.ts";
 import { startTestServer, type TestServer } from "../support/server.ts";
-import { checkoutCompleted, delivery, webhookEnv } from "./payment_webhook/stripe_events.ts";
+import { checkoutCompleted, delivery, webhookEnv } from "./payment-webhook/stripe_events.ts";
 
 interface World {
   server: TestServer;

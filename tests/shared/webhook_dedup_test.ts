@@ -4,7 +4,7 @@
  * batches. Runs on a table of the documented shape, not Stripe's, to keep it generic.
  */
 import { assert, assertEquals, assertRejects } from "@std/assert";
-import { Database } from "../../shared/db.ts";
+import { Database } from "../../shared/db/db.ts";
 import { parseLimits } from "../../shared/limits.ts";
 import { webhookDedup } from "../../shared/webhook_dedup.ts";
 import { freshDatabase, onServer } from "../support/db.ts";

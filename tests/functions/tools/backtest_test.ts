@@ -13,7 +13,7 @@ import {
 } from "../../../functions/tools/backtest.ts";
 import { BarsProvider } from "../../../functions/tools/bars.ts";
 import { ToolRegistry } from "../../../functions/tools/registry.ts";
-import { Breakers } from "../../../shared/circuit_breaker.ts";
+import { Breakers } from "../../../shared/resilience/circuit_breaker.ts";
 import { HttpError } from "../../../shared/errors.ts";
 import { parseLimits } from "../../../shared/limits.ts";
 import {
