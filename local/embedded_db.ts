@@ -8,15 +8,17 @@
  * import { startEmbedded } from "./embedded_db.ts";
  * import { Database } from "../shared/db/db.ts";
  * import { parseLimits } from "../shared/limits.ts";
+ * import { databaseSettings } from "../shared/platform/platform.ts";
  *
  * const embedded = await startEmbedded(".data/pglite");
- * const db = new Database({ url: embedded.url, max: 1, limits: parseLimits({}) });
+ * const db = new Database({ url: embedded.url, serial: true, ...databaseSettings(parseLimits({})) });
  * await db.close();
  * await embedded.close();
  * ```
  */
 import { PGlite } from "@electric-sql/pglite";
 import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
+import postgres from "postgres";
 
 export interface Embedded {
   url: string;
@@ -58,4 +60,22 @@ export async function startEmbedded(dir: string): Promise<Embedded> {
       await pg.close();
     },
   };
+}
+
+/**
+ * Whether the database at `url` is an embedded one (PGlite names itself in `version()`), asked
+ * once by the local server before it builds the platform, so that it can tell the database layer
+ * to run one call at a time. False when it cannot be asked: a real server that is down.
+ */
+export async function isEmbeddedDatabase(url: string | undefined): Promise<boolean> {
+  if (!url) return false;
+  const sql = postgres(url, { max: 1, connect_timeout: 2, onnotice: () => {} });
+  try {
+    const [{ version }] = await sql`select version()`;
+    return String(version).includes("PGlite");
+  } catch {
+    return false;
+  } finally {
+    await sql.end({ timeout: 0 }).catch(() => {});
+  }
 }

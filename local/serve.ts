@@ -19,16 +19,15 @@
 import { parse as parseDotenv } from "dotenv";
 import { getPath } from "hono/utils/url";
 import * as z from "../shared/zod.ts";
-import {
-  bootFunction,
-  type FetchHandler,
-  type FunctionDefinition,
-  requestIdOf,
-} from "../shared/platform/app.ts";
+import type { FunctionDefinition } from "../shared/platform/app.ts";
+import { bootFunction, type FetchHandler } from "../shared/platform/boot.ts";
+import { requestIdOf } from "../shared/http/request_id.ts";
+import { operatorAlerts } from "../shared/alerts/operator_alerts.ts";
 import { ConfigError } from "../shared/env.ts";
 import { errorResponse, NotFound } from "../shared/errors.ts";
 import { createLogger, type Logger } from "../shared/logger.ts";
 import { createPlatform, type RunningPlatform } from "../shared/platform/platform.ts";
+import { isEmbeddedDatabase } from "./embedded_db.ts";
 import { loadMigrations, migrate } from "./migrate.ts";
 import { CONTRACT_VARIABLES, type Sandbox, startSandbox } from "./sandbox/index.ts";
 
@@ -178,6 +177,9 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
     const migrations = await loadMigrations();
     platform = await createPlatform(env, {
       log,
+      alertSink: operatorAlerts,
+      // The embedded database serves one call at a time; the database layer is told, not guessing.
+      serialDatabase: sandboxed || await isEmbeddedDatabase(env.SUPABASE_DB_URL),
       // The local server is where migrations run (hosted Supabase: `supabase db push`).
       onConnect: async (sql) => {
         const applied = await migrate(sql, migrations);

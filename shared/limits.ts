@@ -64,7 +64,7 @@ export const LimitsSchema = z.object({
   WEBHOOK_TOLERANCE_SECONDS: count(300),
   WEBHOOK_RETENTION_DAYS: count(30),
   // Stripe event ids older than the retention are purged at most this often per instance, in
-  // batches small enough never to hold locks for long (shared/webhook_dedup.ts).
+  // batches small enough never to hold locks for long (functions/payment-webhook/event_retention.ts).
   WEBHOOK_PURGE_INTERVAL_SECONDS: count(3600),
   WEBHOOK_PURGE_BATCH_SIZE: count(500),
   // broker-order
@@ -78,6 +78,10 @@ export const LimitsSchema = z.object({
   IDEMPOTENCY_PURGE_INTERVAL_SECONDS: count(300),
   IDEMPOTENCY_PURGE_BATCH_SIZE: count(500),
   ORDERS_PAGE_MAX: count(100),
+  // Rate-limit keys idle past their window are purged at most this often per limiter and
+  // instance, in batches of this many (shared/http/rate_limit.ts).
+  RATE_LIMIT_PURGE_INTERVAL_SECONDS: count(600),
+  RATE_LIMIT_PURGE_BATCH_SIZE: count(1_000),
   // auth
   AUTH_TIMEOUT_MS: ms(5_000),
   LOGIN_EMAIL_LIMIT: count(5),
@@ -116,6 +120,10 @@ export const LimitsSchema = z.object({
   ALERT_LEASE_MS: ms(30_000),
   // Sent alerts are kept this long (dead ones until an operator removes them).
   ALERT_RETENTION_DAYS: count(7),
+  // Sent alerts past their retention and stale fallback cooldowns are purged at most this often
+  // per drainer, in batches of this many (shared/alerts/alert_drainer.ts).
+  ALERT_PURGE_INTERVAL_SECONDS: count(3600),
+  ALERT_PURGE_BATCH_SIZE: count(500),
   // Alerts across instances (shared/alerts/discord_webhook_state.ts, shared/alerts/alert_fallback.ts): a
   // webhook Discord answered 401/403/404 is retried this rarely (one probe for the fleet) until
   // it works; the fallback channel (ALERT_FALLBACK_WEBHOOK_URL) hears when Discord delivery has

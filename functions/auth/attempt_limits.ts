@@ -27,7 +27,11 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { Database } from "../../shared/db/db.ts";
 import type { Limits } from "../../shared/limits.ts";
-import { rateLimit, type RateLimitStats } from "../../shared/http/rate_limit.ts";
+import {
+  rateLimit,
+  type RateLimitPurge,
+  type RateLimitStats,
+} from "../../shared/http/rate_limit.ts";
 import { clientIp } from "./client_ip.ts";
 import type { AuthEnv } from "./handlers.ts";
 
@@ -37,6 +41,8 @@ export interface AttemptLimitOptions {
   now: () => number;
   /** The platform's rate-limit counters (`ctx.rateLimits`). */
   stats?: RateLimitStats;
+  /** How idle keys are purged (`rateLimitPurge(ctx)`). */
+  purge?: RateLimitPurge;
 }
 
 /** auth's four rate-limit guards. */
@@ -50,9 +56,9 @@ export interface AttemptLimits {
 
 /** Builds auth's rate-limit guards (see the module's note for the order they go in). */
 export function attemptLimits(
-  { db, limits: l, now, stats }: AttemptLimitOptions,
+  { db, limits: l, now, stats, purge }: AttemptLimitOptions,
 ): AttemptLimits {
-  const window = { windowSeconds: l.LOGIN_WINDOW_SECONDS, db, now, stats };
+  const window = { windowSeconds: l.LOGIN_WINDOW_SECONDS, db, now, stats, purge };
   const byIp = (c: Context) => clientIp(c, l.LOGIN_TRUSTED_PROXY_HOPS);
   const byEmail = (c: Context<AuthEnv>) => c.var.login.email;
   return {

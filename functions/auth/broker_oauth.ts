@@ -20,7 +20,7 @@
  *
  * @example
  * ```ts
- * import type { Platform } from "../../shared/platform/app.ts";
+ * import type { Platform } from "../../shared/platform/platform.ts";
  * import { BrokerOAuth, type BrokerOAuthConfig } from "./broker_oauth.ts";
  *
  * declare const platform: Platform;

@@ -14,6 +14,7 @@
  *
  * @example
  * ```ts
+ * import { breakerSettings } from "../../shared/platform/platform.ts";
  * import { Hono } from "hono";
  * import { Breakers } from "../../shared/resilience/circuit_breaker.ts";
  * import { parseLimits } from "../../shared/limits.ts";
@@ -24,7 +25,7 @@
  *   url: "https://project.supabase.co",
  *   anonKey: "the-project-anon-key",
  *   timeoutMs: 5_000,
- *   breaker: new Breakers(parseLimits({})).get("supabase-auth"),
+ *   breaker: new Breakers(breakerSettings(parseLimits({}))).get("supabase-auth"),
  * });
  * const app = new Hono<AuthEnv>();
  * app.post("/login", validLogin, login(auth));

@@ -5,6 +5,7 @@
  * stored encrypted). Browser-facing (strict CORS). Broker OAuth is optional (config.ts): without
  * its variables `/oauth/*` answers `501 OAUTH_NOT_CONFIGURED` and everything else serves.
  */
+import { rateLimitPurge } from "../../shared/platform/platform.ts";
 import { defineFunction } from "../../shared/platform/app.ts";
 import { bodyLimit } from "../../shared/http/body_limit.ts";
 import { contentType } from "../../shared/http/content_type.ts";
@@ -37,7 +38,13 @@ const authFunction = defineFunction<typeof Env, AuthEnv>({
     });
     const oauth = await brokerOAuth({ db, limits: l, config, ...ctx });
     const user = requireJwt<AuthEnv>({ tokens: ctx.tokens, role: "authenticated" });
-    const limit = attemptLimits({ db, limits: l, now: ctx.now, stats: ctx.rateLimits });
+    const limit = attemptLimits({
+      db,
+      limits: l,
+      now: ctx.now,
+      stats: ctx.rateLimits,
+      purge: rateLimitPurge({ limits: l, ...ctx }),
+    });
     const json = [contentType("application/json"), bodyLimit(l.BODY_LIMIT_BYTES)];
 
     route(app, "/login", {

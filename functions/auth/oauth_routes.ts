@@ -13,7 +13,7 @@
  * @example
  * ```ts
  * import { Hono } from "hono";
- * import type { Platform } from "../../shared/platform/app.ts";
+ * import type { Platform } from "../../shared/platform/platform.ts";
  * import type { AuthConfig } from "./config.ts";
  * import type { AuthEnv } from "./handlers.ts";
  * import { brokerOAuth, notConfigured, oauthStart } from "./oauth_routes.ts";
@@ -32,7 +32,7 @@ import * as z from "../../shared/zod.ts";
 import { BadRequest, Forbidden, HttpError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { readJson } from "../../shared/http/validation.ts";
-import type { Platform } from "../../shared/platform/app.ts";
+import type { Platform } from "../../shared/platform/platform.ts";
 import { BROKER, BrokerOAuth, type FailureReason } from "./broker_oauth.ts";
 import { type AuthConfig, oauthConfig } from "./config.ts";
 import type { AuthEnv } from "./handlers.ts";

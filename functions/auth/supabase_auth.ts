@@ -17,6 +17,7 @@
  *
  * @example
  * ```ts
+ * import { breakerSettings } from "../../shared/platform/platform.ts";
  * import { Breakers } from "../../shared/resilience/circuit_breaker.ts";
  * import { parseLimits } from "../../shared/limits.ts";
  * import { SupabaseAuth } from "./supabase_auth.ts";
@@ -25,7 +26,7 @@
  *   url: "https://project.supabase.co",
  *   anonKey: "the-project-anon-key",
  *   timeoutMs: 5000,
- *   breaker: new Breakers(parseLimits({})).get("supabase-auth"),
+ *   breaker: new Breakers(breakerSettings(parseLimits({}))).get("supabase-auth"),
  * });
  * // { session } | { rejected: true }
  * const outcome = await auth.signIn("trader@example.com", "correct horse");

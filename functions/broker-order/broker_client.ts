@@ -37,7 +37,7 @@
  * });
  * ```
  */
-import type { Platform } from "../../shared/platform/app.ts";
+import type { Platform } from "../../shared/platform/platform.ts";
 import type { Breaker } from "../../shared/resilience/circuit_breaker.ts";
 import {
   fetchWithDeadline,

@@ -5,6 +5,7 @@
  * validation, the idempotency key, then the order. `GET ?limit=&before=`: the caller's orders,
  * newest first; `nextCursor` is the next page's `before`.
  */
+import { rateLimitPurge } from "../../shared/platform/platform.ts";
 import { defineFunction } from "../../shared/platform/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
 import { bodyLimit } from "../../shared/http/body_limit.ts";
@@ -30,7 +31,6 @@ const brokerOrder = defineFunction<typeof Env, OrderEnv>({
   name: "broker-order",
   env: Env,
   browser: true,
-  methods: ["GET", "POST"],
   build(app, { db, limits: l, config, ...ctx }) {
     const broker = brokerClientFor(config, { ...ctx, limits: l });
     const orders = new OrdersRepository(db);
@@ -41,6 +41,7 @@ const brokerOrder = defineFunction<typeof Env, OrderEnv>({
       intervalSeconds: l.IDEMPOTENCY_PURGE_INTERVAL_SECONDS,
       batchSize: l.IDEMPOTENCY_PURGE_BATCH_SIZE,
       background: ctx.background,
+      log: ctx.log,
     };
     const keys = { ttlSeconds: l.IDEMPOTENCY_TTL_SECONDS, lockSeconds: l.IDEMPOTENCY_LOCK_SECONDS };
 
@@ -55,6 +56,7 @@ const brokerOrder = defineFunction<typeof Env, OrderEnv>({
           key: userId,
           withClaim: true,
           stats: ctx.rateLimits,
+          purge: rateLimitPurge({ limits: l, ...ctx }),
         }),
         contentType("application/json"),
         bodyLimit(l.BODY_LIMIT_BYTES),

@@ -30,7 +30,8 @@
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import * as z from "../../shared/zod.ts";
-import type { AppEnv, Platform } from "../../shared/platform/app.ts";
+import type { AppEnv } from "../../shared/platform/app.ts";
+import type { Platform } from "../../shared/platform/platform.ts";
 import type { AlertDrainer } from "../../shared/alerts/alert_drainer.ts";
 import type { AlertQueue, NewAlert } from "../../shared/alerts/alert_queue.ts";
 import { neutralize } from "../../shared/alerts/discord_client.ts";

@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import type { Platform } from "../../shared/platform/app.ts";
+ * import type { Platform } from "../../shared/platform/platform.ts";
  * import { AlertQueue } from "../../shared/alerts/alert_queue.ts";
  * import { alertDrainer } from "./delivery.ts";
  *
@@ -16,7 +16,7 @@
  * await drainer.drain(); // { sent, deferred, retried, dead, stopped, remaining, durationMs }
  * ```
  */
-import type { Platform } from "../../shared/platform/app.ts";
+import type { Platform } from "../../shared/platform/platform.ts";
 import { AlertDrainer } from "../../shared/alerts/alert_drainer.ts";
 import { AlertFallback } from "../../shared/alerts/alert_fallback.ts";
 import type { AlertQueue } from "../../shared/alerts/alert_queue.ts";

@@ -8,6 +8,7 @@
  * "market-data", `MARKET_DATA_RATE_LIMIT` a minute), counted in the cache read's statement.
  * `Cache-Control: private, no-store` on every answer: prices must not sit in a shared cache.
  */
+import { rateLimitPurge } from "../../shared/platform/platform.ts";
 import { defineFunction } from "../../shared/platform/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
 import { httpUrl, secret } from "../../shared/env.ts";
@@ -31,7 +32,6 @@ const marketDataFunction = defineFunction<typeof Env, QuotesEnv>({
   name: "market-data",
   env: Env,
   browser: true,
-  methods: ["GET"],
   build(app, { config, limits: l, ...ctx }) {
     const service = quoteServiceFor(config, { ...ctx, limits: l });
     route(app, "/", {
@@ -47,6 +47,7 @@ const marketDataFunction = defineFunction<typeof Env, QuotesEnv>({
           key: userId,
           withClaim: true,
           now: ctx.now,
+          purge: rateLimitPurge({ limits: l, ...ctx }),
         }),
         quotesHandler(service, { maxSymbols: l.MARKET_DATA_MAX_SYMBOLS, now: ctx.now }),
       ],

@@ -22,7 +22,7 @@
  *
  * @example
  * ```ts
- * import type { Platform } from "../../shared/platform/app.ts";
+ * import type { Platform } from "../../shared/platform/platform.ts";
  * import { QuoteProvider } from "./provider.ts";
  * import { MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
  * import { QuoteService } from "./quotes.ts";
@@ -47,10 +47,11 @@
  * const { quotes, notFound } = await service.get(["AAPL", "MSFT"]);
  * ```
  */
+import { delay } from "../../shared/resilience/delay.ts";
 import type { Breaker } from "../../shared/resilience/circuit_breaker.ts";
 import { CircuitOpen, UpstreamUnavailable } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
-import type { Platform } from "../../shared/platform/app.ts";
+import type { Platform } from "../../shared/platform/platform.ts";
 import { fullJitter } from "../../shared/resilience/backoff.ts";
 import { ProviderRateLimited, type Quote, QuoteProvider } from "./provider.ts";
 import type { DeferredHit } from "../../shared/http/rate_limit.ts";
@@ -288,7 +289,7 @@ export class QuoteService {
       pending = next;
       if (pending.length === 0 || this.#o.now() >= deadline) break;
       // The suite's one backoff: instances waiting on one lease do not poll in step.
-      await new Promise((r) => setTimeout(r, fullJitter(attempt, 2 * POLL_FIRST_MS, POLL_MAX_MS)));
+      await delay(fullJitter(attempt, 2 * POLL_FIRST_MS, POLL_MAX_MS));
     }
     const unresolved = symbols.filter((s) => !results.has(s));
     return {

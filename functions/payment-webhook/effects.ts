@@ -37,7 +37,9 @@ import {
   literal,
   toPostgresText,
 } from "../../shared/db/sql_literal.ts";
-import type { EventOutcome } from "../../shared/webhook_dedup.ts";
+
+/** What became of an event: applied, or acknowledged without effect and why. */
+export type EventOutcome = { outcome: "applied" } | { outcome: "ignored"; reason: string };
 
 /** The event envelope fields used to apply it (the rest of Stripe's envelope is not read). */
 export interface StripeEventInput {

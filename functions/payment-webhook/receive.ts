@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * import type { Hono } from "hono";
- * import type { Platform } from "../../shared/platform/app.ts";
+ * import type { Platform } from "../../shared/platform/platform.ts";
  * import { receiveEvent } from "./receive.ts";
  * import type { SignedEnv } from "./signature.ts";
  *
@@ -14,12 +14,12 @@
  * app.post("/", receiveEvent(platform));
  * ```
  */
-import { everyAtMost } from "../../shared/resilience/housekeeping.ts";
+import { housekeeping } from "../../shared/resilience/housekeeping.ts";
 import type { Context } from "hono";
 import * as z from "../../shared/zod.ts";
-import type { Platform } from "../../shared/platform/app.ts";
+import type { Platform } from "../../shared/platform/platform.ts";
 import { BadRequest } from "../../shared/errors.ts";
-import { webhookDedup } from "../../shared/webhook_dedup.ts";
+import { purgeStripeEvents } from "./event_retention.ts";
 import { MAX_EPOCH_SECONDS, planStripeEvent, recordStripeEvent } from "./effects.ts";
 import type { SignedEnv } from "./signature.ts";
 
@@ -34,24 +34,21 @@ const Envelope = z.object({
 /** The handler: `200 {"received": true[, "duplicate": true]}`, or 400 for an event with no id. */
 export function receiveEvent(platform: Platform) {
   const { db, log, limits } = platform;
-  const dedup = webhookDedup({ table: "internal.stripe_events" });
   // The first purge falls at a random point of the first interval: instances are short-lived
   // and start together, so across many of them purges happen regularly but not all at once.
-  const purgeIfDue = everyAtMost(
-    limits.WEBHOOK_PURGE_INTERVAL_SECONDS * 1000,
-    () =>
-      dedup.purge(db, {
+  const maybePurge = housekeeping({
+    name: "stripe event ids",
+    intervalMs: limits.WEBHOOK_PURGE_INTERVAL_SECONDS * 1000,
+    run: () =>
+      purgeStripeEvents(db, {
         retentionDays: limits.WEBHOOK_RETENTION_DAYS,
         batchSize: limits.WEBHOOK_PURGE_BATCH_SIZE,
-      }).then((purged) => {
-        if (purged) log.info("old stripe event ids purged", { purged });
       }),
-    { now: platform.now, firstAtRandom: true },
-  );
-  function maybePurge() {
-    const run = purgeIfDue();
-    if (run) platform.background(run);
-  }
+    log,
+    background: platform.background,
+    now: platform.now,
+    firstAtRandom: true,
+  });
 
   return async function receive(c: Context<SignedEnv>): Promise<Response> {
     const envelope = Envelope.safeParse(c.get("event"));

@@ -13,6 +13,7 @@
  *
  * @example
  * ```ts
+ * import { breakerSettings } from "../../shared/platform/platform.ts";
  * import { BarsProvider } from "./bars.ts";
  * import { Backtest } from "./backtest.ts";
  * import { Breakers } from "../../shared/resilience/circuit_breaker.ts";
@@ -24,7 +25,7 @@
  *   secretKey: "secret-key",
  *   timeoutMs: 10_000,
  *   pageSize: 10_000,
- *   breaker: new Breakers(parseLimits({})).get("market-data"),
+ *   breaker: new Breakers(breakerSettings(parseLimits({}))).get("market-data"),
  * });
  * const query = {
  *   symbol: "AAPL",

@@ -5,6 +5,7 @@
  *
  * @example
  * ```ts
+ * import { breakerSettings } from "../../shared/platform/platform.ts";
  * import { toolCatalog } from "./catalog.ts";
  * import { Breakers } from "../../shared/resilience/circuit_breaker.ts";
  * import { parseLimits } from "../../shared/limits.ts";
@@ -17,14 +18,14 @@
  *     MARKET_DATA_API_SECRET_KEY: "secret-key",
  *   },
  *   limits,
- *   breakers: new Breakers(limits),
+ *   breakers: new Breakers(breakerSettings(limits)),
  *   fetch,
  *   now: Date.now,
  * });
  * registry.list().map((t) => t.name); // ["options.greeks", "backtest.run"]
  * ```
  */
-import type { Platform } from "../../shared/platform/app.ts";
+import type { Platform } from "../../shared/platform/platform.ts";
 import { backtestTool } from "./backtest.ts";
 import { BarsProvider } from "./bars.ts";
 import { greeksTool } from "./greeks.ts";

@@ -4,6 +4,7 @@
  * catalog.ts. Per-user rate limit (policy "tools", `TOOLS_RATE_LIMIT` a minute) with the
  * RateLimit fields. `Cache-Control: private, no-store`: results are per request.
  */
+import { rateLimitPurge } from "../../shared/platform/platform.ts";
 import { defineFunction } from "../../shared/platform/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
 import { bodyLimit } from "../../shared/http/body_limit.ts";
@@ -27,7 +28,6 @@ const toolsFunction = defineFunction<typeof Env, ToolsEnv>({
   name: "tools",
   env: Env,
   browser: true,
-  methods: ["GET", "POST"],
   build(app, { db, limits: l, ...ctx }) {
     const registry = toolCatalog({ limits: l, ...ctx });
     const user = requireJwt<ToolsEnv>({ tokens: ctx.tokens, role: "authenticated" });
@@ -39,6 +39,7 @@ const toolsFunction = defineFunction<typeof Env, ToolsEnv>({
       key: userId,
       now: ctx.now,
       stats: ctx.rateLimits,
+      purge: rateLimitPurge({ limits: l, ...ctx }),
     });
 
     // noStore wraps the chain, so its header is on every answer, refusals included.

@@ -24,7 +24,7 @@
  * import { AlertDrainer } from "./alert_drainer.ts";
  * import { AlertFallback } from "./alert_fallback.ts";
  * import { AlertQueue } from "./alert_queue.ts";
- * import type { Platform } from "../platform/app.ts";
+ * import type { Platform } from "../platform/platform.ts";
  * import { DiscordClient } from "./discord_client.ts";
  * import { DiscordWebhookState } from "./discord_webhook_state.ts";
  *
@@ -47,7 +47,8 @@
  * const report = await drainer.drain(); // { sent, deferred, retried, dead, stopped, remaining }
  * ```
  */
-import { everyAtMost } from "../resilience/housekeeping.ts";
+import { delay } from "../resilience/delay.ts";
+import { housekeeping } from "../resilience/housekeeping.ts";
 import { retry } from "../resilience/retry.ts";
 import type { AlertFallback } from "./alert_fallback.ts";
 import type { AlertQueue, ClaimedAlert } from "./alert_queue.ts";
@@ -59,7 +60,7 @@ import {
   renderAlert,
 } from "./discord_client.ts";
 import type { DiscordWebhookState } from "./discord_webhook_state.ts";
-import { CircuitOpen, HttpError, UpstreamUnavailable } from "../errors.ts";
+import { CircuitOpen, DatabaseUnavailable, UpstreamUnavailable } from "../errors.ts";
 import type { Limits } from "../limits.ts";
 import type { Logger } from "../logger.ts";
 
@@ -92,23 +93,26 @@ export interface DrainerOptions {
   fallback?: AlertFallback;
   /** The "discord" breaker. */
   breaker: Breaker;
-  limits: Pick<Limits, "ALERT_DRAIN_BUDGET_MS" | "ALERT_FALLBACK_AFTER_SECONDS">;
+  limits: Pick<
+    Limits,
+    "ALERT_DRAIN_BUDGET_MS" | "ALERT_FALLBACK_AFTER_SECONDS" | "ALERT_PURGE_INTERVAL_SECONDS"
+  >;
   log: Logger;
   now?: () => number;
 }
 
 /**
- * Recording a sent alert: re-tried on the database's typed refusals (unavailable, busy), five
- * attempts with full-jitter waits of up to 0.2, 0.4, 0.8 and 0.8 s (about 2 s in all at most).
+ * Recording a sent alert (a row left claimed would be re-sent after its lease), retried at one
+ * level only: the database already re-runs a transient conflict itself (DB_MAX_ATTEMPTS) and
+ * answers DatabaseBusy once those are spent, which is not retried again here. What the database
+ * does not retry is a dropped connection: that gets one more attempt after a full-jitter wait of
+ * up to 2 s, by which time its recovery gate has probed again.
  */
-const RECORD_SENT = retry({
-  attempts: 5,
-  handleWhen: (err) => err instanceof HttpError,
-  backoff: { baseMs: 200, capMs: 800 },
+export const RECORD_SENT = retry({
+  attempts: 2,
+  handleWhen: (err) => err instanceof DatabaseUnavailable,
+  backoff: { baseMs: 2_000, capMs: 2_000 },
 });
-
-/** How often the retention purge runs per drainer. */
-const PURGE_EVERY_MS = 3600_000;
 /** Queued critical alerts forwarded to the fallback channel per pass, at most. */
 const FORWARD_MAX = 20;
 
@@ -123,20 +127,18 @@ export class AlertDrainer {
   readonly #wakers = new Set<() => void>();
   #running: Promise<void> | undefined;
   #again = false;
-  readonly #purgeIfDue: () => Promise<void> | undefined;
+  readonly #purgeIfDue: () => void;
 
   constructor(opts: DrainerOptions) {
     this.#o = { ...opts };
     this.#now = opts.now ?? Date.now;
-    this.#purgeIfDue = everyAtMost(PURGE_EVERY_MS, () => this.#purge(), { now: this.#now });
-  }
-  /** Sent alerts past their retention and stale fallback cooldowns (housekeeping, never fails). */
-  async #purge(): Promise<void> {
-    const { queue, log } = this.#o;
-    await queue.purge().catch((err) => log.warn("alert purge failed", { error: err }));
-    await this.#o.fallback?.purge().catch((err) =>
-      log.warn("fallback cooldown purge failed", { error: err })
-    );
+    this.#purgeIfDue = housekeeping({
+      name: "sent alerts and fallback cooldowns",
+      intervalMs: opts.limits.ALERT_PURGE_INTERVAL_SECONDS * 1000,
+      run: async () => (await opts.queue.purge()) + (await opts.fallback?.purge() ?? 0),
+      log: opts.log,
+      now: this.#now,
+    });
   }
 
   /** Starts (or nudges) background delivery; the promise ends when no pass is asked for. Never rejects. */
@@ -293,7 +295,7 @@ export class AlertDrainer {
         log.error("could not check whether Discord delivery is broken", { error: err })
       );
     }
-    await this.#purgeIfDue();
+    this.#purgeIfDue();
     report.remaining = (await queue.stats()).queued;
     report.durationMs = this.#now() - started;
     return report;
@@ -354,15 +356,14 @@ export class AlertDrainer {
   }
 
   /** Sleeps `ms`, or less when a kick says new work may be due. */
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.#wakers.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#wakers.add(done);
-    });
+  async #sleep(ms: number): Promise<void> {
+    const woken = new AbortController();
+    const wake = () => woken.abort();
+    this.#wakers.add(wake);
+    try {
+      await delay(ms, { signal: woken.signal }).catch(() => {}); // woken early: work may be due
+    } finally {
+      this.#wakers.delete(wake);
+    }
   }
 }

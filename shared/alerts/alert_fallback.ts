@@ -31,7 +31,7 @@ import type { Logger } from "../logger.ts";
 
 export type FallbackLimits = Pick<
   Limits,
-  "ALERT_FALLBACK_COOLDOWN_SECONDS" | "ALERT_FALLBACK_TIMEOUT_MS"
+  "ALERT_FALLBACK_COOLDOWN_SECONDS" | "ALERT_FALLBACK_TIMEOUT_MS" | "ALERT_PURGE_BATCH_SIZE"
 >;
 
 export interface AlertFallbackOptions {
@@ -120,10 +120,13 @@ export class AlertFallback {
     const [row] = await this.#db.query((sql) =>
       sql<{ n: number }[]>`
         with gone as (
-          delete from internal.alert_fallback_sends
-          where sent_at < now() - make_interval(secs => ${
+          delete from internal.alert_fallback_sends where kind in (
+            select kind from internal.alert_fallback_sends
+            where sent_at < now() - make_interval(secs => ${
         2 * this.#o.limits.ALERT_FALLBACK_COOLDOWN_SECONDS
       }::int)
+            limit ${this.#o.limits.ALERT_PURGE_BATCH_SIZE}
+            for update skip locked)
           returning 1)
         select count(*)::int as n from gone`
     );

@@ -106,6 +106,7 @@ export type QueueLimits = Pick<
   | "ALERT_RETRY_MAX_MS"
   | "ALERT_LEASE_MS"
   | "ALERT_RETENTION_DAYS"
+  | "ALERT_PURGE_BATCH_SIZE"
   | "DISCORD_TIMEOUT_MS"
 >;
 
@@ -347,7 +348,7 @@ export class AlertQueue {
             select id from internal.alerts
             where state = 'sent'
               and sent_at < now() - make_interval(days => ${this.#l.ALERT_RETENTION_DAYS}::int)
-            limit 500)
+            limit ${this.#l.ALERT_PURGE_BATCH_SIZE})
           returning 1)
         select count(*)::int as n from gone`
     );

@@ -31,6 +31,7 @@
  * const { id } = await discord.execute(content);
  * ```
  */
+import { delay } from "../resilience/delay.ts";
 import { UpstreamUnavailable } from "../errors.ts";
 import {
   fetchWithDeadline,
@@ -254,7 +255,7 @@ export class DiscordClient {
     signal?: AbortSignal,
   ): Promise<{ id: string; rateLimit?: RateLimitInfo }> {
     const wait = this.waitMs();
-    if (wait > 0) await sleep(wait, signal);
+    if (wait > 0) await delay(wait, { signal });
     const payload = {
       content: truncate(content, DISCORD_LIMITS.content),
       // Never ping anyone, whatever the text says (Discord's allowed mentions object).
@@ -368,20 +369,4 @@ function parseJson(text: string): Record<string, unknown> | null {
   } catch {
     return null;
   }
-}
-
-/** Waits `ms`, ending early (rejecting) when `signal` aborts. */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
 }

@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts
- * import type { Platform } from "../platform/app.ts";
+ * import type { Platform } from "../platform/platform.ts";
  * import { operatorAlerts } from "./operator_alerts.ts";
  *
  * declare const platform: Platform;

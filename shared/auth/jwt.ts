@@ -14,12 +14,12 @@
  * @example
  * ```ts
  * import { Hono } from "hono";
- * import type { AppEnv } from "../platform/app.ts";
- * import { requireJwt, TokenVerifier } from "./jwt.ts";
+ * import { type JwtVariables, requireJwt, TokenVerifier } from "./jwt.ts";
  *
+ * type E = { Variables: JwtVariables };
  * const tokens = new TokenVerifier({ jwks: { keys: [] }, serviceKeys: ["sb_secret_x"] });
- * const app = new Hono<AppEnv>();
- * const user = requireJwt<AppEnv>({ tokens, role: "authenticated" });
+ * const app = new Hono<E>();
+ * const user = requireJwt<E>({ tokens, role: "authenticated" });
  * app.get("/me", user, (c) => c.json({ id: c.var.claims.sub }));
  * ```
  */
@@ -44,6 +44,12 @@ export interface Claims extends JWTPayload {
 }
 
 export type Role = "authenticated" | "service_role";
+
+/** What {@linkcode requireJwt} sets: the caller's claims, and a user's id. */
+export interface JwtVariables {
+  claims: Claims;
+  userId: string;
+}
 
 export interface TokenVerifierOptions {
   /** The project's JSON Web Key Set (`SUPABASE_JWKS`). */
@@ -263,7 +269,7 @@ export interface JwtOptions {
  * Puts the verified caller's claims in `c.var.claims`, and a user's id in `c.var.userId`. Users: `Authorization: Bearer <JWT>`.
  * Service callers: a service-role JWT or a service key, in `Authorization` or `apikey`.
  */
-export function requireJwt<E extends { Variables: { claims: Claims; userId: string } }>(
+export function requireJwt<E extends { Variables: JwtVariables }>(
   opts: JwtOptions,
 ): MiddlewareHandler<E> {
   const { tokens, role } = opts;

@@ -16,7 +16,9 @@
  *
  * const gate = new RecoveryGate({
  *   probe: async () => {}, // e.g. `select 1`, then check the required migration
- *   limits: { DB_PROBE_BASE_MS: 100, DB_PROBE_MAX_MS: 2_000, DB_SCHEMA_RECHECK_MS: 5_000 },
+ *   probeBaseMs: 100,
+ *   probeMaxMs: 2_000,
+ *   schemaRecheckMs: 5_000,
  *   onStateChange: (state) => console.warn(`database ${state}`),
  * });
  * await gate.start();
@@ -29,7 +31,6 @@
 import { fullJitter } from "../resilience/backoff.ts";
 import { classifyDbError, describeDbError } from "./_db_errors.ts";
 import { DatabaseUnavailable, SchemaOutdated } from "../errors.ts";
-import type { Limits } from "../limits.ts";
 
 /** Open; closed by an outage; or connected but missing a migration (not an outage). */
 export type GateState = "up" | "down" | "schema_outdated";
@@ -64,7 +65,12 @@ export interface RecoveryGateOptions {
    * `SchemaOutdated` naming the missing version) makes it `schema_outdated`.
    */
   probe: () => Promise<void>;
-  limits: Pick<Limits, "DB_PROBE_BASE_MS" | "DB_PROBE_MAX_MS" | "DB_SCHEMA_RECHECK_MS">;
+  /** The first probe delay's cap after a failure (full jitter, doubling from here). */
+  probeBaseMs: number;
+  /** The longest wait between probes in an outage. */
+  probeMaxMs: number;
+  /** How often a schema that lacks the required migration is checked again. */
+  schemaRecheckMs: number;
   /** The migration reported missing when a probe fails with something other than SchemaOutdated. */
   requiredVersion?: string;
   /** Told of every connection failure, a trip or a failed probe (the pool recycles its connections). */
@@ -97,7 +103,7 @@ export class RecoveryGate {
   #lastError: string | null = null;
 
   constructor(options: RecoveryGateOptions) {
-    this.#o = { ...options, limits: { ...options.limits } };
+    this.#o = { ...options };
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
     this.#s = {
@@ -244,7 +250,7 @@ export class RecoveryGate {
       ? was.missing
       : this.#o.requiredVersion ?? "unknown";
     // Waiting for `db push`: a steady, jittered re-check (no outage to back off from).
-    const recheck = this.#o.limits.DB_SCHEMA_RECHECK_MS;
+    const recheck = this.#o.schemaRecheckMs;
     const delay = Math.round(recheck * (0.5 + this.#random() / 2));
     this.#s = { state: "schema_outdated", missing, nextProbeAt: this.#arm(delay) };
     if (was.state !== "schema_outdated") this.#o.onStateChange?.("schema_outdated", err);
@@ -252,10 +258,9 @@ export class RecoveryGate {
 
   /** The wait before the next probe after `failures` failed ones: full jitter, growing. */
   #probeDelay(failures: number): number {
-    const l = this.#o.limits;
     return Math.max(
       MIN_PROBE_DELAY_MS,
-      fullJitter(failures, l.DB_PROBE_BASE_MS, l.DB_PROBE_MAX_MS, this.#random),
+      fullJitter(failures, this.#o.probeBaseMs, this.#o.probeMaxMs, this.#random),
     );
   }
 

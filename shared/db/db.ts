@@ -17,9 +17,13 @@
  * @example
  * ```ts
  * import { Database } from "./db.ts";
+ * import { databaseSettings } from "../platform/platform.ts";
  * import { parseLimits } from "../limits.ts";
  *
- * const db = new Database({ url: "postgres://postgres@127.0.0.1:5432/postgres", limits: parseLimits({}) });
+ * const db = new Database({
+ *   url: "postgres://postgres@127.0.0.1:5432/postgres",
+ *   ...databaseSettings(parseLimits({})),
+ * });
  * await db.start();
  * const id = await db.transaction(async (tx) =>
  *   (await tx`insert into t default values returning id`)[0].id
@@ -32,7 +36,6 @@
 import type postgres from "postgres";
 import { classifyDbError, isTransientDbError } from "./_db_errors.ts";
 import { DatabaseBusy, SchemaOutdated } from "../errors.ts";
-import type { Limits } from "../limits.ts";
 import { type GateState, RecoveryGate } from "./_recovery_gate.ts";
 import { retry, type RetryPolicy } from "../resilience/retry.ts";
 import { Semaphore } from "./_semaphore.ts";
@@ -51,26 +54,39 @@ const loadDriver = () => driver ??= import("postgres").then((m) => m.default);
 /** A deadline timer later than this was held up by a blocked event loop, not by the database. */
 const LOOP_LAG_MS = 50;
 
+/** The database's sizes and times (the platform maps the limits registry onto them). */
+export interface DatabaseSettings {
+  /** Connections in the pool. */
+  poolMax: number;
+  connectTimeoutMs: number;
+  /** A call's deadline once it holds a connection; past it the call counts as an outage. */
+  queryTimeoutMs: number;
+  idleTimeoutSeconds: number;
+  /** Runs of a transaction that meets a transient conflict (the first included). */
+  maxAttempts: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** The recovery gate's probe schedule (see `_recovery_gate.ts`). */
+  probeBaseMs: number;
+  probeMaxMs: number;
+  schemaRecheckMs: number;
+  /** `onConnect`'s deadline (migrations). */
+  migrateTimeoutMs: number;
+  /** How long a call may wait for a free connection before it is shed. */
+  queueTimeoutMs: number;
+}
+
 /** Options of {@linkcode Database}. */
-export interface DatabaseOptions {
+export interface DatabaseOptions extends DatabaseSettings {
   /** postgres:// URL of the server (or of the embedded database's socket). */
   url: string;
-  limits: Pick<
-    Limits,
-    | "DB_POOL_MAX"
-    | "DB_CONNECT_TIMEOUT_MS"
-    | "DB_QUERY_TIMEOUT_MS"
-    | "DB_IDLE_TIMEOUT_SECONDS"
-    | "DB_MAX_ATTEMPTS"
-    | "DB_RETRY_BASE_MS"
-    | "DB_RETRY_MAX_MS"
-    | "DB_PROBE_BASE_MS"
-    | "DB_PROBE_MAX_MS"
-    | "DB_MIGRATE_TIMEOUT_MS"
-    | "DB_QUEUE_TIMEOUT_MS"
-    | "DB_SCHEMA_RECHECK_MS"
-  >;
-  /** Runs (under `DB_MIGRATE_TIMEOUT_MS`) until it succeeds once, before the gate first opens (migrations). */
+  /**
+   * One call at a time, on one connection (the embedded database: postgres.js pipelines queries
+   * on a busy connection and PGlite's socket server can lose an answer when messages
+   * interleave). The local server, which started it, says so. Default false.
+   */
+  serial?: boolean;
+  /** Runs (under `migrateTimeoutMs`) until it succeeds once, before the gate first opens (migrations). */
   onConnect?: (sql: Sql) => Promise<void>;
   /**
    * The newest migration version the code needs, recorded in
@@ -82,8 +98,6 @@ export interface DatabaseOptions {
   onStateChange?: (state: GateState, cause?: unknown) => void;
   now?: () => number;
   random?: () => number;
-  /** Pool size override (the embedded database serves one connection). */
-  max?: number;
 }
 
 /** What `health()` reports (the status function shows it as is). */
@@ -130,20 +144,18 @@ export class Database {
   /**
    * Admission: at most one call per pooled connection runs at once, so a call's deadline starts
    * when it holds a connection (waiting for one is load, not an outage, and has its own bound).
-   * The embedded database gets one slot (found by the first probe, before the gate ever opens):
-   * postgres.js pipelines queries on a busy connection and PGlite's socket server can lose an
-   * answer when messages interleave.
    */
-  #slots: Semaphore;
-  #serial = false;
+  readonly #slots: Semaphore;
 
   constructor(opts: DatabaseOptions) {
     this.#opts = { ...opts };
-    const l = opts.limits;
+    const l = this.#opts;
     this.#slots = new Semaphore(this.#poolSize());
     this.#gate = new RecoveryGate({
       probe: () => this.#probe(),
-      limits: l,
+      probeBaseMs: l.probeBaseMs,
+      probeMaxMs: l.probeMaxMs,
+      schemaRecheckMs: l.schemaRecheckMs,
       requiredVersion: opts.requiredVersion,
       onConnectionFailure: () => this.#recycle(),
       onStateChange: opts.onStateChange,
@@ -151,31 +163,31 @@ export class Database {
       random: opts.random,
     });
     this.#retry = retry({
-      attempts: l.DB_MAX_ATTEMPTS,
+      attempts: l.maxAttempts,
       handleWhen: isTransientDbError,
-      backoff: { baseMs: l.DB_RETRY_BASE_MS, capMs: l.DB_RETRY_MAX_MS },
+      backoff: { baseMs: l.retryBaseMs, capMs: l.retryMaxMs },
       random: opts.random,
       onRetry: () => this.#retries++,
     });
   }
 
   #poolSize(): number {
-    return this.#serial ? 1 : this.#opts.max ?? this.#opts.limits.DB_POOL_MAX;
+    return this.#opts.serial ? 1 : this.#opts.poolMax;
   }
 
   #createPool(): Sql {
-    const l = this.#opts.limits;
+    const l = this.#opts;
     return this.#postgres!(this.#opts.url, {
       max: this.#poolSize(),
       prepare: false,
-      connect_timeout: l.DB_CONNECT_TIMEOUT_MS / 1000,
-      idle_timeout: l.DB_IDLE_TIMEOUT_SECONDS,
+      connect_timeout: l.connectTimeoutMs / 1000,
+      idle_timeout: l.idleTimeoutSeconds,
       max_lifetime: 60 * 30,
       onnotice: () => {},
       // A lock wait ends as 55P03 (retried) well before the call's deadline trips the gate.
       connection: {
         application_name: "edge-functions",
-        lock_timeout: Math.floor(l.DB_QUERY_TIMEOUT_MS / 2),
+        lock_timeout: Math.floor(l.queryTimeoutMs / 2),
       },
     });
   }
@@ -187,7 +199,7 @@ export class Database {
 
   /** Whether calls run one at a time (the embedded database). */
   get serial(): boolean {
-    return this.#serial;
+    return this.#opts.serial === true;
   }
 
   /** Whether the gate is open. */
@@ -236,7 +248,7 @@ export class Database {
       if (!isTransientDbError(err)) throw err;
       // A transient error out of the policy means every attempt was used.
       this.#exhausted++;
-      const attempts = this.#opts.limits.DB_MAX_ATTEMPTS;
+      const attempts = this.#opts.maxAttempts;
       throw new DatabaseBusy(`still conflicting after ${attempts} attempts`, err);
     }
   }
@@ -284,9 +296,9 @@ export class Database {
     await this.#sql?.end({ timeout: 1 });
   }
 
-  /** Runs `fn` holding a slot; waiting longer than `DB_QUEUE_TIMEOUT_MS` sheds the call. */
+  /** Runs `fn` holding a slot; waiting longer than `queueTimeoutMs` sheds the call. */
   async #admitted<T>(fn: () => Promise<T>): Promise<T> {
-    const release = await this.#slots.acquire(this.#opts.limits.DB_QUEUE_TIMEOUT_MS);
+    const release = await this.#slots.acquire(this.#opts.queueTimeoutMs);
     if (!release) {
       this.#shed++;
       throw new DatabaseBusy("no connection came free in time");
@@ -307,7 +319,7 @@ export class Database {
    * that fires late means the event loop itself was blocked (a synchronous load, a GC pause), not
    * the database: the answer may be waiting in the socket, so it gets one more turn of the loop.
    */
-  async #withDeadline<T>(work: Promise<T>, ms = this.#opts.limits.DB_QUERY_TIMEOUT_MS): Promise<T> {
+  async #withDeadline<T>(work: Promise<T>, ms = this.#opts.queryTimeoutMs): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const deadline = new Promise<never>((_, reject) => {
       const fail = () =>
@@ -338,22 +350,17 @@ export class Database {
   }
 
   /**
-   * The gate's probe: a round trip (which also tells the embedded database by its version()),
-   * `onConnect` until it has succeeded once, then the required migration. Throws what failed.
+   * The gate's probe: a round trip, `onConnect` until it has succeeded once, then the required
+   * migration. Throws what failed.
    */
   async #probe(): Promise<void> {
     if (!this.#sql) {
       this.#postgres = await loadDriver();
       this.#sql = this.#createPool();
     }
-    const [{ version }] = await this.#withDeadline(this.#sql`select version()`);
-    if (!this.#serial && String(version).includes("PGlite")) {
-      this.#serial = true;
-      this.#slots = new Semaphore(1);
-      this.#recycle();
-    }
+    await this.#withDeadline(this.#sql`select 1`);
     if (this.#opts.onConnect && !this.#connected) {
-      const limit = this.#opts.limits.DB_MIGRATE_TIMEOUT_MS;
+      const limit = this.#opts.migrateTimeoutMs;
       await this.#withDeadline(this.#opts.onConnect(this.#sql), limit);
     }
     this.#connected = true;

@@ -47,7 +47,8 @@
  * );
  * ```
  */
-import { everyAtMost } from "../resilience/housekeeping.ts";
+import { housekeeping } from "../resilience/housekeeping.ts";
+import type { Logger } from "../logger.ts";
 import type { Context, MiddlewareHandler } from "hono";
 import type { Database, Tx } from "../db/db.ts";
 import { BadRequest, Conflict, retryAfterSeconds, Unprocessable } from "../errors.ts";
@@ -190,6 +191,7 @@ export interface IdempotencyOptions {
     intervalSeconds: number;
     batchSize: number;
     background: (work: Promise<unknown>) => void;
+    log: Pick<Logger, "info" | "warn">;
   };
   now?: () => number;
 }
@@ -234,13 +236,16 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
   const lockMs = opts.lockSeconds * 1000;
   const now = opts.now ?? Date.now;
   const p = opts.purge;
-  const purgeIfDue = p
-    ? everyAtMost(p.intervalSeconds * 1000, () => purgeExpiredKeys(db, p.batchSize), { now })
-    : () => undefined;
-  const maybePurge = () => {
-    const run = purgeIfDue();
-    if (run) p!.background(run);
-  };
+  const maybePurge = p
+    ? housekeeping({
+      name: "idempotency keys",
+      intervalMs: p.intervalSeconds * 1000,
+      run: () => purgeExpiredKeys(db, p.batchSize),
+      log: p.log,
+      background: p.background,
+      now,
+    })
+    : () => {};
 
   return async function idempotencyGuard(c, next) {
     const key = parseIdempotencyKey(c.req.header("idempotency-key"));

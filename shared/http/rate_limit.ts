@@ -31,7 +31,8 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { Database } from "../db/db.ts";
 import { TooManyRequests } from "../errors.ts";
-import { everyAtMost } from "../resilience/housekeeping.ts";
+import { housekeeping } from "../resilience/housekeeping.ts";
+import type { Logger } from "../logger.ts";
 import { literal } from "../db/sql_literal.ts";
 
 export interface RateLimitPolicy {
@@ -44,6 +45,19 @@ export interface RateLimitPolicy {
    * policy share an entry. Without it the limiter counts for itself only.
    */
   stats?: RateLimitStats;
+  /**
+   * Purging this policy's keys idle past its window (housekeeping, at most once per interval per
+   * instance); without it nothing is purged here.
+   */
+  purge?: RateLimitPurge;
+}
+
+/** How idle keys are purged (RATE_LIMIT_PURGE_INTERVAL_SECONDS, RATE_LIMIT_PURGE_BATCH_SIZE). */
+export interface RateLimitPurge {
+  intervalSeconds: number;
+  batchSize: number;
+  log: Pick<Logger, "info" | "warn">;
+  background?: (work: Promise<unknown>) => void;
 }
 
 export interface Decision {
@@ -63,9 +77,6 @@ export type RateLimitStats = Map<string, RateLimitCounters>;
 
 /** At most this many keys are remembered as blocked in-process. */
 const BLOCKED_CACHE_MAX = 10_000;
-/** Idle keys are purged at most this often per limiter, in batches of this many. */
-const PURGE_INTERVAL_MS = 10 * 60_000;
-const PURGE_BATCH = 1_000;
 
 /** One policy's limiter. */
 export class RateLimiter {
@@ -73,7 +84,7 @@ export class RateLimiter {
   readonly #p: RateLimitPolicy;
   readonly #now: () => number;
   readonly #blocked = new Map<string, number>();
-  readonly #purgeIfDue: () => Promise<void> | undefined;
+  readonly #purgeIfDue: () => void;
   readonly policyHeader: string;
   readonly counters: RateLimitCounters;
 
@@ -90,20 +101,28 @@ export class RateLimiter {
     this.policyHeader = `"${policy.policy}";q=${policy.quota};w=${policy.windowSeconds}`;
     this.counters = policy.stats?.get(policy.policy) ?? { allowed: 0, limited: 0 };
     policy.stats?.set(policy.policy, this.counters);
+    const purge = policy.purge;
     // The first purge at a random point of the first interval, so instances do not align.
-    this.#purgeIfDue = everyAtMost(PURGE_INTERVAL_MS, () => this.purge(), {
-      now,
-      firstAtRandom: true,
-    });
+    this.#purgeIfDue = purge
+      ? housekeeping({
+        name: `rate-limit keys (${policy.policy})`,
+        intervalMs: purge.intervalSeconds * 1000,
+        run: () => this.purge(purge.batchSize),
+        log: purge.log,
+        background: purge.background,
+        now,
+        firstAtRandom: true,
+      })
+      : () => {};
   }
 
-  /** Deletes this policy's keys idle past its window; safe from any number of instances. */
-  purge(): Promise<number> {
+  /** Deletes up to `batchSize` of this policy's keys idle past its window; safe from any number of instances. */
+  purge(batchSize: number): Promise<number> {
     return this.#db.query(async (sql) => {
       const [{ n }] = await sql<{ n: number }[]>`
         select internal.rate_limits_purge(${`${this.#p.policy}:`}, ${
         this.#p.windowSeconds * 1000
-      }, ${PURGE_BATCH}) as n`;
+      }, ${batchSize}) as n`;
       return n;
     });
   }
@@ -148,8 +167,7 @@ export class RateLimiter {
   settle(key: string, row: { allowed: boolean; remaining: number; reset_ms: number }): Decision {
     const now = this.#now();
     const decision = { allowed: row.allowed, remaining: row.remaining, resetMs: row.reset_ms };
-    // Housekeeping: a failure only means the next one does more.
-    this.#purgeIfDue()?.catch(() => {});
+    this.#purgeIfDue();
     if (decision.allowed) {
       this.counters.allowed++;
     } else {

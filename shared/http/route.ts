@@ -29,8 +29,8 @@ export function route<E extends Env>(
 ): void {
   const allowed = Object.keys(byMethod) as Method[];
   for (const method of allowed) {
-    // deno-lint-ignore no-explicit-any
-    (app.on as any)(method, path, ...byMethod[method]!);
+    // Hono's one `on()` overload that takes a handler array names its paths as an array.
+    app.on(method, [path], ...byMethod[method]!);
   }
   app.all(path, () => {
     throw new MethodNotAllowed(allowed);

@@ -1,11 +1,14 @@
 /**
  * The per-process platform the functions share: configuration limits, the database with its
  * recovery gate, the breakers, the logger and background work. Production code only: the local
- * server injects what is local (the embedded database's URL, migrations on connect).
+ * server injects what is local (migrations on connect, the embedded database's one connection).
+ *
+ * The limits registry (shared/limits.ts) is read here and mapped onto each part's own options
+ * (the database, its recovery gate, the breakers), so those parts never depend on it.
  *
  * @example
  * ```ts
- * import { bootFunction } from "./app.ts";
+ * import { bootFunction } from "./boot.ts";
  * import { createPlatform } from "./platform.ts";
  * import statusFunction from "../../functions/status/index.ts";
  *
@@ -15,14 +18,87 @@
  * await platform.close();
  * ```
  */
-import type { Platform } from "./app.ts";
-import { Breakers } from "../resilience/circuit_breaker.ts";
-import { Database, guardDriverBugs, type Sql } from "../db/db.ts";
+import { Breakers, type BreakerSettings } from "../resilience/circuit_breaker.ts";
+import { Database, type DatabaseSettings, guardDriverBugs, type Sql } from "../db/db.ts";
 import { postgresUrl } from "../env.ts";
-import { parseLimits } from "../limits.ts";
+import { type Limits, parseLimits } from "../limits.ts";
 import { createLogger, type Logger } from "../logger.ts";
-import { operatorAlerts } from "../alerts/operator_alerts.ts";
+import type { RateLimitPurge, RateLimitStats } from "../http/rate_limit.ts";
 import { SCHEMA_VERSION } from "../db/schema_version.ts";
+
+/** What every function may use: one per process, shared by the functions it serves. */
+export interface Platform {
+  /** The raw environment (process env merged with env files). */
+  env: Record<string, string | undefined>;
+  limits: Limits;
+  db: Database;
+  log: Logger;
+  breakers: Breakers;
+  fetch: typeof fetch;
+  now: () => number;
+  /** Keeps background work (alert delivery) alive past the response, as EdgeRuntime.waitUntil. */
+  background: (work: Promise<unknown>) => void;
+  /** This instance's rate-limit counters by policy (for `status`); pass as `stats` to rateLimit. */
+  rateLimits: RateLimitStats;
+  /** Tells operators directly (not through the database), e.g. that the database is down. */
+  alertOperators: (kind: string, title: string, message: string) => void;
+}
+
+/** Where the platform tells operators what it noticed; how it reaches them is the sink's own. */
+export interface AlertSink {
+  alert(kind: string, title: string, message: string): void;
+  /** The database is reachable again (a sink that records in it may catch up). */
+  databaseUp(): void;
+}
+
+/** What an alert sink is built from: the platform's parts, the database as a getter. */
+export interface AlertSinkDeps {
+  env: Record<string, string | undefined>;
+  limits: Limits;
+  log: Logger;
+  fetch?: typeof fetch;
+  now?: () => number;
+  db: () => Database | undefined;
+  background: (work: Promise<unknown>) => void;
+}
+
+/** The database's own options, from the limits registry. */
+export function databaseSettings(l: Limits): DatabaseSettings {
+  return {
+    poolMax: l.DB_POOL_MAX,
+    connectTimeoutMs: l.DB_CONNECT_TIMEOUT_MS,
+    queryTimeoutMs: l.DB_QUERY_TIMEOUT_MS,
+    idleTimeoutSeconds: l.DB_IDLE_TIMEOUT_SECONDS,
+    maxAttempts: l.DB_MAX_ATTEMPTS,
+    retryBaseMs: l.DB_RETRY_BASE_MS,
+    retryMaxMs: l.DB_RETRY_MAX_MS,
+    probeBaseMs: l.DB_PROBE_BASE_MS,
+    probeMaxMs: l.DB_PROBE_MAX_MS,
+    migrateTimeoutMs: l.DB_MIGRATE_TIMEOUT_MS,
+    queueTimeoutMs: l.DB_QUEUE_TIMEOUT_MS,
+    schemaRecheckMs: l.DB_SCHEMA_RECHECK_MS,
+  };
+}
+
+/** How rate limiters purge idle keys, from the limits registry and the platform. */
+export function rateLimitPurge(p: Pick<Platform, "limits" | "log" | "background">): RateLimitPurge {
+  return {
+    intervalSeconds: p.limits.RATE_LIMIT_PURGE_INTERVAL_SECONDS,
+    batchSize: p.limits.RATE_LIMIT_PURGE_BATCH_SIZE,
+    log: p.log,
+    background: p.background,
+  };
+}
+
+/** The breakers' own options, from the limits registry. */
+export function breakerSettings(l: Limits): BreakerSettings {
+  return {
+    errorPercent: l.BREAKER_ERROR_PERCENT,
+    volumeThreshold: l.BREAKER_VOLUME_THRESHOLD,
+    windowMs: l.BREAKER_WINDOW_MS,
+    resetMs: l.BREAKER_RESET_MS,
+  };
+}
 
 export interface PlatformOptions {
   /**
@@ -39,6 +115,16 @@ export interface PlatformOptions {
    * that probe and waits for it (nothing that needs no database waits for one).
    */
   waitForDatabase?: boolean;
+  /**
+   * The database serves one connection at a time (the embedded database: PGlite's socket server
+   * can lose an answer when messages interleave). The local server knows; default false.
+   */
+  serialDatabase?: boolean;
+  /**
+   * How operators are told directly (the entry points pass alerts/operator_alerts.ts's
+   * `operatorAlerts`); without one, or when it builds none, alerts are only logged.
+   */
+  alertSink?: (deps: AlertSinkDeps) => AlertSink | undefined;
 }
 
 export interface RunningPlatform extends Platform {
@@ -72,7 +158,7 @@ export async function createPlatform(
     waitUntil?.(tracked);
   };
   // Straight to Discord when DISCORD_WEBHOOK_URL is set (the queue needs the database).
-  const direct = operatorAlerts({
+  const direct = opts.alertSink?.({
     env,
     limits,
     log,
@@ -87,11 +173,12 @@ export async function createPlatform(
     log,
     fetch: opts.fetch ?? fetch,
     now: opts.now ?? Date.now,
-    breakers: new Breakers(limits),
+    breakers: new Breakers(breakerSettings(limits)),
     rateLimits: new Map(),
     background,
-    alertOperators: direct?.alert ??
-      ((kind, title, message) => log.error("operator alert", { kind, title, message })),
+    alertOperators: direct
+      ? (kind, title, message) => direct.alert(kind, title, message)
+      : (kind, title, message) => log.error("operator alert", { kind, title, message }),
     db: undefined as unknown as Database,
     async close() {
       await Promise.allSettled([...pending]);
@@ -101,7 +188,8 @@ export async function createPlatform(
   };
   platform.db = new Database({
     url,
-    limits,
+    ...databaseSettings(limits),
+    serial: opts.serialDatabase,
     now: platform.now,
     onConnect: opts.onConnect,
     requiredVersion: SCHEMA_VERSION,

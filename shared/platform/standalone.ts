@@ -23,7 +23,9 @@
  * ```
  */
 import type * as z from "../zod.ts";
-import { type AppEnv, bootFunction, type FetchHandler, type FunctionDefinition } from "./app.ts";
+import type { AppEnv, FunctionDefinition } from "./app.ts";
+import { bootFunction, type FetchHandler } from "./boot.ts";
+import { operatorAlerts } from "../alerts/operator_alerts.ts";
 import { createLogger } from "../logger.ts";
 import { createPlatform } from "./platform.ts";
 
@@ -34,7 +36,11 @@ export async function serveStandalone<S extends z.ZodType, E extends AppEnv>(
   let booted:
     | { platform: Awaited<ReturnType<typeof createPlatform>>; fn: { fetch: FetchHandler } }
     | undefined;
-  const booting = createPlatform(Deno.env.toObject(), { log, waitForDatabase: false }).then(async (
+  const booting = createPlatform(Deno.env.toObject(), {
+    log,
+    waitForDatabase: false,
+    alertSink: operatorAlerts,
+  }).then(async (
     platform,
   ) => booted = { platform, fn: await bootFunction(def, platform) });
   const port = Number(Deno.env.get("PORT") ?? 8000);

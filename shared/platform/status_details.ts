@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts
- * import type { Platform } from "./app.ts";
+ * import type { Platform } from "./platform.ts";
  * import { statusDetails } from "./status_details.ts";
  *
  * declare const platform: Platform; // built at boot by createPlatform()
@@ -15,7 +15,7 @@
  */
 import { alertQueueStats } from "../alerts/alert_queue.ts";
 import { webhookStatus } from "../alerts/discord_webhook_state.ts";
-import type { Platform } from "./app.ts";
+import type { Platform } from "./platform.ts";
 import { ServiceUnavailable } from "../errors.ts";
 
 /**

@@ -7,9 +7,8 @@
  * @example
  * ```ts
  * import { Breakers } from "./circuit_breaker.ts";
- * import { parseLimits } from "../limits.ts";
  *
- * const breakers = new Breakers(parseLimits({}));
+ * const breakers = new Breakers({ errorPercent: 50, volumeThreshold: 5, windowMs: 10_000, resetMs: 5_000 });
  * // Throws CircuitOpen without calling while the market-data provider keeps failing.
  * const res = await breakers.get("market-data").run(() =>
  *   fetch("https://data.example.com/v2/stocks/quotes?symbols=AAPL")
@@ -18,7 +17,6 @@
  */
 import type CircuitBreaker from "opossum";
 import { CircuitOpen } from "../errors.ts";
-import type { Limits } from "../limits.ts";
 
 type Opossum = CircuitBreaker<[() => Promise<unknown>], unknown>;
 
@@ -43,6 +41,12 @@ export interface BreakerOptions {
   isHealthy?: (err: unknown) => boolean;
   now?: () => number;
 }
+
+/** What every breaker of an instance shares (the platform maps the limits registry onto it). */
+export type BreakerSettings = Pick<
+  BreakerOptions,
+  "errorPercent" | "volumeThreshold" | "windowMs" | "resetMs"
+>;
 
 export interface BreakerState {
   name: string;
@@ -136,21 +140,8 @@ export class Breakers {
   readonly #all = new Map<string, Breaker>();
   onChange?: (name: string, state: "open" | "closed") => void;
 
-  constructor(
-    limits: Pick<
-      Limits,
-      | "BREAKER_ERROR_PERCENT"
-      | "BREAKER_VOLUME_THRESHOLD"
-      | "BREAKER_WINDOW_MS"
-      | "BREAKER_RESET_MS"
-    >,
-  ) {
-    this.#opts = {
-      errorPercent: limits.BREAKER_ERROR_PERCENT,
-      volumeThreshold: limits.BREAKER_VOLUME_THRESHOLD,
-      windowMs: limits.BREAKER_WINDOW_MS,
-      resetMs: limits.BREAKER_RESET_MS,
-    };
+  constructor(settings: BreakerSettings) {
+    this.#opts = { ...settings };
   }
 
   /** The breaker named `name`; `opts` apply only when it is created. */

@@ -1,6 +1,8 @@
 /**
- * "At most every N milliseconds": runs housekeeping (purges, sweeps) when it is due, driven by
- * the calls that arrive rather than by a timer, and never twice at once.
+ * Housekeeping (purges of expired rows), the one way every purge of the suite runs: at most every
+ * N milliseconds, driven by the calls that arrive rather than by a timer, never twice at once,
+ * as background work that logs what it removed and never fails the request that started it.
+ * Every interval and batch size is a named limit (shared/limits.ts).
  *
  * Request-driven because a deployed Edge Function's isolate is not kept alive for its timers
  * between requests: a `setInterval` purge may simply never run there, while every request is a
@@ -9,16 +11,21 @@
  *
  * @example
  * ```ts
- * import { everyAtMost } from "./housekeeping.ts";
+ * import { housekeeping } from "./housekeeping.ts";
+ * import { createLogger } from "../logger.ts";
  *
- * const purge = async () => {}; // e.g. delete expired keys
- * const maybePurge = everyAtMost(60_000, purge, { firstAtRandom: true });
- * // On each request: starts a purge when one is due, otherwise does nothing.
- * maybePurge()?.catch((err) => console.warn("purge failed", err));
+ * const purgeIfDue = housekeeping({
+ *   name: "expired keys",
+ *   intervalMs: 60_000,
+ *   run: async () => 0, // e.g. delete a batch of expired keys; resolves to how many
+ *   log: createLogger(),
+ * });
+ * purgeIfDue(); // on each request: starts a purge when one is due, otherwise does nothing
  * ```
  *
  * @module
  */
+import type { Logger } from "../logger.ts";
 
 /** Options of {@linkcode everyAtMost}. */
 export interface EveryAtMostOptions {
@@ -82,5 +89,41 @@ export function everyAtMost(
         running = false;
       }
     })();
+  };
+}
+
+/** Options of {@linkcode housekeeping}. */
+export interface HousekeepingOptions extends EveryAtMostOptions {
+  /** What is purged, for the log ("stripe event ids"). */
+  name: string;
+  intervalMs: number;
+  /** One run; resolves to how many rows it removed. */
+  run: () => Promise<number>;
+  log: Pick<Logger, "info" | "warn">;
+  /**
+   * Keeps a run alive past the request that started it (the platform's `background`, which is
+   * `EdgeRuntime.waitUntil` deployed); without it the run simply goes on in this process.
+   */
+  background?: (work: Promise<unknown>) => void;
+}
+
+/**
+ * A purge on the {@linkcode everyAtMost} schedule, run as background work: call the returned
+ * function on each request. A run's count is logged when it removed anything, and its failure is
+ * logged as a warning (the next due call tries again); neither reaches the caller.
+ *
+ * @throws {RangeError} When `intervalMs` is not a positive finite number.
+ */
+export function housekeeping(opts: HousekeepingOptions): () => void {
+  const { name, log } = opts;
+  const runIfDue = everyAtMost(opts.intervalMs, async () => {
+    const purged = await opts.run();
+    if (purged > 0) log.info("housekeeping purged rows", { purge: name, purged });
+  }, opts);
+  return function purgeIfDue(): void {
+    const run = runIfDue()?.catch((err) =>
+      log.warn("housekeeping failed", { purge: name, error: err })
+    );
+    if (run) opts.background?.(run);
   };
 }

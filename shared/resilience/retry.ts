@@ -22,6 +22,7 @@
  *
  * @module
  */
+import { delay } from "./delay.ts";
 import { fullJitter } from "./backoff.ts";
 
 /** Options of {@linkcode retry}. */
@@ -66,7 +67,7 @@ export function retry(options: RetryOptions): RetryPolicy {
     throw new RangeError(`Retry backoff must be finite and >= 0, got ${baseMs} and ${capMs}`);
   }
   const random = opts.random ?? Math.random;
-  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const sleep = opts.sleep ?? delay;
   return {
     async execute<T>(fn: (attempt: number) => Promise<T>): Promise<T> {
       for (let attempt = 0;; attempt++) {

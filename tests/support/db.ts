@@ -200,6 +200,17 @@ export interface FreshDatabaseOptions {
   migrated?: boolean;
 }
 
+/** URLs of the embedded databases served by this process (see `isEmbeddedUrl`). */
+const embeddedUrls = new Set<string>();
+
+/**
+ * Whether `url` is an embedded database this process served: a Database opened on it must run
+ * one call at a time (`serial`), as the local server runs its embedded database.
+ */
+export function isEmbeddedUrl(url: string): boolean {
+  return embeddedUrls.has(url);
+}
+
 /** A new database: empty, or migrated when asked. */
 export async function freshDatabase(opts: FreshDatabaseOptions = {}): Promise<TestDatabase> {
   if (SERVER_URL && !opts.embedded) {
@@ -223,10 +234,12 @@ export async function freshDatabase(opts: FreshDatabaseOptions = {}): Promise<Te
   const instance = idle[opts.migrated ? "migrated" : "empty"].pop() ??
     await bootEmbedded(opts.migrated ?? false);
   const served = await serveEmbedded(instance.pg);
+  embeddedUrls.add(served.url);
   return {
     url: served.url,
     kind: "embedded",
     async close() {
+      embeddedUrls.delete(served.url);
       await served.close();
       if (await instance.reset()) {
         idle[opts.migrated ? "migrated" : "empty"].push(instance);

@@ -6,7 +6,7 @@
 import postgres from "postgres";
 import { assertEquals } from "@std/assert";
 import authFunction from "../../../functions/auth/index.ts";
-import { bootFunction } from "../../../shared/platform/app.ts";
+import { bootFunction } from "../../../shared/platform/boot.ts";
 import { createLogger } from "../../../shared/logger.ts";
 import { createPlatform } from "../../../shared/platform/platform.ts";
 import { loadMigrations, migrate } from "../../../local/migrate.ts";

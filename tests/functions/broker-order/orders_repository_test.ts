@@ -2,6 +2,7 @@
  * The orders repository against a real database: the order row and the key's settling are one
  * statement, so an attempt whose lease was taken over writes nothing and gets 409.
  */
+import { databaseSettings } from "../../../shared/platform/platform.ts";
 import { Hono } from "hono";
 import { assertEquals } from "@std/assert";
 import { Database } from "../../../shared/db/db.ts";
@@ -26,8 +27,8 @@ Deno.test("OrdersRepository.record completes the key with the order in one state
   const migrations = await loadMigrations();
   const db = new Database({
     url: t.url,
-    limits: parseLimits({ DB_QUERY_TIMEOUT_MS: "5000" }),
-    max: t.kind === "embedded" ? 1 : undefined,
+    ...databaseSettings(parseLimits({ DB_QUERY_TIMEOUT_MS: "5000" })),
+    serial: t.kind === "embedded",
     onConnect: (sql) => migrate(sql, migrations).then(() => {}),
   });
   try {

@@ -3,6 +3,7 @@
  * streaming engine against a naive reference, pages fetched lazily, buy-and-hold's return
  * against the bars, the bar cap, the deadline, and provider failure or 429 mid-run.
  */
+import { breakerSettings } from "../../../shared/platform/platform.ts";
 import { assert, assertEquals, assertRejects } from "@std/assert";
 import fc from "fast-check";
 import {
@@ -97,7 +98,7 @@ async function withRig(
   fn: (rig: Rig) => Promise<void>,
 ) {
   const sim = await startMarketDataSimulator(KEYS);
-  const breakers = new Breakers(parseLimits({}));
+  const breakers = new Breakers(breakerSettings(parseLimits({})));
   try {
     const provider = new BarsProvider({
       url: sim.url,
@@ -152,7 +153,7 @@ Deno.test("backtest.run: buy-and-hold's return matches the first and last bars, 
 
 Deno.test("BarsProvider: the next page is fetched only when the consumer asks for it", async () => {
   await withRig({}, async ({ sim }) => {
-    const breakers = new Breakers(parseLimits({}));
+    const breakers = new Breakers(breakerSettings(parseLimits({})));
     try {
       const provider = new BarsProvider({
         url: sim.url,

@@ -2,8 +2,17 @@
  * The alert queue and its drainer against real Postgres and the Discord simulator on loopback:
  * dedup, priority, retries, dead letters, rate limits, budget, leases and concurrent drainers.
  */
-import { assert, assertEquals, assertLess, assertMatch, assertStringIncludes } from "@std/assert";
-import { AlertDrainer } from "../../../shared/alerts/alert_drainer.ts";
+import { breakerSettings, databaseSettings } from "../../../shared/platform/platform.ts";
+import {
+  assert,
+  assertEquals,
+  assertLess,
+  assertMatch,
+  assertRejects,
+  assertStringIncludes,
+} from "@std/assert";
+import { AlertDrainer, RECORD_SENT } from "../../../shared/alerts/alert_drainer.ts";
+import { DatabaseBusy, DatabaseUnavailable } from "../../../shared/errors.ts";
 import { AlertFallback } from "../../../shared/alerts/alert_fallback.ts";
 import {
   AlertQueue,
@@ -71,14 +80,15 @@ async function harness(
   const instance = async (): Promise<Instance> => {
     const db = new Database({
       url: tdb.url,
-      limits,
-      max: tdb.kind === "embedded" ? 1 : 4,
+      ...databaseSettings(limits),
+      poolMax: 4,
+      serial: tdb.kind === "embedded",
       onConnect: async (sql) => void await migrate(sql, migrations),
     });
     dbs.push(db);
     await db.start();
     assert(db.up, "the test database is reachable");
-    const b = new Breakers(limits);
+    const b = new Breakers(breakerSettings(limits));
     breakers.push(b);
     const queue = new AlertQueue(db, limits, { random });
     const drainer = new AlertDrainer({
@@ -426,7 +436,7 @@ Deno.test({
 Deno.test("a deleted webhook (404, code 10015) keeps every alert queued, tells the fallback once, and a probe after the interval delivers them", async () => {
   const h = await harness({ ALERT_WEBHOOK_PROBE_INTERVAL_SECONDS: "1" });
   const slack = await startSlackWebhookSimulator();
-  const breakers = new Breakers(h.limits);
+  const breakers = new Breakers(breakerSettings(h.limits));
   try {
     const drainer = new AlertDrainer({
       queue: h.queue,
@@ -471,4 +481,27 @@ Deno.test("a deleted webhook (404, code 10015) keeps every alert queued, tells t
     await slack.close();
     await h.close();
   }
+});
+
+Deno.test("recording a sent alert is retried at one level: never after DatabaseBusy (the database already re-ran it), once after a dropped connection", async () => {
+  let runs = 0;
+  await assertRejects(
+    () =>
+      RECORD_SENT.execute(() => {
+        runs++;
+        throw new DatabaseBusy("still conflicting after 5 attempts");
+      }),
+    DatabaseBusy,
+  );
+  assertEquals(runs, 1, "DatabaseBusy means the database's own retries are spent");
+  runs = 0;
+  await assertRejects(
+    () =>
+      RECORD_SENT.execute(() => {
+        runs++;
+        throw new DatabaseUnavailable(1_000, new Error("connection refused"));
+      }),
+    DatabaseUnavailable,
+  );
+  assertEquals(runs, 2, "one more attempt after a dropped connection, and no more");
 });

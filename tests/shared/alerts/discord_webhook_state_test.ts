@@ -2,6 +2,7 @@
  * The Discord webhook's fleet-wide state (bucket, health) and the fallback channel's cooldown,
  * against real Postgres: what several instances see of one row.
  */
+import { databaseSettings } from "../../../shared/platform/platform.ts";
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { AlertFallback, slackEscape } from "../../../shared/alerts/alert_fallback.ts";
 import { Database } from "../../../shared/db/db.ts";
@@ -33,8 +34,9 @@ async function harness(overrides: Record<string, string> = {}): Promise<Harness>
     async instance() {
       const db = new Database({
         url: tdb.url,
-        limits,
-        max: tdb.kind === "embedded" ? 1 : 4,
+        ...databaseSettings(limits),
+        poolMax: 4,
+        serial: tdb.kind === "embedded",
         onConnect: async (sql) => void await migrate(sql, migrations),
       });
       dbs.push(db);

@@ -3,6 +3,7 @@
  * throwing, recorded in the queue table once the database is reachable; and, through the real
  * server with a fault proxy in front of Postgres, one alert for a whole database outage.
  */
+import { breakerSettings, databaseSettings } from "../../../shared/platform/platform.ts";
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import postgres from "postgres";
 import { AlertDrainer } from "../../../shared/alerts/alert_drainer.ts";
@@ -27,8 +28,9 @@ async function startDb(url: string, embedded: boolean) {
   const migrations = await loadMigrations();
   const db = new Database({
     url,
-    limits,
-    max: embedded ? 1 : 2,
+    ...databaseSettings(limits),
+    poolMax: 2,
+    serial: embedded,
     onConnect: async (sql) => void await migrate(sql, migrations),
   });
   await db.start();
@@ -107,7 +109,7 @@ Deno.test("a direct alert Discord could not take is queued, and the queue delive
   const tdb = await freshDatabase({ migrated: true });
   const sim = await startDiscordSimulator();
   const db = await startDb(tdb.url, tdb.kind === "embedded");
-  const breakers = new Breakers(limits);
+  const breakers = new Breakers(breakerSettings(limits));
   try {
     sim.down = true;
     const d = direct(sim.url, () => db);

@@ -1,3 +1,4 @@
+import { databaseSettings } from "../../../shared/platform/platform.ts";
 import { assert, assertEquals, assertLess, assertRejects } from "@std/assert";
 import {
   classifyDbError,
@@ -8,12 +9,16 @@ import {
 import { DatabaseBusy, DatabaseUnavailable } from "../../../shared/errors.ts";
 import { parseLimits } from "../../../shared/limits.ts";
 import { loadMigrations, migrate } from "../../../local/migrate.ts";
-import { freshDatabase, onServer, type TestDatabase } from "../../support/db.ts";
+import { freshDatabase, isEmbeddedUrl, onServer, type TestDatabase } from "../../support/db.ts";
 import { FAST_LIMITS } from "../../support/env.ts";
 import { type FaultProxy, startFaultProxy } from "../../support/fault_proxy.ts";
 
 function openDb(url: string, extra: Record<string, string> = {}) {
-  return new Database({ url, limits: parseLimits({ ...FAST_LIMITS, ...extra }) });
+  return new Database({
+    url,
+    serial: isEmbeddedUrl(url),
+    ...databaseSettings(parseLimits({ ...FAST_LIMITS, ...extra })),
+  });
 }
 
 async function withDb(
@@ -287,7 +292,7 @@ Deno.test("a start while the database stalls does not hang: migrations run once 
   const make = (url: string) =>
     new Database({
       url,
-      limits: parseLimits({ ...FAST_LIMITS, DB_MIGRATE_TIMEOUT_MS: "1500" }),
+      ...databaseSettings(parseLimits({ ...FAST_LIMITS, DB_MIGRATE_TIMEOUT_MS: "1500" })),
       onConnect: async (sql) => {
         runs++;
         await migrate(sql, migrations);

@@ -24,7 +24,9 @@ function gate(extra: Partial<RecoveryGateOptions> = {}) {
       const next = outcomes.shift();
       if (next) throw next;
     },
-    limits: { DB_PROBE_BASE_MS: 60_000, DB_PROBE_MAX_MS: 600_000, DB_SCHEMA_RECHECK_MS: 120_000 },
+    probeBaseMs: 60_000,
+    probeMaxMs: 600_000,
+    schemaRecheckMs: 120_000,
     requiredVersion: "20261202000100",
     onConnectionFailure: () => recycled++,
     onStateChange: (state) => events.push(state),

@@ -3,6 +3,7 @@
  * SCHEMA_OUTDATED (never DB_UNAVAILABLE), and the gate opens by itself once the migration arrives.
  * And the migrations runner records what it applies as the Supabase CLI does.
  */
+import { databaseSettings } from "../../../shared/platform/platform.ts";
 import postgres from "postgres";
 import { assert, assertEquals, assertRejects } from "@std/assert";
 import { classifyDbError, Database } from "../../../shared/db/db.ts";
@@ -12,14 +13,15 @@ import { SCHEMA_VERSION } from "../../../shared/db/schema_version.ts";
 import { loadMigrations, migrate, splitStatements } from "../../../local/migrate.ts";
 import { newestMigration } from "../../../local/schema_version.ts";
 import { dbPush } from "../../../local/edge/db_push.ts";
-import { freshDatabase } from "../../support/db.ts";
+import { freshDatabase, isEmbeddedUrl } from "../../support/db.ts";
 import { FAST_LIMITS } from "../../support/env.ts";
 
 function openDb(url: string, requiredVersion = SCHEMA_VERSION) {
   return new Database({
     url,
+    serial: isEmbeddedUrl(url),
     requiredVersion,
-    limits: parseLimits({ ...FAST_LIMITS, DB_SCHEMA_RECHECK_MS: "200" }),
+    ...databaseSettings(parseLimits({ ...FAST_LIMITS, DB_SCHEMA_RECHECK_MS: "200" })),
   });
 }
 

@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import brokerOrder from "../../../functions/broker-order/index.ts";
-import { bootFunction } from "../../../shared/platform/app.ts";
+import { bootFunction } from "../../../shared/platform/boot.ts";
 import { createLogger } from "../../../shared/logger.ts";
 import { createPlatform } from "../../../shared/platform/platform.ts";
 import { freshDatabase } from "../../support/db.ts";

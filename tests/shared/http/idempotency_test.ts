@@ -1,3 +1,4 @@
+import { databaseSettings } from "../../../shared/platform/platform.ts";
 import { Hono } from "hono";
 import { assert, assertEquals, assertNotEquals } from "@std/assert";
 import { Database } from "../../../shared/db/db.ts";
@@ -35,8 +36,8 @@ async function withApp(fn: (h: Harness) => Promise<void>, lockSeconds = 1) {
   const migrations = await loadMigrations();
   const db = new Database({
     url: t.url,
-    limits: parseLimits({ DB_QUERY_TIMEOUT_MS: "5000" }),
-    max: t.kind === "embedded" ? 1 : undefined,
+    ...databaseSettings(parseLimits({ DB_QUERY_TIMEOUT_MS: "5000" })),
+    serial: t.kind === "embedded",
     onConnect: (sql) => migrate(sql, migrations).then(() => {}),
   });
   const runs: IdempotencyClaim[] = [];

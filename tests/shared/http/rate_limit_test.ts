@@ -1,3 +1,4 @@
+import { databaseSettings } from "../../../shared/platform/platform.ts";
 import { Hono } from "hono";
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { Database } from "../../../shared/db/db.ts";
@@ -13,7 +14,8 @@ async function withDb(fn: (db: Database, url: string) => Promise<void>) {
   const migrations = await loadMigrations();
   const db = new Database({
     url: t.url,
-    limits: parseLimits({}),
+    serial: t.kind === "embedded",
+    ...databaseSettings(parseLimits({})),
     onConnect: (sql) => migrate(sql, migrations).then(() => {}),
   });
   try {
@@ -77,7 +79,7 @@ Deno.test({
   ...onServer,
   fn: () =>
     withDb(async (db, url) => {
-      const other = new Database({ url, limits: parseLimits({}) });
+      const other = new Database({ url, ...databaseSettings(parseLimits({})) });
       try {
         await other.start();
         const a = new RateLimiter(db, { policy: "shared", quota: 10, windowSeconds: 60 });
@@ -100,7 +102,7 @@ Deno.test("purge() drops a policy's idle keys and keeps the live ones and other 
     await long.hit("idle");
     await new Promise((r) => setTimeout(r, 1100));
     await short.hit("live");
-    assertEquals(await short.purge(), 1);
+    assertEquals(await short.purge(1_000), 1);
     const keys = await db.query((sql) => sql`select key from internal.rate_limits order by key`);
     assertEquals(keys.map((k) => k.key), ["long:idle", "short:live"]);
   }));

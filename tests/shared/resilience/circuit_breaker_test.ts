@@ -2,16 +2,11 @@ import { assert, assertEquals, assertLess, assertRejects } from "@std/assert";
 import { Breakers } from "../../../shared/resilience/circuit_breaker.ts";
 import { CircuitOpen } from "../../../shared/errors.ts";
 
-const limits = {
-  BREAKER_ERROR_PERCENT: 50,
-  BREAKER_VOLUME_THRESHOLD: 3,
-  BREAKER_WINDOW_MS: 10_000,
-  BREAKER_RESET_MS: 300,
-};
+const settings = { errorPercent: 50, volumeThreshold: 3, windowMs: 10_000, resetMs: 300 };
 const failing = () => Promise.reject(new Error("upstream 500"));
 
 Deno.test("a breaker opens after repeated failures and then answers CircuitOpen at once", async () => {
-  const breakers = new Breakers(limits);
+  const breakers = new Breakers(settings);
   const changes: string[] = [];
   breakers.onChange = (name, state) => changes.push(`${name}:${state}`);
   try {
@@ -39,7 +34,7 @@ Deno.test("a breaker opens after repeated failures and then answers CircuitOpen 
 });
 
 Deno.test("after its reset time one probe goes through and a success closes the breaker", async () => {
-  const breakers = new Breakers(limits);
+  const breakers = new Breakers(settings);
   try {
     const b = breakers.get("market");
     for (let i = 0; i < 3; i++) await assertRejects(() => b.run(failing));
@@ -52,7 +47,7 @@ Deno.test("after its reset time one probe goes through and a success closes the 
 });
 
 Deno.test("errors marked healthy (a 4xx rejection) never open the breaker", async () => {
-  const breakers = new Breakers(limits);
+  const breakers = new Breakers(settings);
   try {
     class Rejected extends Error {}
     const b = breakers.get("broker", { isHealthy: (e) => e instanceof Rejected });
