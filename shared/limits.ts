@@ -1,6 +1,6 @@
 /**
  * Every tunable limit of the suite (time, size, count) in one place, with its default. Each is
- * read from the environment variable of the same name; the README lists them all.
+ * read from the environment variable of the same name; docs/limits.md lists them all.
  *
  * @example
  * ```ts

@@ -141,7 +141,7 @@ export interface PlatformReport {
  * pgbench's client) on the lower half. Both sides give the database exactly the same cores, so
  * the ratio still reads as the function's share of the database's own ceiling; what it leaves
  * out is the server and the backends preempting each other on one core (the shared run's
- * bottleneck, see the README).
+ * bottleneck, see docs/performance.md).
  */
 interface Placement {
   name: Ratio["placement"];
@@ -861,7 +861,7 @@ export async function runPlatform(opts: PlatformOptions): Promise<PlatformReport
   }
 }
 
-/** The README's table. */
+/** The table docs/performance.md keeps. */
 export function platformMarkdown(r: PlatformReport): string {
   const lines = [
     `| route | round trips | p50 / p99 ms, database ${r.oneWayLatencyMs} ms away each way |`,

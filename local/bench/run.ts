@@ -702,7 +702,7 @@ function evaluateTargets(reports: ScenarioReport[], cold: ColdStart[] | null): T
 const cell = (n: number | undefined | null, digits = 1) =>
   n === undefined || n === null ? "–" : n.toFixed(digits);
 
-/** The README's table. */
+/** The table docs/performance.md keeps. */
 export function markdown(
   reports: ScenarioReport[],
   cold: ColdStart[] | null,

@@ -1,7 +1,7 @@
 -- Delivery of queued alerts does not depend on a timer surviving in a deployed isolate: pg_cron
 -- calls POST /functions/v1/discord-alert/drain every minute through pg_net, with the project URL
 -- and the service-role key read from Vault at each run (secrets `project_url` and
--- `service_role_key`; README "Deploying to hosted Supabase" says how to create them).
+-- `service_role_key`; docs/operations.md "Schedules" says how to create them).
 -- Where the extensions do not exist (plain Postgres, PGlite, the local server) this does nothing:
 -- locally, delivery starts after each enqueue and `POST /drain` can be called by hand.
 do $$

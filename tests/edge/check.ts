@@ -20,8 +20,8 @@
  *    migrations answers `503 SCHEMA_OUTDATED` naming the version, then `200` once they are
  *    pushed, without a restart;
  * 5. boot time (process start to first answer) is measured against a bare `Deno.serve` bundle
- *    and reported (a figure, not a pass/fail: timings on a shared machine vary; the README keeps
- *    the measured table; the goal is at most 3 × the bare bundle).
+ *    and reported (a figure, not a pass/fail: timings on a shared machine vary;
+ *    docs/performance.md keeps the measured table; the goal is at most 3 × the bare bundle).
  *
  * Prints a table (`--record` also writes it to `local/bench/results/edge.json`), and ends with
  * "N passed, N failed".
@@ -505,7 +505,7 @@ if (firstDbAnswers.length) {
 const worst = Math.max(...Object.values(boots));
 console.log(`worst function boot ${worst.toFixed(0)} ms = ${(worst / bareBoot).toFixed(2)} × bare`);
 console.table(table);
-// `--record` keeps the figures for the README (local/bench/results/edge.json); a plain run
+// `--record` keeps the figures for docs/performance.md (local/bench/results/edge.json); a plain run
 // leaves the tree as it was.
 if (Deno.args.includes("--record")) {
   await Deno.writeTextFile(

@@ -2,7 +2,7 @@
  * The issue's memory bound, measured on a real server process: a backtest over 1,000,000
  * one-minute bars raises the process's peak resident memory by less than 64 MB over what a
  * 1,000-bar run already needed, with the bars fetched page by page. Also prints the server's CPU
- * time for the million-bar run (the figure README and shared/limits.ts quote for
+ * time for the million-bar run (the figure docs/api.md and shared/limits.ts quote for
  * TOOLS_BACKTEST_MAX_BARS; not asserted: tests never assert speed).
  */
 import { assert, assertEquals } from "@std/assert";
