@@ -14,7 +14,7 @@ import { httpUrl, secret } from "../../shared/env.ts";
 import { idempotency } from "../../shared/http/idempotency.ts";
 import { requireJwt, userId } from "../../shared/auth/jwt.ts";
 import { route } from "../../shared/http/route.ts";
-import { rateLimit } from "../../shared/http/rate_limit.ts";
+import { deferRateLimit } from "../../shared/http/rate_limit.ts";
 import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { brokerClientFor } from "./broker_client.ts";
 import { listOrders, type OrderEnv, placeOrder, validOrder } from "./handlers.ts";
@@ -49,12 +49,11 @@ const brokerOrder = defineFunction<typeof Env, OrderEnv>({
       GET: [user, listOrders(orders, l.ORDERS_PAGE_MAX)],
       POST: [
         user,
-        rateLimit({
+        deferRateLimit({
           db,
           policy: "orders",
           ...quota,
           key: userId,
-          withClaim: true,
           stats: ctx.rateLimits,
           purge: rateLimitPurge({ limits: l, ...ctx }),
         }),

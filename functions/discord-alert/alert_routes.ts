@@ -34,7 +34,7 @@ import type { AppEnv } from "../../shared/platform/app.ts";
 import type { Platform } from "../../shared/platform/platform.ts";
 import type { AlertDrainer } from "../../shared/alerts/alert_drainer.ts";
 import type { AlertQueue, NewAlert } from "../../shared/alerts/alert_queue.ts";
-import { neutralize } from "../../shared/alerts/discord_client.ts";
+import { neutralize } from "../../shared/alerts/discord_text.ts";
 import { ValidationFailed } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { toPlainText } from "../../shared/sanitize.ts";

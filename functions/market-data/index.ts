@@ -15,7 +15,7 @@ import { httpUrl, secret } from "../../shared/env.ts";
 import { requireJwt, userId } from "../../shared/auth/jwt.ts";
 import { route } from "../../shared/http/route.ts";
 import { noStore } from "../../shared/http/no_store.ts";
-import { rateLimit } from "../../shared/http/rate_limit.ts";
+import { deferRateLimit } from "../../shared/http/rate_limit.ts";
 import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { type QuotesEnv, quotesHandler } from "./handlers.ts";
 import { quoteServiceFor } from "./quotes.ts";
@@ -38,14 +38,13 @@ const marketDataFunction = defineFunction<typeof Env, QuotesEnv>({
       GET: [
         noStore,
         requireJwt<QuotesEnv>({ tokens: ctx.tokens, role: "authenticated" }),
-        rateLimit({
+        deferRateLimit({
           db: ctx.db,
           policy: "market-data",
           stats: ctx.rateLimits,
           quota: l.MARKET_DATA_RATE_LIMIT,
           windowSeconds: 60,
           key: userId,
-          withClaim: true,
           now: ctx.now,
           purge: rateLimitPurge({ limits: l, ...ctx }),
         }),

@@ -53,12 +53,8 @@ import { retry } from "../resilience/retry.ts";
 import type { AlertFallback } from "./alert_fallback.ts";
 import type { AlertQueue, ClaimedAlert } from "./alert_queue.ts";
 import type { Breaker } from "../resilience/circuit_breaker.ts";
-import {
-  type DiscordClient,
-  DiscordRateLimited,
-  DiscordRejected,
-  renderAlert,
-} from "./discord_client.ts";
+import { type DiscordClient, DiscordRateLimited, DiscordRejected } from "./discord_client.ts";
+import { renderAlert } from "./discord_text.ts";
 import type { DiscordWebhookState } from "./discord_webhook_state.ts";
 import { CircuitOpen, DatabaseUnavailable, UpstreamUnavailable } from "../errors.ts";
 import type { Limits } from "../limits.ts";

@@ -41,7 +41,7 @@
  */
 import { fullJitter } from "../resilience/backoff.ts";
 import type { Database } from "../db/db.ts";
-import type { Severity } from "./discord_client.ts";
+import type { Severity } from "./severity.ts";
 import type { Limits } from "../limits.ts";
 
 /** Claim order: lower first. */
@@ -401,4 +401,34 @@ export async function alertQueueStats(db: Database): Promise<AlertStats> {
       })),
     };
   });
+}
+
+/** A direct operator alert, recorded once the database is reachable. */
+export interface DirectRecord {
+  id: string;
+  title: string;
+  message: string;
+  occurredAt: number;
+  /** Set when the direct send succeeded: the row is stored as sent and never re-sent. */
+  sentAt?: number;
+  messageId?: string;
+}
+
+/**
+ * Records a direct operator alert in the alert queue's table, once (its id makes it
+ * idempotent): as sent when the direct send worked, else queued for the drainer.
+ */
+export async function recordDirect(db: Database, rec: DirectRecord): Promise<void> {
+  const sent = rec.sentAt !== undefined;
+  const occurred = new Date(rec.occurredAt);
+  await db.query((sql) =>
+    sql`
+      insert into internal.alerts (id, severity, priority, title, message, source, state,
+        sent_count, sent_at, discord_message_id, created_at, last_seen_at, window_started_at)
+      values (${rec.id}::uuid, 'critical', ${PRIORITY.critical}, ${rec.title}, ${rec.message},
+        'direct', ${sent ? "sent" : "queued"}, ${sent ? 1 : null}::int,
+        ${sent ? new Date(rec.sentAt!) : null}::timestamptz, ${rec.messageId ?? null},
+        ${occurred}, ${occurred}, ${occurred})
+      on conflict (id) do nothing`
+  );
 }

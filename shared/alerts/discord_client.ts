@@ -1,7 +1,7 @@
 /**
- * Discord webhook delivery: executes a webhook (`POST <webhook>?wait=true`) with text made safe
- * to show (no mention can ping, no markdown can disguise a link or break the layout), within
- * Discord's size limits, honouring Discord's rate limits from its response headers.
+ * Discord webhook delivery: executes a webhook (`POST <webhook>?wait=true`) with content made
+ * safe by discord_text.ts, within Discord's size limits, honouring Discord's rate limits from its
+ * response headers.
  *
  * Rate limits (https://discord.com/developers/docs/topics/rate-limits): every answer carries
  * `X-RateLimit-Limit`, `-Remaining`, `-Reset-After` (seconds, with decimals) and `-Bucket`; when
@@ -15,7 +15,8 @@
  *
  * @example
  * ```ts
- * import { DiscordClient, renderAlert } from "./discord_client.ts";
+ * import { DiscordClient } from "./discord_client.ts";
+ * import { renderAlert } from "./discord_text.ts";
  *
  * const discord = new DiscordClient({
  *   webhookUrl: "https://discord.com/api/webhooks/123/abc",
@@ -32,6 +33,7 @@
  * ```
  */
 import { delay } from "../resilience/delay.ts";
+import { DISCORD_LIMITS, truncate } from "./discord_text.ts";
 import { UpstreamUnavailable } from "../errors.ts";
 import {
   fetchWithDeadline,
@@ -39,23 +41,8 @@ import {
   UpstreamUnreachable,
 } from "../resilience/http_client.ts";
 
-/** Discord's message limits (https://discord.com/developers/docs/resources/message#create-message). */
-export const DISCORD_LIMITS = {
-  /** Characters of `content`. */
-  content: 2000,
-  embedTitle: 256,
-  embedDescription: 4096,
-  /** All text of all embeds of a message together. */
-  embedTotal: 6000,
-} as const;
-
 /** Message flag SUPPRESS_EMBEDS (1 << 2): no link previews under an alert. */
 export const SUPPRESS_EMBEDS = 1 << 2;
-
-/** Zero-width space: placed after `@` and `<` it keeps the text readable but never a mention. */
-const ZWSP = "\u200B";
-
-export type Severity = "info" | "warning" | "critical";
 
 /** A bucket's state from one answer's `X-RateLimit-*` headers. */
 export interface RateLimitInfo {
@@ -105,79 +92,6 @@ export class DiscordRejected extends Error {
   get webhookGone(): boolean {
     return this.status === 401 || this.status === 403 || this.status === 404;
   }
-}
-
-/**
- * Makes untrusted plain text inert in a Discord message: `@everyone`, `@here`, `<@id>`, `<@!id>`,
- * `<@&role>`, `<#channel>` (and any other `<…>` markup) get a zero-width space so Discord does not
- * parse them; markdown (`*_~\`|>#[]\`, list markers) is backslash-escaped so `[text](url)` stays
- * literal text and nothing can hide or restyle the rest of the message. Expects the output of
- * `toPlainText` (which also removes any zero-width characters the input brought).
- *
- * @example
- * ```ts
- * import { neutralize } from "./discord_client.ts";
- *
- * neutralize("@everyone [bank](https://evil)"); // "@\u200Beveryone \\[bank\\](https://evil)"
- * ```
- */
-export function neutralize(text: string): string {
-  return text
-    .replace(/[\\*_~`|>#[\]]/g, (ch) => `\\${ch}`)
-    .replace(/^(\s*)([-+])(?=\s)/gm, "$1\\$2")
-    .replace(/^(\s*)(\d+)\.(?=\s)/gm, "$1$2\\.")
-    .replace(/[@<]/g, (ch) => ch + ZWSP)
-    .replace(/\n{3,}/g, "\n\n");
-}
-
-/** Cuts `text` to at most `max` UTF-16 units, ending with "…" when cut; never splits a surrogate pair. */
-export function truncate(text: string, max: number): string {
-  if (text.length <= max) return text;
-  if (max <= 0) return "";
-  let cut = max - 1;
-  const code = text.charCodeAt(cut - 1);
-  if (code >= 0xd800 && code <= 0xdbff) cut--; // a high surrogate would lose its pair
-  return text.slice(0, cut).trimEnd() + "…";
-}
-
-/** What `renderAlert` needs; `title` and `message` already neutralized (as stored). */
-export interface RenderableAlert {
-  severity: Severity;
-  title: string;
-  message: string;
-  /** Occurrences this message stands for. */
-  count: number;
-  /** Set on a follow-up: these occurrences came after the group's message was sent. */
-  repeat?: boolean;
-  /** When the first of `count` occurred (ms since epoch). */
-  firstSeenAt?: number;
-}
-
-const BADGE: Record<Severity, string> = {
-  critical: "🔴 **CRITICAL**",
-  warning: "🟠 **WARNING**",
-  info: "🔵 **INFO**",
-};
-
-/**
- * The message content of an alert, at most 2000 characters: a severity badge and the title on
- * the first line, the message below (cut with an ellipsis to fit), and how many times it
- * occurred when it stands for more than one alert.
- */
-export function renderAlert(alert: RenderableAlert): string {
-  const header = `${BADGE[alert.severity]} · ${truncate(alert.title, DISCORD_LIMITS.embedTitle)}`;
-  let footer = "";
-  if (alert.repeat) {
-    footer = `(occurred ${alert.count} more time${
-      alert.count === 1 ? "" : "s"
-    } since the last message)`;
-  } else if (alert.count > 1) {
-    const since = alert.firstSeenAt ? ` since <t:${Math.floor(alert.firstSeenAt / 1000)}:T>` : "";
-    footer = `(occurred ${alert.count} times${since})`;
-  }
-  const room = DISCORD_LIMITS.content - header.length - 1 - (footer ? footer.length + 1 : 0);
-  const body = truncate(alert.message, room);
-  return [header, body, footer].filter(Boolean).join("\n");
 }
 
 export interface DiscordClientOptions {

@@ -3,9 +3,10 @@
  * enters the database fail-safe or a circuit breaker opens. The queue lives in the database
  * that may be down, so these go straight to DISCORD_WEBHOOK_URL, at most once per kind per
  * ALERT_DIRECT_COOLDOWN_SECONDS per instance (an outage trips every request; operators need one
- * message). Each is recorded in `internal.alerts` (`recordDirect`) once the database is
- * reachable: as sent when the direct send worked (so it is never sent twice), else as queued,
- * so the queue delivers it when Discord is back. Nothing here ever throws: it runs in the background of whatever failed.
+ * message). Each is recorded in `internal.alerts` once the database is reachable, by the queue
+ * that owns that table (alert_queue.ts's `recordDirect`): as sent when
+ * the direct send worked (so it is never sent twice), else as queued, so the queue delivers it
+ * when Discord is back. Nothing here ever throws: it runs in the background of whatever failed.
  * A direct send does not take from the fleet's shared bucket (shared/alerts/discord_webhook_state.ts):
  * the database that holds it may be what is down; these are at most one per kind per cooldown
  * per instance, and the client still follows the headers and `retry_after` it sees.
@@ -23,9 +24,10 @@
  * direct?.databaseUp(); // records what waited for the database
  * ```
  */
-import { PRIORITY } from "./alert_queue.ts";
+import { type DirectRecord, recordDirect } from "./alert_queue.ts";
 import type { Database } from "../db/db.ts";
-import { DiscordClient, DiscordRateLimited, neutralize, renderAlert } from "./discord_client.ts";
+import { DiscordClient, DiscordRateLimited } from "./discord_client.ts";
+import { neutralize, renderAlert } from "./discord_text.ts";
 import { httpUrl } from "../env.ts";
 import type { Limits } from "../limits.ts";
 import type { Logger } from "../logger.ts";
@@ -43,36 +45,6 @@ export interface OperatorAlertsOptions {
   now?: () => number;
   /** Names this instance in the message (default: a random id per process). */
   instance?: string;
-}
-
-/** A direct operator alert, recorded once the database is reachable. */
-export interface DirectRecord {
-  id: string;
-  title: string;
-  message: string;
-  occurredAt: number;
-  /** Set when the direct send succeeded: the row is stored as sent and never re-sent. */
-  sentAt?: number;
-  messageId?: string;
-}
-
-/**
- * Records a direct operator alert in the alert queue's table, once (its id makes it
- * idempotent): as sent when the direct send worked, else queued for the drainer.
- */
-export async function recordDirect(db: Database, rec: DirectRecord): Promise<void> {
-  const sent = rec.sentAt !== undefined;
-  const occurred = new Date(rec.occurredAt);
-  await db.query((sql) =>
-    sql`
-      insert into internal.alerts (id, severity, priority, title, message, source, state,
-        sent_count, sent_at, discord_message_id, created_at, last_seen_at, window_started_at)
-      values (${rec.id}::uuid, 'critical', ${PRIORITY.critical}, ${rec.title}, ${rec.message},
-        'direct', ${sent ? "sent" : "queued"}, ${sent ? 1 : null}::int,
-        ${sent ? new Date(rec.sentAt!) : null}::timestamptz, ${rec.messageId ?? null},
-        ${occurred}, ${occurred}, ${occurred})
-      on conflict (id) do nothing`
-  );
 }
 
 /** At most this many alerts wait in memory for the database; beyond it the oldest is logged and dropped. */

@@ -254,7 +254,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
     const lease = crypto.randomUUID();
     const claimArgs = [scope, owner, key, fingerprint, lease].map(literal).join(", ") +
       `, ${lockMs}, ${opts.ttlSeconds}`;
-    // A rate-limit hit left by rateLimit({ withClaim }) is counted in the same statement.
+    // A rate-limit hit left by deferRateLimit() is counted in the same statement.
     const hit: RateLimitVariables["rateLimitHit"] = c.var.rateLimitHit;
     const counting = hit && !hit.counted ? hit : undefined;
     const [row] = await db.query((sql) =>

@@ -1,8 +1,8 @@
 /**
  * Rate limiting that holds across all instances: a sliding window per key in Postgres (60
  * sub-buckets, the oldest counted in full, so never looser than the quota), checked and updated
- * in one round trip (`internal.rate_limit_hit`), or in the same statement as an idempotency claim
- * (`withClaim`). Idle keys are purged in the background. Named policies per route,
+ * in one round trip (`internal.rate_limit_hit`) by `rateLimit()`, or in the route's next
+ * statement (an idempotency claim) by `deferRateLimit()`. Idle keys are purged in the background. Named policies per route,
  * the IETF httpapi RateLimit fields (draft -11) on every response, `429` with `Retry-After`.
  *
  * Written here rather than with rate-limiter-flexible: its Postgres store needs node-postgres
@@ -197,14 +197,6 @@ export interface RateLimitOptions extends RateLimitPolicy {
   db: Database;
   /** The key to count under; `undefined` skips this policy for the request. */
   key: (c: Context) => string | undefined | Promise<string | undefined>;
-  /**
-   * Count the hit in the route's next statement instead of its own (one round trip for both):
-   * the guard leaves a DeferredHit in `c.var.rateLimitHit`, which `idempotency()` counts with its
-   * claim (and QuoteService with its cache read). A request that fails before it is counted
-   * (bad input) is counted on its own afterwards, and answered 429 if over quota, so every
-   * request counts and carries the fields as before. Default false.
-   */
-  withClaim?: boolean;
   now?: () => number;
 }
 
@@ -215,7 +207,7 @@ export interface HitRow {
   reset_ms: number;
 }
 
-/** A hit left for the route's next statement to count (`withClaim`). */
+/** A hit left for the route's next statement to count (`deferRateLimit`). */
 export class DeferredHit {
   #counted = false;
 
@@ -252,23 +244,36 @@ export class DeferredHit {
   }
 }
 
-/** The variable `rateLimit({ withClaim: true })` sets. */
+/** The variable `deferRateLimit()` sets. */
 export interface RateLimitVariables {
   rateLimitHit?: DeferredHit;
 }
 
-/** The middleware: headers on every response, `429 RATE_LIMITED` when the key is over quota. */
+/**
+ * The middleware: counts the hit (one statement), sets the RateLimit fields on every response,
+ * and answers `429 RATE_LIMITED` when the key is over quota.
+ */
 export function rateLimit(opts: RateLimitOptions): MiddlewareHandler {
   const limiter = new RateLimiter(opts.db, opts, opts.now);
-  if (!opts.withClaim) {
-    return async function rateLimitGuard(c, next) {
-      const key = await opts.key(c);
-      if (key === undefined) return next();
-      limiter.apply(c, await limiter.hit(key));
-      await next();
-    };
-  }
-  return async function rateLimitWithClaim(c, next) {
+  return async function rateLimitGuard(c, next) {
+    const key = await opts.key(c);
+    if (key === undefined) return next();
+    limiter.apply(c, await limiter.hit(key));
+    await next();
+  };
+}
+
+/**
+ * The same limit, counted in the route's next statement instead of one of its own (one round
+ * trip for both): it stands where a rate limit stands in the guard order and refuses at once a
+ * key already known to be blocked, but leaves a DeferredHit in `c.var.rateLimitHit`, which
+ * `idempotency()` counts with its claim (and market-data's QuoteService with its cache read). A
+ * request that fails before it is counted (bad input) is counted on its own afterwards, and
+ * answered 429 if over quota, so every request counts and carries the fields.
+ */
+export function deferRateLimit(opts: RateLimitOptions): MiddlewareHandler {
+  const limiter = new RateLimiter(opts.db, opts, opts.now);
+  return async function deferredRateLimit(c, next) {
     const key = await opts.key(c);
     if (key === undefined) return next();
     const known = limiter.blocked(key);
@@ -279,7 +284,7 @@ export function rateLimit(opts: RateLimitOptions): MiddlewareHandler {
     if (pending.counted) return;
     if (!c.error) {
       // The route let a request through without counting it: a wiring bug, loud at once.
-      throw new Error("rateLimit({ withClaim }) needs a statement that counts the hit");
+      throw new Error("deferRateLimit() needs a statement that counts the hit");
     }
     // Failed before it was counted (bad input): counted now, and 429 when over quota.
     await pending.countAlone();

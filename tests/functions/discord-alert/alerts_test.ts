@@ -3,7 +3,7 @@
  * loopback (which enforces a rate-limit bucket and answers 429 past it).
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { DISCORD_LIMITS } from "../../../shared/alerts/discord_client.ts";
+import { DISCORD_LIMITS } from "../../../shared/alerts/discord_text.ts";
 import {
   type DiscordSimulator,
   type DiscordSimulatorOptions,

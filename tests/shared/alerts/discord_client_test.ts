@@ -4,14 +4,16 @@
  */
 import { assert, assertEquals, assertRejects, assertStringIncludes } from "@std/assert";
 import {
-  DISCORD_LIMITS,
   DiscordClient,
   DiscordRateLimited,
   DiscordRejected,
+} from "../../../shared/alerts/discord_client.ts";
+import {
+  DISCORD_LIMITS,
   neutralize,
   renderAlert,
   truncate,
-} from "../../../shared/alerts/discord_client.ts";
+} from "../../../shared/alerts/discord_text.ts";
 import { UpstreamUnavailable } from "../../../shared/errors.ts";
 import { parseMentions, startDiscordSimulator } from "../../../local/sandbox/discord.ts";
 

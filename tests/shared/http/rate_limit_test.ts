@@ -6,7 +6,7 @@ import { errorParts, HttpError } from "../../../shared/errors.ts";
 import { idempotency } from "../../../shared/http/idempotency.ts";
 import { parseLimits } from "../../../shared/limits.ts";
 import { loadMigrations, migrate } from "../../../local/migrate.ts";
-import { rateLimit, RateLimiter } from "../../../shared/http/rate_limit.ts";
+import { deferRateLimit, rateLimit, RateLimiter } from "../../../shared/http/rate_limit.ts";
 import { freshDatabase, onServer } from "../../support/db.ts";
 
 async function withDb(fn: (db: Database, url: string) => Promise<void>) {
@@ -117,7 +117,7 @@ Deno.test("a very large quota keeps the stored state small", () =>
     assert(row.n <= 60, `buckets stored: ${row.n}`);
   }));
 
-Deno.test("rateLimit({ withClaim }) counts in the idempotency claim's statement, counts a request refused before the claim, and answers 429 past the quota", () =>
+Deno.test("deferRateLimit() counts in the idempotency claim's statement, counts a request refused before the claim, and answers 429 past the quota", () =>
   withDb(async (db) => {
     const app = new Hono();
     app.onError((err, c) => {
@@ -127,13 +127,12 @@ Deno.test("rateLimit({ withClaim }) counts in the idempotency claim's statement,
     let runs = 0;
     app.post(
       "/",
-      rateLimit({
+      deferRateLimit({
         db,
         policy: "claimed",
         quota: 3,
         windowSeconds: 60,
         key: (c) => c.req.header("x-user"),
-        withClaim: true,
       }),
       async function validBody(c, next) {
         if ((await c.req.text()) === "bad") {
