@@ -29,6 +29,7 @@ import {
   MARKET_DATA_UPSTREAM,
   marketDataGet,
   providerPauseMs,
+  ProviderRateLimited,
 } from "../../shared/upstreams/market_data.ts";
 
 /** A quote as this API serves it. */
@@ -38,14 +39,6 @@ export interface Quote {
   bidSize: number;
   askSize: number;
   timestamp: string;
-}
-
-/** The provider's own rate limit: no call before `retryAfterMs` from now. */
-export class ProviderRateLimited extends Error {
-  constructor(readonly retryAfterMs: number) {
-    super(`The market-data provider is rate limiting us for ${retryAfterMs} ms`);
-    this.name = "ProviderRateLimited";
-  }
 }
 
 export interface ProviderOptions {

@@ -161,16 +161,6 @@ export class QuoteStore {
     });
   }
 
-  /** Records the provider's rate-limit pause for every instance (a longer one wins). */
-  pause(ms: number): Promise<void> {
-    return this.#db.query(async (sql) => {
-      await sql.unsafe(`insert into internal.provider_pauses (provider, paused_until)
-        values ('market-data', clock_timestamp() + make_interval(secs => ${literal(ms / 1000)}))
-        on conflict (provider) do update
-          set paused_until = greatest(internal.provider_pauses.paused_until, excluded.paused_until)`);
-    });
-  }
-
   /**
    * For symbols another instance is refreshing: which have a fresh quote now (with it), and
    * which are neither fresh nor leased any more (their refresh failed).

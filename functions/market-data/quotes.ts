@@ -23,6 +23,7 @@
  * @example
  * ```ts
  * import type { Platform } from "../../shared/platform/platform.ts";
+ * import { marketDataBreaker, ProviderPause } from "../../shared/upstreams/market_data.ts";
  * import { QuoteProvider } from "./provider.ts";
  * import { MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
  * import { QuoteService } from "./quotes.ts";
@@ -37,7 +38,8 @@
  *     secretKey: "secret-key",
  *     timeoutMs: 5000,
  *   }),
- *   breaker: platform.breakers.get("market-data"),
+ *   breaker: marketDataBreaker(platform.breakers),
+ *   pause: new ProviderPause(platform.db),
  *   ttlMs: 5_000,
  *   maxStaleMs: 900_000,
  *   timeoutMs: 5000,
@@ -53,7 +55,13 @@ import { CircuitOpen, UpstreamUnavailable } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import type { Platform } from "../../shared/platform/platform.ts";
 import { fullJitter } from "../../shared/resilience/backoff.ts";
-import { ProviderRateLimited, type Quote, QuoteProvider } from "./provider.ts";
+import { type Quote, QuoteProvider } from "./provider.ts";
+import {
+  MARKET_DATA_UPSTREAM,
+  marketDataBreaker,
+  ProviderPause,
+  ProviderRateLimited,
+} from "../../shared/upstreams/market_data.ts";
 import type { DeferredHit } from "../../shared/http/rate_limit.ts";
 import { type Cached, type CachedRow, MemoryQuoteCache, QuoteStore } from "./quote_cache.ts";
 
@@ -69,6 +77,8 @@ export interface QuoteServiceOptions {
   memory: MemoryQuoteCache;
   provider: QuoteProvider;
   breaker: Breaker;
+  /** The provider's pause, shared with every instance and with tools. */
+  pause: ProviderPause;
   ttlMs: number;
   maxStaleMs: number;
   /** The provider call's deadline; a lease lasts this plus a margin for the write. */
@@ -89,7 +99,7 @@ interface Outcome {
   error?: unknown;
 }
 
-const UPSTREAM = "market-data provider";
+const UPSTREAM = MARKET_DATA_UPSTREAM;
 /** Time for the lease holder to write its result after its call returned. */
 const LEASE_MARGIN_MS = 2_000;
 const POLL_FIRST_MS = 25;
@@ -111,8 +121,6 @@ export class QuoteService {
   readonly #o: QuoteServiceOptions;
   /** Symbol → the refresh in flight for it in this instance. */
   readonly #inflight = new Map<string, Promise<Outcome>>();
-  #pausedUntil = 0;
-
   constructor(opts: QuoteServiceOptions) {
     this.#o = { ...opts };
   }
@@ -220,16 +228,14 @@ export class QuoteService {
 
   /** One batch: claim what nobody is refreshing, fetch that, wait for the rest. */
   async #batch(symbols: string[]): Promise<Outcome> {
-    const { store, ttlMs, timeoutMs } = this.#o;
-    const now = this.#o.now();
-    if (this.#pausedUntil > now) {
-      return { results: new Map(), error: new ProviderRateLimited(this.#pausedUntil - now) };
-    }
+    const { store, ttlMs, timeoutMs, pause } = this.#o;
+    const known = pause.knownMs();
+    if (known > 0) return { results: new Map(), error: new ProviderRateLimited(known) };
     const owner = crypto.randomUUID();
     const leaseMs = timeoutMs + LEASE_MARGIN_MS;
     const { claimed, pausedMs } = await store.claim(symbols, owner, ttlMs, leaseMs);
     if (pausedMs > 0) {
-      this.#pausedUntil = Math.max(this.#pausedUntil, now + pausedMs);
+      pause.note(pausedMs);
       return { results: new Map(), error: new ProviderRateLimited(pausedMs) };
     }
     const mine = new Set(claimed);
@@ -250,8 +256,7 @@ export class QuoteService {
       got = await breaker.run(() => provider.latest(symbols));
     } catch (err) {
       if (err instanceof ProviderRateLimited) {
-        this.#pausedUntil = Math.max(this.#pausedUntil, this.#o.now() + err.retryAfterMs);
-        await store.pause(err.retryAfterMs).catch((e) =>
+        await this.#o.pause.record(err.retryAfterMs).catch((e) =>
           this.#o.log.warn("could not share the provider's pause", { error: e })
         );
       }
@@ -322,10 +327,8 @@ export function quoteServiceFor(config: ProviderConfig, ctx: Platform): QuoteSer
       fetch: ctx.fetch,
       now: ctx.now,
     }),
-    breaker: ctx.breakers.get("market-data", {
-      // The provider's rate limit is handled by the pause, not a sign of an outage.
-      isHealthy: (err) => (err as Error)?.name === "ProviderRateLimited",
-    }),
+    breaker: marketDataBreaker(ctx.breakers),
+    pause: new ProviderPause(ctx.db, ctx.now),
     ttlMs: l.MARKET_DATA_CACHE_TTL_SECONDS * 1000,
     maxStaleMs: l.MARKET_DATA_MAX_STALE_SECONDS * 1000,
     timeoutMs: l.MARKET_DATA_TIMEOUT_MS,

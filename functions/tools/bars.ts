@@ -8,24 +8,28 @@
  *
  * `pages()` is an async generator: the next page is fetched only when the consumer asks for it,
  * so a run holds one page at a time however long the range. Each page goes through the
- * market-data breaker with its own deadline; the provider's `429` pauses this instance until its
- * `Retry-After`. Every failure is a typed 503 (nothing partial is ever presented as complete).
+ * market-data breaker with its own deadline; the provider's `429` pauses every instance of both
+ * functions until its `Retry-After` (shared/upstreams/market_data.ts). Every failure is a typed 503 (nothing partial is ever presented as complete).
  *
  * @example
  * ```ts
  * import { breakerSettings } from "../../shared/platform/platform.ts";
+ * import type { Database } from "../../shared/db/db.ts";
+ * import { marketDataBreaker, ProviderPause } from "../../shared/upstreams/market_data.ts";
  * import { BarsProvider } from "./bars.ts";
  * import { Backtest } from "./backtest.ts";
  * import { Breakers } from "../../shared/resilience/circuit_breaker.ts";
  * import { parseLimits } from "../../shared/limits.ts";
  *
+ * declare const db: Database;
  * const provider = new BarsProvider({
  *   url: "https://data.alpaca.markets",
  *   keyId: "key-id",
  *   secretKey: "secret-key",
  *   timeoutMs: 10_000,
  *   pageSize: 10_000,
- *   breaker: new Breakers(breakerSettings(parseLimits({}))).get("market-data"),
+ *   breaker: marketDataBreaker(new Breakers(breakerSettings(parseLimits({})))),
+ *   pause: new ProviderPause(db),
  * });
  * const query = {
  *   symbol: "AAPL",
@@ -41,11 +45,13 @@
  * ```
  */
 import type { Breaker } from "../../shared/resilience/circuit_breaker.ts";
-import { HttpError, ServiceUnavailable, UpstreamUnavailable } from "../../shared/errors.ts";
+import { HttpError, UpstreamUnavailable } from "../../shared/errors.ts";
 import {
   MARKET_DATA_UPSTREAM,
   marketDataGet,
+  type ProviderPause,
   providerPauseMs,
+  ProviderRateLimited,
 } from "../../shared/upstreams/market_data.ts";
 
 const UPSTREAM = MARKET_DATA_UPSTREAM;
@@ -54,21 +60,6 @@ export const ALPACA_MAX_PAGE = 10_000;
 /** Bars outside these prices are not data we can trust (and would overflow the equity). */
 const MIN_PRICE = 1e-6;
 const MAX_PRICE = 1e9;
-
-/**
- * The provider's own rate limit. Named as functions/market-data names its error, so the shared
- * market-data breaker treats both as a sign of load, not of an outage.
- */
-export class ProviderRateLimited extends ServiceUnavailable {
-  constructor(retryAfterMs: number) {
-    super(
-      "UPSTREAM_RATE_LIMITED",
-      "The market-data provider is rate limiting us; nothing was run.",
-      retryAfterMs,
-    );
-    this.name = "ProviderRateLimited";
-  }
-}
 
 /** The range holds more bars than one run may read. */
 export class TooManyBars extends HttpError {
@@ -100,6 +91,8 @@ export interface BarsProviderOptions {
   /** Bars asked per page (at most Alpaca's 10,000). */
   pageSize: number;
   breaker: Breaker;
+  /** The provider's pause, shared with every instance and with market-data. */
+  pause: ProviderPause;
   fetch?: typeof fetch;
   now?: () => number;
 }
@@ -113,7 +106,6 @@ interface Page {
 export class BarsProvider {
   readonly #o: BarsProviderOptions;
   readonly #now: () => number;
-  #pausedUntil = 0;
 
   constructor(opts: BarsProviderOptions) {
     if (!(opts.pageSize >= 1 && opts.pageSize <= ALPACA_MAX_PAGE)) {
@@ -153,7 +145,8 @@ export class BarsProvider {
     after: string,
     signal: AbortSignal,
   ): Promise<Page> {
-    const pausedMs = this.#pausedUntil - this.#now();
+    // The shared pause is read once a run (its first page); later pages see this instance's.
+    const pausedMs = token === null ? await this.#o.pause.remainingMs() : this.#o.pause.knownMs();
     if (pausedMs > 0) throw new ProviderRateLimited(pausedMs);
     const url = new URL(`${this.#o.url}/v2/stocks/${encodeURIComponent(q.symbol)}/bars`);
     url.searchParams.set("timeframe", q.timeframe);
@@ -166,7 +159,7 @@ export class BarsProvider {
     const res = await marketDataGet(url, { ...this.#o, signal });
     if (res.status === 429) {
       const ms = providerPauseMs(res.headers, this.#now());
-      this.#pausedUntil = Math.max(this.#pausedUntil, this.#now() + ms);
+      await this.#o.pause.record(ms);
       throw new ProviderRateLimited(ms);
     }
     if (res.status !== 200) throw new UpstreamUnavailable(UPSTREAM, `HTTP ${res.status}`);

@@ -9,9 +9,12 @@
  * import { toolCatalog } from "./catalog.ts";
  * import { Breakers } from "../../shared/resilience/circuit_breaker.ts";
  * import { parseLimits } from "../../shared/limits.ts";
+ * import type { Database } from "../../shared/db/db.ts";
  *
+ * declare const db: Database;
  * const limits = parseLimits({});
  * const registry = toolCatalog({
+ *   db,
  *   config: {
  *     MARKET_DATA_API_URL: "https://data.alpaca.markets",
  *     MARKET_DATA_API_KEY_ID: "key-id",
@@ -25,6 +28,7 @@
  * registry.list().map((t) => t.name); // ["options.greeks", "backtest.run"]
  * ```
  */
+import { marketDataBreaker, ProviderPause } from "../../shared/upstreams/market_data.ts";
 import type { Platform } from "../../shared/platform/platform.ts";
 import { backtestTool } from "./backtest.ts";
 import { BarsProvider } from "./bars.ts";
@@ -32,7 +36,7 @@ import { greeksTool } from "./greeks.ts";
 import { ToolRegistry } from "./registry.ts";
 
 /** What the catalog is built from. */
-export type CatalogContext = Pick<Platform, "limits" | "breakers" | "fetch" | "now"> & {
+export type CatalogContext = Pick<Platform, "db" | "limits" | "breakers" | "fetch" | "now"> & {
   config: {
     MARKET_DATA_API_URL: string;
     MARKET_DATA_API_KEY_ID: string;
@@ -48,10 +52,9 @@ export function toolCatalog({ config, limits: l, ...ctx }: CatalogContext): Tool
     secretKey: config.MARKET_DATA_API_SECRET_KEY,
     timeoutMs: l.MARKET_DATA_TIMEOUT_MS,
     pageSize: l.TOOLS_BACKTEST_PAGE_SIZE,
-    // The same upstream as functions/market-data, so the same breaker (and options).
-    breaker: ctx.breakers.get("market-data", {
-      isHealthy: (err) => (err as Error)?.name === "ProviderRateLimited",
-    }),
+    // The same upstream as functions/market-data: the same breaker and pause.
+    breaker: marketDataBreaker(ctx.breakers),
+    pause: new ProviderPause(ctx.db, ctx.now),
     fetch: ctx.fetch,
     now: ctx.now,
   });

@@ -29,7 +29,7 @@ const toolsFunction = defineFunction<typeof Env, ToolsEnv>({
   env: Env,
   browser: true,
   build(app, { db, limits: l, ...ctx }) {
-    const registry = toolCatalog({ limits: l, ...ctx });
+    const registry = toolCatalog({ db, limits: l, ...ctx });
     const user = requireJwt<ToolsEnv>({ tokens: ctx.tokens, role: "authenticated" });
     const quota = { quota: l.TOOLS_RATE_LIMIT, windowSeconds: 60 };
     const perUser = rateLimit({

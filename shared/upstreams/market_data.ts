@@ -1,8 +1,11 @@
 /**
- * One `GET` to an Alpaca-compatible Market Data API v2 (quotes, bars), shared by market-data and
- * tools: the key headers, the deadline, the answer read once, and the provider's own rate limit
- * read from `Retry-After` (seconds or a date, RFC 9110 §10.2.3), else `X-RateLimit-Reset` (epoch
- * seconds, Alpaca's header), else a minute — bounded to [1 s, 10 min].
+ * The Alpaca-compatible Market Data API v2 (quotes, bars) as one upstream, shared by market-data
+ * and tools: one `GET` with the key headers, the deadline and the answer read once; one error
+ * for the provider's own rate limit (`ProviderRateLimited`), its pause read from `Retry-After`
+ * (seconds or a date, RFC 9110 §10.2.3), else `X-RateLimit-Reset` (epoch seconds, Alpaca's
+ * header), else a minute — bounded to [1 s, 10 min]; one pause that holds across every instance
+ * of both functions (`ProviderPause`, in `internal.provider_pauses`); and one breaker
+ * (`marketDataBreaker`), which counts a rate limit as load, not as an outage.
  *
  * @example
  * ```ts
@@ -16,7 +19,10 @@
  * if (res.status === 200) console.info(res.body);
  * ```
  */
-import { UpstreamUnavailable } from "../errors.ts";
+import { ServiceUnavailable, UpstreamUnavailable } from "../errors.ts";
+import type { Database } from "../db/db.ts";
+import { literal } from "../db/sql_literal.ts";
+import type { Breaker, Breakers } from "../resilience/circuit_breaker.ts";
 import { fetchWithDeadline } from "../resilience/http_client.ts";
 
 /** The upstream's name in errors and breakers. */
@@ -89,4 +95,76 @@ export function providerPauseMs(headers: Headers, now: number): number {
     if (reset && /^\d+$/.test(reset)) ms = Number(reset) * 1000 - now;
   }
   return Math.min(MAX_PAUSE_MS, Math.max(1000, ms ?? DEFAULT_PAUSE_MS));
+}
+
+/** The provider's own rate limit: no call before `retryAfterMs` from now (`503` with Retry-After). */
+export class ProviderRateLimited extends ServiceUnavailable {
+  constructor(retryAfterMs: number) {
+    super(
+      "UPSTREAM_RATE_LIMITED",
+      "The market-data provider is rate limiting us; nothing was run.",
+      retryAfterMs,
+    );
+    this.name = "ProviderRateLimited";
+  }
+}
+
+/**
+ * This instance's breaker for the provider, the same one for market-data and tools. Its rate
+ * limit is handled by the pause, so it is not counted as a failure of the provider.
+ */
+export function marketDataBreaker(breakers: Breakers): Breaker {
+  return breakers.get("market-data", { isHealthy: (err) => err instanceof ProviderRateLimited });
+}
+
+/**
+ * The provider's pause after a `429`, for every instance of both functions: recorded in
+ * `internal.provider_pauses` (a longer pause wins), and remembered in this instance so that
+ * calls during a known pause cost no round trip.
+ */
+export class ProviderPause {
+  /** Where the pause is held. */
+  readonly db: Database;
+  readonly #now: () => number;
+  #until = 0;
+
+  constructor(db: Database, now: () => number = Date.now) {
+    this.db = db;
+    this.#now = now;
+  }
+
+  /** Ms left of a pause this instance knows of (0 when none): no round trip. */
+  knownMs(): number {
+    return Math.max(0, this.#until - this.#now());
+  }
+
+  /** Takes note of a pause another instance recorded (as read by a statement of the caller's). */
+  note(ms: number): void {
+    this.#until = Math.max(this.#until, this.#now() + ms);
+  }
+
+  /** Ms left of the pause, asking the database when this instance knows of none (one statement). */
+  async remainingMs(): Promise<number> {
+    const known = this.knownMs();
+    if (known > 0) return known;
+    const [row] = await this.db.query((sql) =>
+      sql<{ ms: number | null }[]>`
+        select (extract(epoch from paused_until - clock_timestamp()) * 1000)::int as ms
+        from internal.provider_pauses
+        where provider = 'market-data' and paused_until > clock_timestamp()`
+    );
+    if (row?.ms) this.note(row.ms);
+    return row?.ms ?? 0;
+  }
+
+  /** Records a pause for every instance (a longer one wins). */
+  async record(ms: number): Promise<void> {
+    this.note(ms);
+    await this.db.query(async (sql) => {
+      await sql.unsafe(`insert into internal.provider_pauses (provider, paused_until)
+        values ('market-data', clock_timestamp() + make_interval(secs => ${literal(ms / 1000)}))
+        on conflict (provider) do update
+          set paused_until = greatest(internal.provider_pauses.paused_until, excluded.paused_until)`);
+    });
+  }
 }

@@ -3,7 +3,15 @@
  * streaming engine against a naive reference, pages fetched lazily, buy-and-hold's return
  * against the bars, the bar cap, the deadline, and provider failure or 429 mid-run.
  */
-import { breakerSettings } from "../../../shared/platform/platform.ts";
+import { Database } from "../../../shared/db/db.ts";
+import {
+  marketDataBreaker,
+  ProviderPause,
+  ProviderRateLimited,
+} from "../../../shared/upstreams/market_data.ts";
+import { QuoteStore } from "../../../functions/market-data/quote_cache.ts";
+import { freshDatabase } from "../../support/db.ts";
+import { breakerSettings, databaseSettings } from "../../../shared/platform/platform.ts";
 import { assert, assertEquals, assertRejects } from "@std/assert";
 import fc from "fast-check";
 import {
@@ -89,6 +97,8 @@ Deno.test("Backtest: sma_cross streaming equals the array-based reference on ran
 interface Rig {
   sim: MarketDataSimulator;
   registry: ToolRegistry;
+  /** The provider's pause, in a real database. */
+  pause: ProviderPause;
   run(params: Record<string, unknown>): Promise<Record<string, number>>;
 }
 
@@ -99,13 +109,22 @@ async function withRig(
 ) {
   const sim = await startMarketDataSimulator(KEYS);
   const breakers = new Breakers(breakerSettings(parseLimits({})));
+  const t = await freshDatabase({ migrated: true });
+  const db = new Database({
+    url: t.url,
+    serial: t.kind === "embedded",
+    ...databaseSettings(parseLimits({})),
+  });
   try {
+    await db.start();
+    const pause = new ProviderPause(db);
     const provider = new BarsProvider({
       url: sim.url,
       ...KEYS,
       timeoutMs: 5_000,
       pageSize: opts.pageSize ?? 1_000,
-      breaker: breakers.get("market-data"),
+      breaker: marketDataBreaker(breakers),
+      pause,
     });
     const registry = new ToolRegistry([
       backtestTool({
@@ -118,10 +137,13 @@ async function withRig(
     await fn({
       sim,
       registry,
+      pause,
       run: async (params) => JSON.parse(await registry.execute("backtest.run", params)),
     });
   } finally {
     breakers.shutdown();
+    await db.close();
+    await t.close();
     await sim.close();
   }
 }
@@ -152,7 +174,7 @@ Deno.test("backtest.run: buy-and-hold's return matches the first and last bars, 
 });
 
 Deno.test("BarsProvider: the next page is fetched only when the consumer asks for it", async () => {
-  await withRig({}, async ({ sim }) => {
+  await withRig({}, async ({ sim, pause }) => {
     const breakers = new Breakers(breakerSettings(parseLimits({})));
     try {
       const provider = new BarsProvider({
@@ -160,7 +182,8 @@ Deno.test("BarsProvider: the next page is fetched only when the consumer asks fo
         ...KEYS,
         timeoutMs: 5_000,
         pageSize: 100,
-        breaker: breakers.get("market-data"),
+        breaker: marketDataBreaker(breakers),
+        pause,
       });
       const pages = provider.pages({
         symbol: "AAPL",
@@ -217,6 +240,52 @@ Deno.test("backtest.run: the provider's 429 mid-run is a 503 with its Retry-Afte
     assertEquals(again.code, "UPSTREAM_RATE_LIMITED");
     assert(Number(again.headers["retry-after"]) <= 7);
     assertEquals(sim.barCalls, calls); // paused: the provider is not called again
+  });
+});
+
+Deno.test("the provider's 429 seen by a backtest pauses every instance of tools and of market-data, through Postgres", async () => {
+  await withRig({ pageSize: 1_000 }, async ({ sim, run, pause }) => {
+    sim.barsRateLimitAfterPages = { pages: 0, retryAfterSeconds: 30 };
+    await assertRejects(() => run(hold(100)), HttpError);
+    const calls = sim.barCalls;
+    // Another instance: its own BarsProvider and pause, the same database, nothing in memory.
+    const elsewhere = new ProviderPause(pause.db);
+    assertEquals(elsewhere.knownMs(), 0);
+    const breakers = new Breakers(breakerSettings(parseLimits({})));
+    try {
+      const other = new BarsProvider({
+        url: sim.url,
+        ...KEYS,
+        timeoutMs: 5_000,
+        pageSize: 100,
+        breaker: marketDataBreaker(breakers),
+        pause: elsewhere,
+      });
+      const pages = other.pages({
+        symbol: "AAPL",
+        timeframe: "1Min",
+        start: START,
+        end: minutes(100),
+        maxBars: 1_000,
+      }, new AbortController().signal);
+      const err = await assertRejects(
+        () => pages.next(),
+        ProviderRateLimited,
+      ) as ProviderRateLimited;
+      assert(err.retryAfterMs > 25_000 && err.retryAfterMs <= 30_000, `${err.retryAfterMs}`);
+      assertEquals(sim.barCalls, calls, "the other instance did not call the provider");
+      // market-data's quote refresh claim reads the same row: it sees the pause too.
+      const claim = await new QuoteStore(pause.db).claim(
+        ["AAPL"],
+        crypto.randomUUID(),
+        1_000,
+        1_000,
+      );
+      assertEquals(claim.claimed, []);
+      assert(claim.pausedMs > 25_000, `market-data sees the pause: ${claim.pausedMs}`);
+    } finally {
+      breakers.shutdown();
+    }
   });
 });
 
