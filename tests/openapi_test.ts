@@ -27,16 +27,30 @@ Deno.test("the document is OpenAPI 3.1 with one operation per route of the table
   for (const scheme of ["userJwt", "serviceKey", "serviceApikey", "stripeSignature"]) {
     assert(doc.components.securitySchemes[scheme], scheme);
   }
-  for (const header of ["XRequestId", "RetryAfter", "RateLimit", "RateLimitPolicy", "IdempotentReplayed"]) {
+  for (
+    const header of [
+      "XRequestId",
+      "RetryAfter",
+      "RateLimit",
+      "RateLimitPolicy",
+      "IdempotentReplayed",
+    ]
+  ) {
     assert(doc.components.headers[header], header);
   }
   assertEquals(doc.components.parameters.IdempotencyKey.name, "Idempotency-Key");
 });
 
+interface Operation {
+  responses: Record<string, { headers: Record<string, unknown> }>;
+}
+
 Deno.test("every 429 and 503 documents Retry-After, and every answer x-request-id", () => {
-  for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, any>>)) {
+  for (
+    const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, Operation>>)
+  ) {
     for (const [method, op] of Object.entries(ops)) {
-      for (const [status, res] of Object.entries(op.responses as Record<string, any>)) {
+      for (const [status, res] of Object.entries(op.responses)) {
         assert(res.headers["x-request-id"], `${method} ${path} ${status}: x-request-id`);
         if (status === "429" || status === "503") {
           assert(res.headers["Retry-After"], `${method} ${path} ${status}: Retry-After`);
@@ -81,7 +95,12 @@ Deno.test("the response check refuses an undocumented status, a body off its sch
     Error,
     "Retry-After is required",
   );
-  await assertMatchesOpenApi("GET", "/market-data", 503, answer(503, error, { "retry-after": "2" }));
+  await assertMatchesOpenApi(
+    "GET",
+    "/market-data",
+    503,
+    answer(503, error, { "retry-after": "2" }),
+  );
   await assertRejects(
     () =>
       assertMatchesOpenApi(

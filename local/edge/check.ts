@@ -34,6 +34,7 @@
 import postgres from "postgres";
 import { SignJWT } from "jose";
 import { dbPush, deployFunctions } from "./supabase_cli.ts";
+import { bundle, describeUpload, layOut, notProduction } from "./upload.ts";
 import type { Upload } from "./management_api.ts";
 import { startBrokerSimulator } from "../sandbox/broker.ts";
 import { startDiscordSimulator } from "../sandbox/discord.ts";
@@ -42,7 +43,10 @@ import { loadSigningKey } from "../sandbox/signing_key.ts";
 import { startSupabaseAuthSimulator } from "../sandbox/supabase_auth.ts";
 import { SCHEMA_VERSION } from "../../shared/schema_version.ts";
 import { freshDatabase } from "../../tests/support/db.ts";
-import { checkoutCompleted, delivery } from "../../tests/functions/payment_webhook/stripe_events.ts";
+import {
+  checkoutCompleted,
+  delivery,
+} from "../../tests/functions/payment_webhook/stripe_events.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const MB = 1024 * 1024;
@@ -97,68 +101,7 @@ async function configuredFunctions(): Promise<Configured[]> {
   return out;
 }
 
-/** Why an uploaded path is test or local-only code, if it is. */
-function notProduction(path: string): string | undefined {
-  if (/^(\.\/)?tests\//.test(path)) return "test code (tests/)";
-  if (/^(\.\/)?local\//.test(path)) return "local-only code (local/)";
-  if (/(^|\/)node_modules\//.test(path)) return "a file under node_modules/";
-  if (/_test\.[cm]?[jt]sx?$/.test(path)) return "a test file (*_test.ts)";
-  return undefined;
-}
-
-/** Lays out exactly the uploaded files of `upload` under `dir` (an empty folder). */
-async function layOut(upload: Upload, dir: string): Promise<void> {
-  for (const [path, bytes] of upload.files) {
-    expect(!path.startsWith("/") && !path.split("/").includes(".."), `odd path ${path}`);
-    const file = `${dir}/${path}`;
-    await Deno.mkdir(file.slice(0, file.lastIndexOf("/")), { recursive: true });
-    await Deno.writeFile(file, bytes);
-  }
-}
-
-/** One line naming the uploaded files, folder by folder. */
-function describeUpload(upload: Upload): string {
-  const byDir = new Map<string, string[]>();
-  for (const path of [...upload.files.keys()].sort()) {
-    const cut = path.lastIndexOf("/");
-    const dir = cut === -1 ? "." : path.slice(0, cut);
-    byDir.set(dir, [...(byDir.get(dir) ?? []), path.slice(cut + 1)]);
-  }
-  return [...byDir].map(([dir, files]) => `${dir}/{${files.join(",")}}`).join(" ");
-}
-
 const work = await Deno.makeTempDir({ prefix: "edge-check-" });
-
-/**
- * Bundles `entry` into the folder `out` (its entry file is `index.js`), in the folder `cwd` with
- * the import map `config` when given; returns the total size.
- */
-async function bundle(
-  entry: string,
-  out: string,
-  { cwd = ROOT.pathname, config }: { cwd?: string; config?: string } = {},
-): Promise<number> {
-  const { success, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "bundle",
-      "--quiet",
-      "--platform",
-      "deno",
-      "--code-splitting",
-      ...(config ? ["--config", config] : []),
-      entry,
-      "--outdir",
-      out,
-    ],
-    cwd,
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  expect(success, `deno bundle failed: ${new TextDecoder().decode(stderr).slice(0, 500)}`);
-  let size = 0;
-  for await (const f of Deno.readDir(out)) size += (await Deno.stat(`${out}/${f.name}`)).size;
-  return size;
-}
 
 /** The text of every file of the bundle in `dir`. */
 async function bundleText(dir: string): Promise<string> {
@@ -271,12 +214,15 @@ const bootCpus: Record<string, number> = {};
 const firstDbAnswers: number[] = [];
 
 let uploads = new Map<string, Upload>();
-await step("supabase functions deploy --use-api (the real CLI) uploads every function", async () => {
-  uploads = (await deployFunctions()).uploads;
-  const missing = functions.filter((fn) => !uploads.has(fn.name)).map((fn) => fn.name);
-  expect(missing.length === 0, `not deployed: ${missing.join(", ")}`);
-  return `${uploads.size} functions`;
-});
+await step(
+  "supabase functions deploy --use-api (the real CLI) uploads every function",
+  async () => {
+    uploads = (await deployFunctions()).uploads;
+    const missing = functions.filter((fn) => !uploads.has(fn.name)).map((fn) => fn.name);
+    expect(missing.length === 0, `not deployed: ${missing.join(", ")}`);
+    return `${uploads.size} functions`;
+  },
+);
 
 for (const fn of functions) {
   const upload = uploads.get(fn.name);
@@ -325,7 +271,7 @@ await Deno.writeTextFile(
   bare,
   'Deno.serve({ port: Number(Deno.env.get("PORT")), onListen() {} }, () => new Response("ok"));\n',
 );
-await bundle(bare, `${work}/bare`);
+await bundle(bare, `${work}/bare`, { cwd: ROOT.pathname });
 const bareBoots: number[] = [];
 const bareCpus: number[] = [];
 await (await runBundle(`${work}/bare/index.js`, "bare", {})).stop(); // warm-up

@@ -53,7 +53,7 @@ export interface ManagementApi {
 export const MANAGEMENT_API_PORT = 8080;
 
 /** Starts the stand-in on 127.0.0.1:8080; fails clearly when the port is taken. */
-export async function startManagementApi(): Promise<ManagementApi> {
+export function startManagementApi(): Promise<ManagementApi> {
   const uploads = new Map<string, Upload>();
   const unknown: string[] = [];
   let version = 0;
@@ -119,17 +119,19 @@ export async function startManagementApi(): Promise<ManagementApi> {
       handle,
     );
   } catch (err) {
-    throw new Error(
-      `The Management API stand-in needs 127.0.0.1:${MANAGEMENT_API_PORT} (the CLI's ` +
-        `supabase-local profile): ${err instanceof Error ? err.message : err}`,
+    return Promise.reject(
+      new Error(
+        `The Management API stand-in needs 127.0.0.1:${MANAGEMENT_API_PORT} (the CLI's ` +
+          `supabase-local profile): ${err instanceof Error ? err.message : err}`,
+      ),
     );
   }
-  return {
+  return Promise.resolve({
     url: `http://127.0.0.1:${MANAGEMENT_API_PORT}`,
     uploads,
     unknown,
     async close() {
       await server.shutdown();
     },
-  };
+  });
 }

@@ -82,10 +82,14 @@ export interface RouteSpec {
   answers: Record<number, Answer>;
 }
 
-const userLimit = (policy: string) => `the per-user "${policy}" limit`;
-
 /** The 503 codes any route can answer (its database, its boot, load shedding). */
-const DEPENDENCY_CODES = ["DB_UNAVAILABLE", "DB_BUSY", "SCHEMA_OUTDATED", "BOOT_ERROR", "OVERLOADED"];
+const DEPENDENCY_CODES = [
+  "DB_UNAVAILABLE",
+  "DB_BUSY",
+  "SCHEMA_OUTDATED",
+  "BOOT_ERROR",
+  "OVERLOADED",
+];
 const UPSTREAM_CODES = ["UPSTREAM_UNAVAILABLE", "CIRCUIT_OPEN"];
 
 /** The tools of functions/tools/catalog.ts, each with the schema it validates `params` with. */
@@ -392,7 +396,11 @@ export const ROUTES: RouteSpec[] = [
         body: "error",
         codes: [...DEPENDENCY_CODES, ...UPSTREAM_CODES, "UPSTREAM_RATE_LIMITED"],
       },
-      504: { description: "The tool ran past its deadline", body: "error", codes: ["TOOL_TIMEOUT"] },
+      504: {
+        description: "The tool ran past its deadline",
+        body: "error",
+        codes: ["TOOL_TIMEOUT"],
+      },
     },
   },
   {
@@ -527,12 +535,18 @@ const HEADERS = {
   RateLimit: {
     description: 'IETF httpapi RateLimit fields, draft -11: `"<policy>";r=<remaining>;t=<seconds ' +
       "until reset>` (one item per policy that counted the request)",
-    schema: { type: "string", pattern: '^"[a-z0-9-]+";r=\\d+;t=\\d+(, *"[a-z0-9-]+";r=\\d+;t=\\d+)*$' },
+    schema: {
+      type: "string",
+      pattern: '^"[a-z0-9-]+";r=\\d+;t=\\d+(, *"[a-z0-9-]+";r=\\d+;t=\\d+)*$',
+    },
   },
   RateLimitPolicy: {
     description: 'IETF httpapi RateLimit-Policy, draft -11: `"<policy>";q=<quota>;w=<window ' +
       "seconds>`",
-    schema: { type: "string", pattern: '^"[a-z0-9-]+";q=\\d+;w=\\d+(, *"[a-z0-9-]+";q=\\d+;w=\\d+)*$' },
+    schema: {
+      type: "string",
+      pattern: '^"[a-z0-9-]+";q=\\d+;w=\\d+(, *"[a-z0-9-]+";q=\\d+;w=\\d+)*$',
+    },
   },
   IdempotentReplayed: {
     description: "`true` when the answer is the stored answer of an earlier request with the " +

@@ -53,7 +53,12 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
     await t.step("payment-webhook", async () => {
       const secret = stack.env.STRIPE_WEBHOOK_SECRET;
       const event = checkoutCompleted({ userId: crypto.randomUUID() });
-      await check("POST", "/payment-webhook", 200, await call("payment-webhook", await delivery(event, secret)));
+      await check(
+        "POST",
+        "/payment-webhook",
+        200,
+        await call("payment-webhook", await delivery(event, secret)),
+      );
       const dup = await check(
         "POST",
         "/payment-webhook",
@@ -82,7 +87,10 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
         "POST",
         "/broker-order",
         201,
-        await call("broker-order", json(ORDER, { ...bearer(user), ...origin, "idempotency-key": k })),
+        await call(
+          "broker-order",
+          json(ORDER, { ...bearer(user), ...origin, "idempotency-key": k }),
+        ),
       );
       const replay = await call(
         "broker-order",
@@ -94,7 +102,10 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
         "POST",
         "/broker-order",
         422,
-        await call("broker-order", json({ ...ORDER, qty: 2 }, { ...bearer(user), "idempotency-key": k })),
+        await call(
+          "broker-order",
+          json({ ...ORDER, qty: 2 }, { ...bearer(user), "idempotency-key": k }),
+        ),
       );
       assertEquals(reused.error.code, "IDEMPOTENCY_KEY_REUSED");
 
@@ -105,7 +116,12 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
         ...extra,
       });
       assertEquals(
-        (await check("POST", "/broker-order", 400, await call("broker-order", json(ORDER, bearer(other)))))
+        (await check(
+          "POST",
+          "/broker-order",
+          400,
+          await call("broker-order", json(ORDER, bearer(other))),
+        ))
           .error.code,
         "IDEMPOTENCY_KEY_REQUIRED",
       );
@@ -118,14 +134,19 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
       assertEquals(invalid.error.code, "VALIDATION_FAILED");
       assert(invalid.error.issues.length > 0);
       assertEquals(
-        (await check("POST", "/broker-order", 400, await call("broker-order", json("{", h())))).error.code,
+        (await check("POST", "/broker-order", 400, await call("broker-order", json("{", h()))))
+          .error.code,
         "MALFORMED_JSON",
       );
       await check(
         "POST",
         "/broker-order",
         415,
-        await call("broker-order", { method: "POST", headers: h({ "content-type": "text/plain" }), body: "x" }),
+        await call("broker-order", {
+          method: "POST",
+          headers: h({ "content-type": "text/plain" }),
+          body: "x",
+        }),
       );
       sims.broker.reject("ZZZZ");
       const rejected = await check(
@@ -175,33 +196,61 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
         403,
         await call(
           "broker-order",
-          json(ORDER, { ...bearer(user), origin: "https://evil.example", "idempotency-key": key() }),
+          json(ORDER, {
+            ...bearer(user),
+            origin: "https://evil.example",
+            "idempotency-key": key(),
+          }),
         ),
       );
     });
 
     await t.step("broker-order GET", async () => {
-      const page = await check("GET", "/broker-order", 200, await call("broker-order", { headers: bearer(user) }));
+      const page = await check(
+        "GET",
+        "/broker-order",
+        200,
+        await call("broker-order", { headers: bearer(user) }),
+      );
       assert(page.orders.length > 0);
-      await check("GET", "/broker-order", 400, await call("broker-order?limit=x", { headers: bearer(user) }));
+      await check(
+        "GET",
+        "/broker-order",
+        400,
+        await call("broker-order?limit=x", { headers: bearer(user) }),
+      );
       await check("GET", "/broker-order", 401, await call("broker-order"));
     });
 
     await t.step("auth", async () => {
       const creds = { email: SANDBOX_USER.email, password: SANDBOX_USER.password };
-      const session = await check("POST", "/auth/login", 200, await call("auth/login", json(creds, origin)));
+      const session = await check(
+        "POST",
+        "/auth/login",
+        200,
+        await call("auth/login", json(creds, origin)),
+      );
       await check(
         "POST",
         "/auth/login",
         401,
         await call("auth/login", json({ ...creds, password: "wrong-password" }, origin)),
       );
-      await check("POST", "/auth/login", 400, await call("auth/login", json({ email: "x" }, origin)));
+      await check(
+        "POST",
+        "/auth/login",
+        400,
+        await call("auth/login", json({ email: "x" }, origin)),
+      );
       await check(
         "POST",
         "/auth/login",
         415,
-        await call("auth/login", { method: "POST", headers: { "content-type": "text/plain" }, body: "x" }),
+        await call("auth/login", {
+          method: "POST",
+          headers: { "content-type": "text/plain" },
+          body: "x",
+        }),
       );
       const victim = { email: `nobody-${crypto.randomUUID()}@example.com`, password: "x" };
       let last: Response | undefined;
@@ -229,7 +278,10 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
         "POST",
         "/auth/logout",
         200,
-        await call("auth/logout", { method: "POST", headers: { ...bearer(refreshed.access_token), ...origin } }),
+        await call("auth/logout", {
+          method: "POST",
+          headers: { ...bearer(refreshed.access_token), ...origin },
+        }),
       );
       await check("POST", "/auth/logout", 401, await call("auth/logout", { method: "POST" }));
 
@@ -243,7 +295,10 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
       const back = await fetch(start.url, { redirect: "manual" });
       await back.body?.cancel();
       const page = new URL(back.headers.get("location")!);
-      const grant = { code: page.searchParams.get("code")!, state: page.searchParams.get("state")! };
+      const grant = {
+        code: page.searchParams.get("code")!,
+        state: page.searchParams.get("state")!,
+      };
       const someoneElse = await stack.userToken();
       const forbidden = await check(
         "POST",
@@ -265,7 +320,12 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
         await call("auth/oauth/callback", json(grant, { ...bearer(user), ...origin })),
       );
       assertEquals(replayed.error.code, "OAUTH_STATE_INVALID");
-      await check("POST", "/auth/oauth/callback", 401, await call("auth/oauth/callback", json(grant)));
+      await check(
+        "POST",
+        "/auth/oauth/callback",
+        401,
+        await call("auth/oauth/callback", json(grant)),
+      );
     });
 
     await t.step("market-data", async () => {
@@ -276,19 +336,31 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
         await call("market-data?symbols=AAPL,MSFT", { headers: bearer(user) }),
       );
       assert(quotes.quotes.AAPL);
-      await check("GET", "/market-data", 400, await call("market-data?symbols=aapl", { headers: bearer(user) }));
+      await check(
+        "GET",
+        "/market-data",
+        400,
+        await call("market-data?symbols=aapl", { headers: bearer(user) }),
+      );
       await check("GET", "/market-data", 400, await call("market-data", { headers: bearer(user) }));
       await check("GET", "/market-data", 401, await call("market-data?symbols=AAPL"));
       await check(
         "GET",
         "/market-data",
         403,
-        await call("market-data?symbols=AAPL", { headers: { ...bearer(user), origin: "https://evil.example" } }),
+        await call("market-data?symbols=AAPL", {
+          headers: { ...bearer(user), origin: "https://evil.example" },
+        }),
       );
       sims.quotes.down = true;
       try {
         // A symbol never cached: nothing young enough to serve.
-        await check("GET", "/market-data", 503, await call("market-data?symbols=NVDA", { headers: bearer(user) }));
+        await check(
+          "GET",
+          "/market-data",
+          503,
+          await call("market-data?symbols=NVDA", { headers: bearer(user) }),
+        );
       } finally {
         sims.quotes.down = false;
       }
@@ -296,21 +368,40 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
 
     await t.step("discord-alert", async () => {
       const alert = { severity: "info", title: "OpenAPI", message: "check" };
-      await check("POST", "/discord-alert", 202, await call("discord-alert", json(alert, bearer(service))));
+      await check(
+        "POST",
+        "/discord-alert",
+        202,
+        await call("discord-alert", json(alert, bearer(service))),
+      );
       await check(
         "POST",
         "/discord-alert",
         202,
         await call("discord-alert", json({ ...alert, dedupKey: "k" }, { apikey: service })),
       );
-      await check("POST", "/discord-alert", 400, await call("discord-alert", json({ severity: "x" }, bearer(service))));
+      await check(
+        "POST",
+        "/discord-alert",
+        400,
+        await call("discord-alert", json({ severity: "x" }, bearer(service))),
+      );
       await check("POST", "/discord-alert", 401, await call("discord-alert", json(alert)));
-      await check("POST", "/discord-alert", 403, await call("discord-alert", json(alert, bearer(user))));
+      await check(
+        "POST",
+        "/discord-alert",
+        403,
+        await call("discord-alert", json(alert, bearer(user))),
+      );
       await check(
         "POST",
         "/discord-alert",
         415,
-        await call("discord-alert", { method: "POST", headers: { ...bearer(service), "content-type": "text/plain" }, body: "x" }),
+        await call("discord-alert", {
+          method: "POST",
+          headers: { ...bearer(service), "content-type": "text/plain" },
+          body: "x",
+        }),
       );
       await check(
         "POST",
@@ -318,7 +409,12 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
         200,
         await call("discord-alert/drain", { method: "POST", headers: bearer(service) }),
       );
-      await check("POST", "/discord-alert/drain", 401, await call("discord-alert/drain", { method: "POST" }));
+      await check(
+        "POST",
+        "/discord-alert/drain",
+        401,
+        await call("discord-alert/drain", { method: "POST" }),
+      );
       await check(
         "POST",
         "/discord-alert/drain",
@@ -328,14 +424,34 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
     });
 
     await t.step("tools", async () => {
-      const list = await check("GET", "/tools", 200, await call("tools", { headers: bearer(user) }));
-      assertEquals(list.tools.map((t: { name: string }) => t.name).sort(), ["backtest.run", "options.greeks"]);
+      const list = await check(
+        "GET",
+        "/tools",
+        200,
+        await call("tools", { headers: bearer(user) }),
+      );
+      assertEquals(list.tools.map((t: { name: string }) => t.name).sort(), [
+        "backtest.run",
+        "options.greeks",
+      ]);
       await check("GET", "/tools", 401, await call("tools"));
       const greeks = {
         tool: "options.greeks",
-        params: { type: "call", spot: 100, strike: 100, volatility: 0.2, rate: 0.01, timeToExpiryYears: 1 },
+        params: {
+          type: "call",
+          spot: 100,
+          strike: 100,
+          volatility: 0.2,
+          rate: 0.01,
+          timeToExpiryYears: 1,
+        },
       };
-      await check("POST", "/tools/execute", 200, await call("tools/execute", json(greeks, bearer(user))));
+      await check(
+        "POST",
+        "/tools/execute",
+        200,
+        await call("tools/execute", json(greeks, bearer(user))),
+      );
       const backtest = {
         tool: "backtest.run",
         params: {
@@ -347,7 +463,12 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
           initialCash: 10_000,
         },
       };
-      await check("POST", "/tools/execute", 200, await call("tools/execute", json(backtest, bearer(user))));
+      await check(
+        "POST",
+        "/tools/execute",
+        200,
+        await call("tools/execute", json(backtest, bearer(user))),
+      );
       await check(
         "POST",
         "/tools/execute",
@@ -358,7 +479,10 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
         "POST",
         "/tools/execute",
         400,
-        await call("tools/execute", json({ ...greeks, params: { ...greeks.params, spot: -1 } }, bearer(user))),
+        await call(
+          "tools/execute",
+          json({ ...greeks, params: { ...greeks.params, spot: -1 } }, bearer(user)),
+        ),
       );
       assertEquals(invalid.error.code, "VALIDATION_FAILED");
       const expired = await check(
@@ -369,7 +493,11 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
           "tools/execute",
           json({
             tool: "options.greeks",
-            params: { ...greeks.params, timeToExpiryYears: undefined, expiresAt: "2020-01-01T00:00:00Z" },
+            params: {
+              ...greeks.params,
+              timeToExpiryYears: undefined,
+              expiresAt: "2020-01-01T00:00:00Z",
+            },
           }, bearer(user)),
         ),
       );
@@ -378,14 +506,23 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
         "POST",
         "/tools/execute",
         415,
-        await call("tools/execute", { method: "POST", headers: { ...bearer(user), "content-type": "text/plain" }, body: "x" }),
+        await call("tools/execute", {
+          method: "POST",
+          headers: { ...bearer(user), "content-type": "text/plain" },
+          body: "x",
+        }),
       );
     });
 
     await t.step("status", async () => {
       const open = await check("GET", "/status", 200, await call("status"));
       assertEquals(open, { status: "ok" });
-      const details = await check("GET", "/status", 200, await call("status", { headers: bearer(service) }));
+      const details = await check(
+        "GET",
+        "/status",
+        200,
+        await call("status", { headers: bearer(service) }),
+      );
       assert(details.dependencies);
     });
   } finally {
@@ -411,7 +548,9 @@ Deno.test("status on a database without the migrations answers the documented 50
 });
 
 Deno.test("every documented operation was driven, and with its success status", () => {
-  const doc = JSON.parse(Deno.readTextFileSync(new URL("../../docs/openapi.json", import.meta.url)));
+  const doc = JSON.parse(
+    Deno.readTextFileSync(new URL("../../docs/openapi.json", import.meta.url)),
+  );
   for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, unknown>>)) {
     for (const method of Object.keys(ops)) {
       const driven = [...seen].filter((s) => s.startsWith(`${method.toUpperCase()} ${path} `));

@@ -129,7 +129,9 @@ export async function assertMatchesOpenApi(
       problems.push(`header ${name}: ${JSON.stringify(value)} ${ajv.errorsText(validate.errors)}`);
     }
   }
-  if (problems.length) throw new Error(`${where} differs from docs/openapi.json:\n  ${problems.join("\n  ")}`);
+  if (problems.length) {
+    throw new Error(`${where} differs from docs/openapi.json:\n  ${problems.join("\n  ")}`);
+  }
   return body;
 }
 
