@@ -584,10 +584,12 @@ export function openApiDocument(): {
         required?: string[];
       };
       for (const [name, schema] of Object.entries(q.properties)) {
+        const description = (schema as { description?: string }).description;
         parameters.push({
           name,
           in: "query",
           required: q.required?.includes(name) ?? false,
+          ...(description ? { description } : {}),
           schema,
         });
       }
