@@ -3,9 +3,7 @@
  * the database is cut and recovery, shutdown, and that no log line carries a secret.
  */
 import { assert, assertEquals, assertLess, assertMatch, assertStringIncludes } from "@std/assert";
-import postgres from "postgres";
-import { dbPush } from "../local/edge/db_push.ts";
-import { loadMigrations } from "../local/migrate.ts";
+import { dbPush } from "../local/edge/supabase_cli.ts";
 import { freshDatabase, onServer } from "./support/db.ts";
 import { startStack } from "./support/stack.ts";
 import { JWT_SECRET, serviceToken, testEnv, userToken } from "./support/env.ts";
@@ -177,9 +175,7 @@ Deno.test("with nothing configured, npm start runs the sandbox, says so first, a
 Deno.test("a function also runs on its own with Deno.serve, as Supabase's runtime runs it", async () => {
   const db = await freshDatabase();
   // Deployed, migrations arrive by `supabase db push`; the function itself runs no DDL.
-  const sql = postgres(db.url, { max: 1, onnotice: () => {} });
-  await dbPush(sql, await loadMigrations());
-  await sql.end();
+  await dbPush(db.url);
   const server = await spawnServer(testEnv(db.url), {
     entry: "functions/status/index.ts",
     ready: /"msg":"listening","url":"(http:\/\/[\d.:]+)\/status"/,

@@ -46,14 +46,16 @@ export function normalizeEmail(email: string): string {
   return email.normalize("NFKC").trim().toLowerCase();
 }
 
-const LoginBody = z.object({
+/** `POST /login`'s body (the email is normalized before it is checked). */
+export const LoginBody = z.object({
   email: z.string().max(320).transform(normalizeEmail).pipe(
     z.string().regex(/^[^\s@]+@[^\s@]+$/, "must be an email address"),
   ),
   password: z.string().min(1).max(1024),
 }).strict();
 
-const RefreshBody = z.object({ refresh_token: z.string().min(1).max(1024) }).strict();
+/** `POST /refresh`'s body. */
+export const RefreshBody = z.object({ refresh_token: z.string().min(1).max(1024) }).strict();
 
 /** What auth's guards give its handlers. */
 export type AuthEnv = {

@@ -38,7 +38,7 @@ import { type AuthConfig, oauthConfig } from "./config.ts";
 import type { AuthEnv } from "./handlers.ts";
 
 /** What the frontend's redirect page received from the broker, posted as it came. */
-const CallbackBody = z.object({
+export const CallbackBody = z.object({
   code: z.string().min(1).max(2048),
   state: z.string().min(1).max(256),
 }).strict();

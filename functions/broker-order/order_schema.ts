@@ -136,7 +136,9 @@ export function decimal(max: number) {
       return z.NEVER;
     }
     return canonical;
-  });
+  }).describe(
+    `A positive decimal, as a JSON number or a string: at most ${MAX_DECIMALS} decimal places, at most ${max}`,
+  );
 }
 
 export const ORDER_TYPES = ["market", "limit", "stop", "stop_limit"] as const;
@@ -207,7 +209,7 @@ export function pageQuery(maxLimit: number) {
   return z.strictObject({
     limit: z.string().regex(/^\d{1,4}$/, "must be a whole number").transform(Number).pipe(
       z.number().int().min(1).max(maxLimit),
-    ).optional(),
+    ).optional().describe(`Orders per page, 1 to ${maxLimit} (default 50)`),
     before: z.string().max(100).transform((value, ctx) => {
       const cursor = parseCursor(value);
       if (!cursor) {
@@ -215,7 +217,7 @@ export function pageQuery(maxLimit: number) {
         return z.NEVER;
       }
       return cursor;
-    }).optional(),
+    }).optional().describe("The nextCursor of the previous page"),
   });
 }
 

@@ -44,7 +44,7 @@ import { readJson } from "../../shared/http/validation.ts";
 const LOG_LEVEL = { info: "info", warning: "warn", critical: "error" } as const;
 
 /** The alert a service sends. Longer text than Discord shows is accepted and cut on delivery. */
-const AlertBody = z.strictObject({
+export const AlertBody = z.strictObject({
   severity: z.enum(["info", "warning", "critical"]),
   title: z.string().min(1).max(256),
   message: z.string().min(1).max(16_000),

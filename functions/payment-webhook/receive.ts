@@ -24,7 +24,7 @@ import { MAX_EPOCH_SECONDS, planStripeEvent, recordStripeEvent } from "./effects
 import type { SignedEnv } from "./signature.ts";
 
 /** The envelope fields needed to record an event; the rest is validated per type in effects.ts. */
-const Envelope = z.object({
+export const Envelope = z.object({
   id: z.string().min(1).max(255),
   type: z.string().min(1).max(255).catch("(invalid type)"),
   created: z.number().int().positive().max(MAX_EPOCH_SECONDS).nullable().catch(null),

@@ -10,6 +10,7 @@ import postgres from "postgres";
 import { openEmbedded, serveEmbedded, startEmbedded } from "../../local/embedded_db.ts";
 import { type ReusablePGlite, trackFresh } from "./embedded_reuse.ts";
 import { loadMigrations, migrate } from "../../local/migrate.ts";
+import { cliInstalled, dbPush } from "../../local/edge/supabase_cli.ts";
 
 /** The admin URL of the Postgres server, when tests have one. */
 export const SERVER_URL = Deno.env.get("TEST_DATABASE_URL") ?? Deno.env.get("SUPABASE_DB_URL");
@@ -136,19 +137,27 @@ let serverTemplate: Promise<string> | undefined;
 /**
  * A migrated template database on the server, made once per set of migrations (an advisory lock
  * keeps parallel test processes from making it twice); fresh databases are cloned from it.
+ * Migrated by the real Supabase CLI (`supabase db push --db-url …`, installed by `npm ci`), as a
+ * hosted project is, so the server-backed tests run against what the CLI makes of the
+ * migrations; without the CLI, by the local runner (both record the same rows:
+ * tests/shared/schema_test.ts). Its name says which made it.
  */
 function migratedServerTemplate(): Promise<string> {
   serverTemplate ??= (async () => {
-    const name = `tpl_${await migrationsDigest()}`;
+    const cli = await cliInstalled();
+    const name = `tpl_${await migrationsDigest()}${cli ? "_cli" : ""}`;
     const admin = postgres(SERVER_URL!, { max: 1, onnotice: () => {} });
     try {
       await admin`select pg_advisory_lock(7231005)`;
       const [found] = await admin`select 1 from pg_database where datname = ${name}`;
       if (!found) {
+        // A build a killed process left behind is made again (the lock is held: none is under way).
+        await admin.unsafe(`drop database if exists ${name}_building with (force)`);
         await admin.unsafe(`create database ${name}_building`);
         const url = new URL(SERVER_URL!);
         url.pathname = `/${name}_building`;
-        await migrateAt(url.toString());
+        if (cli) await dbPush(url.toString());
+        else await migrateAt(url.toString());
         await admin.unsafe(`alter database ${name}_building rename to ${name}`);
       }
       await admin`select pg_advisory_unlock(7231005)`;

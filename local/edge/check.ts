@@ -1,43 +1,52 @@
 /**
  * The edge check (`npm run check:edge`, run by `.ci/run`): the deployed shape, as a new user
- * deploys it to hosted Supabase, emulated here (the Edge Runtime and the CLI's local stack need
- * Docker, which this machine lacks):
+ * deploys it to hosted Supabase, with the real Supabase CLI (the Edge Runtime and the CLI's local
+ * stack need Docker, which this machine lacks):
  *
- * 1. every function named in `supabase/config.toml` is bundled (`deno bundle --platform deno
- *    --code-splitting`) and must fit 5 MB (Supabase's limit for server-side bundling), counting
- *    every file of the bundle; the HTML sanitizer's parser is part of it. The CLI deploys an
- *    eszip, a module graph in which a dynamic `import()` is loaded when it runs; code splitting
- *    keeps that (a module imported lazily is its own file, read on first use), where a
- *    single-file bundle would parse it, and load the `node:` modules it imports, at boot
- *    (`deno run` still reads and analyses each statically known `import()` target before the
- *    first line runs, so what is imported lazily is kept small too);
- * 2. a Postgres database is set up as a Supabase project's is (roles, `auth.uid()`,
- *    `supabase_migrations`) and migrated the way `supabase db push` does it;
- * 3. each bundle runs under the Edge Runtime's permissions (network, environment, `/tmp` only;
+ * 1. `supabase functions deploy --use-api --profile supabase-local` uploads every function of
+ *    `supabase/config.toml` to a recording stand-in of the Management API (management_api.ts);
+ *    the check prints what each function uploaded and fails when a function was not deployed,
+ *    when its upload holds test or local-only code (`tests/`, `local/`, anything under
+ *    `node_modules/`, `*_test.ts`) or when the uploaded `verify_jwt` differs from config.toml;
+ * 2. each upload is laid out alone in an empty folder and bundled there as the platform bundles
+ *    it (`deno bundle --platform deno --code-splitting --config <its import map>`), so a file the
+ *    CLI did not upload fails the bundle; each bundle must fit 5 MB (Supabase's limit for
+ *    server-side bundling), counting every file of the bundle; the HTML sanitizer's parser is
+ *    part of it. The platform deploys an eszip, a module graph in which a dynamic `import()` is
+ *    loaded when it runs; code splitting keeps that (a module imported lazily is its own file,
+ *    read on first use), where a single-file bundle would parse it, and load the `node:` modules
+ *    it imports, at boot;
+ * 3. a Postgres database is set up as a Supabase project's is (roles, `auth.uid()`,
+ *    `supabase_migrations`) and migrated by `supabase db push --db-url …`;
+ * 4. each bundle runs under the Edge Runtime's permissions (network, environment, `/tmp` only;
  *    `EdgeRuntime.waitUntil` preloaded) with only the platform's default secrets (an ES256 JWKS,
  *    the service-role key, an `sb_secret_` key; no JWT secret) plus its own, and is exercised once;
- * 4. the schema is identical before and after (no function runs DDL); a database without the
+ * 5. the schema is identical before and after (no function runs DDL); a database without the
  *    migrations answers `503 SCHEMA_OUTDATED` naming the version, then `200` once they are
  *    pushed, without a restart;
- * 5. boot time (process start to first answer) is measured against a bare `Deno.serve` bundle
- *    and reported (a figure, not a pass/fail: timings on a shared machine vary;
- *    docs/performance.md keeps the measured table; the goal is at most 3 × the bare bundle).
+ * 6. boot time (process start to first answer) is measured against a bare `Deno.serve` bundle
+ *    and reported (a figure, not a pass/fail: timings on a shared machine vary; the README keeps
+ *    the measured table; the goal is at most 3 × the bare bundle).
  *
  * Prints a table (`--record` also writes it to `local/bench/results/edge.json`), and ends with
  * "N passed, N failed".
  */
 import postgres from "postgres";
 import { SignJWT } from "jose";
-import { dbPush } from "../../local/edge/db_push.ts";
-import { loadMigrations } from "../../local/migrate.ts";
-import { startBrokerSimulator } from "../../local/sandbox/broker.ts";
-import { startDiscordSimulator } from "../../local/sandbox/discord.ts";
-import { startMarketDataSimulator } from "../../local/sandbox/market_data.ts";
-import { loadSigningKey } from "../../local/sandbox/signing_key.ts";
-import { startSupabaseAuthSimulator } from "../../local/sandbox/supabase_auth.ts";
+import { dbPush, deployFunctions } from "./supabase_cli.ts";
+import { bundle, describeUpload, layOut, notProduction } from "./upload.ts";
+import type { Upload } from "./management_api.ts";
+import { startBrokerSimulator } from "../sandbox/broker.ts";
+import { startDiscordSimulator } from "../sandbox/discord.ts";
+import { startMarketDataSimulator } from "../sandbox/market_data.ts";
+import { loadSigningKey } from "../sandbox/signing_key.ts";
+import { startSupabaseAuthSimulator } from "../sandbox/supabase_auth.ts";
 import { SCHEMA_VERSION } from "../../shared/db/schema_version.ts";
-import { freshDatabase } from "../support/db.ts";
-import { checkoutCompleted, delivery } from "../functions/payment-webhook/stripe_events.ts";
+import { freshDatabase } from "../../tests/support/db.ts";
+import {
+  checkoutCompleted,
+  delivery,
+} from "../../tests/functions/payment-webhook/stripe_events.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 const MB = 1024 * 1024;
@@ -68,33 +77,31 @@ function expect(cond: unknown, message: string): asserts cond {
 
 // ---- 1. bundles --------------------------------------------------------------------------------
 
-/** The functions of config.toml: name and entrypoint. */
-async function configuredFunctions(): Promise<{ name: string; entry: string }[]> {
+/** A function of config.toml: its name, entrypoint and `verify_jwt` (the CLI's default: true). */
+interface Configured {
+  name: string;
+  entry: string;
+  verifyJwt: boolean;
+}
+
+/** The functions of config.toml. */
+async function configuredFunctions(): Promise<Configured[]> {
   const toml = await Deno.readTextFile(new URL("supabase/config.toml", ROOT));
-  const out: { name: string; entry: string }[] = [];
+  const out: Configured[] = [];
   for (const m of toml.matchAll(/^\[functions\.([\w-]+)\]\s*\n((?:(?!\[)[^\n]*\n?)*)/gm)) {
     const entry = /^entrypoint\s*=\s*"([^"]+)"/m.exec(m[2])?.[1];
     expect(entry, `functions.${m[1]} names no entrypoint`);
-    out.push({ name: m[1], entry: new URL(entry, new URL("supabase/", ROOT)).pathname });
+    const verifyJwt = /^verify_jwt\s*=\s*(true|false)/m.exec(m[2])?.[1] !== "false";
+    out.push({
+      name: m[1],
+      entry: new URL(entry, new URL("supabase/", ROOT)).pathname,
+      verifyJwt,
+    });
   }
   return out;
 }
 
 const work = await Deno.makeTempDir({ prefix: "edge-check-" });
-
-/** Bundles `entry` into the folder `out` (its entry file is `index.js`); returns the total size. */
-async function bundle(entry: string, out: string): Promise<number> {
-  const { success, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["bundle", "--quiet", "--platform", "deno", "--code-splitting", entry, "--outdir", out],
-    cwd: ROOT.pathname,
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  expect(success, `deno bundle failed: ${new TextDecoder().decode(stderr).slice(0, 500)}`);
-  let size = 0;
-  for await (const f of Deno.readDir(out)) size += (await Deno.stat(`${out}/${f.name}`)).size;
-  return size;
-}
 
 /** The text of every file of the bundle in `dir`. */
 async function bundleText(dir: string): Promise<string> {
@@ -206,9 +213,47 @@ const boots: Record<string, number> = {};
 const bootCpus: Record<string, number> = {};
 const firstDbAnswers: number[] = [];
 
+let uploads = new Map<string, Upload>();
+await step(
+  "supabase functions deploy --use-api (the real CLI) uploads every function",
+  async () => {
+    uploads = (await deployFunctions()).uploads;
+    const missing = functions.filter((fn) => !uploads.has(fn.name)).map((fn) => fn.name);
+    expect(missing.length === 0, `not deployed: ${missing.join(", ")}`);
+    return `${uploads.size} functions`;
+  },
+);
+
 for (const fn of functions) {
-  await step(`bundle ${fn.name} within its limit`, async () => {
-    const size = await bundle(fn.entry, `${work}/${fn.name}`);
+  const upload = uploads.get(fn.name);
+  if (!upload) continue;
+  console.log(`     ${fn.name} uploaded ${upload.files.size} files: ${describeUpload(upload)}`);
+  await step(`${fn.name}: the upload holds no test or local-only code`, () => {
+    const bad = [...upload.files.keys()].flatMap((p) => {
+      const why = notProduction(p);
+      return why ? [`${p} (${why})`] : [];
+    });
+    expect(bad.length === 0, bad.join(", "));
+    return Promise.resolve(`${upload.files.size} files`);
+  });
+  await step(`${fn.name}: the uploaded verify_jwt is config.toml's`, () => {
+    const sent = upload.metadata.verify_jwt;
+    expect(sent === fn.verifyJwt, `uploaded verify_jwt ${sent}, config.toml ${fn.verifyJwt}`);
+    return Promise.resolve(`verify_jwt ${sent}`);
+  });
+}
+
+for (const fn of functions) {
+  const upload = uploads.get(fn.name);
+  if (!upload) continue;
+  await step(`bundle ${fn.name} from its upload alone, within its limit`, async () => {
+    const source = `${work}/upload-${fn.name}`;
+    await Deno.mkdir(source);
+    await layOut(upload, source);
+    const { entrypoint_path: entry, import_map_path: map } = upload.metadata;
+    expect(upload.files.has(entry), `the upload lacks its entrypoint ${entry}`);
+    expect(!map || upload.files.has(map), `the upload lacks its import map ${map}`);
+    const size = await bundle(entry, `${work}/${fn.name}`, { cwd: source, config: map });
     sizes[fn.name] = size;
     expect(size <= BUNDLE_LIMIT, `${(size / MB).toFixed(2)} MB > ${BUNDLE_LIMIT / MB} MB`);
     const text = await bundleText(`${work}/${fn.name}`);
@@ -226,7 +271,7 @@ await Deno.writeTextFile(
   bare,
   'Deno.serve({ port: Number(Deno.env.get("PORT")), onListen() {} }, () => new Response("ok"));\n',
 );
-await bundle(bare, `${work}/bare`);
+await bundle(bare, `${work}/bare`, { cwd: ROOT.pathname });
 const bareBoots: number[] = [];
 const bareCpus: number[] = [];
 await (await runBundle(`${work}/bare/index.js`, "bare", {})).stop(); // warm-up
@@ -283,7 +328,7 @@ const userSecrets = {
 };
 
 const migrated = await project.create();
-await dbPush(migrated.sql, await loadMigrations());
+await dbPush(migrated.url);
 const schemaBefore = await schemaFingerprint(migrated.sql);
 const env = { ...platformSecrets(migrated.url), ...userSecrets };
 
@@ -463,7 +508,7 @@ await step(
       expect(body.error?.code === "SCHEMA_OUTDATED", JSON.stringify(body));
       expect(String(body.error.message).includes(SCHEMA_VERSION), "the message names the version");
       expect(r.output.some((l) => l.includes(SCHEMA_VERSION)), "the log names the missing version");
-      await dbPush(bareDb.sql, await loadMigrations());
+      await dbPush(bareDb.url);
       const deadline = Date.now() + 10_000;
       let last = 0;
       while (Date.now() < deadline && (last = await status(await fetch(r.url))) !== 200) {
@@ -505,7 +550,7 @@ if (firstDbAnswers.length) {
 const worst = Math.max(...Object.values(boots));
 console.log(`worst function boot ${worst.toFixed(0)} ms = ${(worst / bareBoot).toFixed(2)} × bare`);
 console.table(table);
-// `--record` keeps the figures for docs/performance.md (local/bench/results/edge.json); a plain run
+// `--record` keeps the figures for the README (local/bench/results/edge.json); a plain run
 // leaves the tree as it was.
 if (Deno.args.includes("--record")) {
   await Deno.writeTextFile(
