@@ -165,7 +165,7 @@ export interface EventRecord {
  * the commit leaves nothing written. "duplicate" when a committed delivery already recorded it.
  * Throws DatabaseUnavailable when the database is down (nothing written; Stripe delivers again).
  */
-export function recordStripeEvent(
+export async function recordStripeEvent(
   db: Database,
   e: EventRecord,
 ): Promise<"duplicate" | EventOutcome> {
@@ -180,25 +180,9 @@ export function recordStripeEvent(
   const call = `select outcome, reason from internal.stripe_event_apply(${literal(id)}, ${
     literal(type)
   }, ${literal(e.createdAt)}::timestamptz, ${jsonLiteral(effect)})`;
-  return db.query(async (sql) => {
-    const conn = await sql.reserve();
-    try {
-      const results = await conn.unsafe(`begin; ${call}`).simple();
-      const [row] = (results as unknown as { outcome: string; reason: string | null }[][])[1];
-      await conn.unsafe("commit").simple();
-      if (row.outcome === "duplicate") return "duplicate" as const;
-      return row.outcome === "applied"
-        ? APPLIED
-        : { outcome: "ignored" as const, reason: row.reason ?? "" };
-    } catch (err) {
-      await conn.unsafe("rollback").catch(
-        () => {/* the connection is gone: so is the transaction */},
-      );
-      throw err;
-    } finally {
-      conn.release();
-    }
-  });
+  const [row] = await db.transactionOfOne<{ outcome: string; reason: string | null }>(call);
+  if (row.outcome === "duplicate") return "duplicate";
+  return row.outcome === "applied" ? APPLIED : { outcome: "ignored", reason: row.reason ?? "" };
 }
 
 /** A short, stable digest of text that cannot be stored as it is (FNV-1a over UTF-16 units). */

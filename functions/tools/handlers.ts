@@ -26,6 +26,7 @@
  * app.post("/execute", noStore, validExecute, executeTool(registry));
  * ```
  */
+import { whileClientWaits } from "../../shared/http/client_gone.ts";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import type * as z from "../../shared/zod.ts";
@@ -57,11 +58,14 @@ export function listTools(registry: ToolRegistry) {
   };
 }
 
-/** `POST /execute`: runs `c.var.execute`'s tool under its deadline and the client's signal. */
+/** `POST /execute`: runs `c.var.execute`'s tool under its deadline, stopped if the client leaves. */
 export function executeTool(registry: ToolRegistry) {
   return async function executeTool(c: Context<ToolsEnv>): Promise<Response> {
     const { tool, params } = c.var.execute;
-    const result = await registry.execute(tool, params, c.req.raw.signal);
+    const result = await whileClientWaits(
+      c.req.raw,
+      (clientGone) => registry.execute(tool, params, clientGone),
+    );
     return c.body(result, 200, JSON_TYPE);
   };
 }

@@ -236,6 +236,32 @@ export class Database {
     return this.#run((sql) => sql.begin(begin, (tx) => fn(tx)) as Promise<T>);
   }
 
+  /**
+   * Runs one statement as a transaction of its own in two round trips where `transaction()`
+   * takes three: `begin; <statement>` as one Query message (the simple protocol), then `commit`.
+   * A connection lost before the commit leaves nothing written. The same gate, retries and
+   * classification as `transaction()`; the statement's values must be literals (sql_literal.ts).
+   * Returns the statement's rows.
+   */
+  transactionOfOne<T>(statement: string): Promise<T[]> {
+    return this.#run(async (sql) => {
+      const conn = await sql.reserve();
+      try {
+        const results = await conn.unsafe(`begin; ${statement}`).simple();
+        const rows = (results as unknown as T[][])[1];
+        await conn.unsafe("commit").simple();
+        return rows;
+      } catch (err) {
+        await conn.unsafe("rollback").catch(
+          () => {/* the connection is gone: so is the transaction */},
+        );
+        throw err;
+      } finally {
+        conn.release();
+      }
+    });
+  }
+
   /** Runs autocommit statements (one round trip each) with the same gate, retries and classification. */
   query<T>(fn: (sql: Sql) => Promise<T>): Promise<T> {
     return this.#run(fn);
