@@ -148,7 +148,7 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
       res.headers.set("x-request-id", id);
       return res;
     }
-    // The function drops the /functions/v1 prefix itself (see app.ts), as Supabase's runtime
+    // The function drops the /functions/v1 prefix itself (see shared/platform/boot.ts), as Supabase's runtime
     // hands it the path after it; the connection's address goes with the request, as the
     // platform's gateway passes it on, so clients are told apart.
     return fn(req, info);

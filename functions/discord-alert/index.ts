@@ -11,7 +11,7 @@
  * With ALERT_FALLBACK_WEBHOOK_URL (a Slack-style incoming webhook) set, broken Discord delivery
  * and the critical alerts it holds up are told there too (delivery.ts). The queue, ordering and
  * dedup are in shared/alerts/alert_queue.ts, delivery in shared/alerts/alert_drainer.ts; Discord's protocol in
- * shared/alerts/discord_client.ts.
+ * shared/alerts/discord_client.ts, and what a message looks like in shared/alerts/discord_text.ts.
  */
 import { defineFunction } from "../../shared/platform/app.ts";
 import { AlertQueue } from "../../shared/alerts/alert_queue.ts";

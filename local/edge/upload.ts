@@ -9,7 +9,7 @@
  * import { notProduction } from "./upload.ts";
  *
  * notProduction("tests/support/assert.ts"); // "test code (tests/)"
- * notProduction("shared/app.ts"); // undefined
+ * notProduction("shared/platform/app.ts"); // undefined
  * ```
  */
 import type { Upload } from "./management_api.ts";

@@ -3,10 +3,11 @@
  * prepared statements, no session state) behind admission control, per-call deadlines,
  * transient-error retries and a per-instance recovery gate.
  *
- * Each policy lives in its own module and is composed here: `db_errors.ts` says which failures
- * are which, `retry.ts` re-runs transient ones, `semaphore.ts` admits one call per connection,
- * `recovery_gate.ts` fails fast through an outage and probes until the database is back, and
- * `driver_guard.ts` survives postgres.js's stray signals when a pool is recycled.
+ * Each policy lives in its own module and is composed here: `_db_errors.ts` says which failures
+ * are which, `../resilience/retry.ts` re-runs transient ones, `_semaphore.ts` admits one call
+ * per connection, `_recovery_gate.ts` fails fast through an outage and probes until the database
+ * is back, and `_driver_guard.ts` survives postgres.js's stray signals when a pool is recycled.
+ * The `_` modules are this folder's internals, not the suite's API.
  *
  * postgres.js is imported by the first probe, not at boot: it loads Node's `net`, `tls`, `fs` and
  * `stream` compatibility modules, which cost a cold isolate more than everything else it boots.

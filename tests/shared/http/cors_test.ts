@@ -65,7 +65,7 @@ Deno.test("corsPolicy().preflight() answers exactly as the guard does, with a ne
   const first = policy.preflight(preflight(ALLOWED))!;
   assertEquals(first.status, 204);
   assertEquals([...first.headers], [...byGuard.headers]);
-  // Each answer is its own: what is added to one (app.ts adds the request id) is not in the next.
+  // Each answer is its own: what is added to one (preflightsFirst adds the request id) is not in the next.
   first.headers.append("x-request-id", "one");
   const second = policy.preflight(preflight(ALLOWED))!;
   assertEquals(second.headers.get("x-request-id"), null);
