@@ -54,7 +54,9 @@ Deno.test("catch-up: events whose webhook never arrived are applied once; a seco
     assert(query.get("created[gte]") !== null && query.get("created[lte]") !== null);
     assert([...query.keys()].some((k) => k.startsWith("types[")), "asks only for handled types");
     assert(
-      server.logs.some((l) => l.includes("operator alert") && l.includes("webhooks are being missed")),
+      server.logs.some((l) =>
+        l.includes("operator alert") && l.includes("webhooks are being missed")
+      ),
       "a run that recorded missed events tells operators",
     );
 
@@ -200,9 +202,12 @@ Deno.test("catch-up: an old subscription event read late never undoes a newer on
     const userId = crypto.randomUUID();
     const base = { subscription, customer, periodEnd: now() + 86400, userId };
     // The newer state (canceled) arrives; the older update (active) is lost.
-    await sim.emit(asSim(subscriptionEvent("updated", { ...base, status: "active", created: now() - 100 })), {
-      deliver: false,
-    });
+    await sim.emit(
+      asSim(subscriptionEvent("updated", { ...base, status: "active", created: now() - 100 })),
+      {
+        deliver: false,
+      },
+    );
     const deleted = await sim.emit(
       asSim(subscriptionEvent("deleted", { ...base, status: "canceled", created: now() - 10 })),
     );
