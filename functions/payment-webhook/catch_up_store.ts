@@ -17,6 +17,7 @@
  * ```
  */
 import type { Database } from "../../shared/db.ts";
+import { isPostgresText, literal } from "../../shared/sql_literal.ts";
 
 /** A scan of Stripe's list for one fixed `created` window, newest first. */
 export interface Scan {
@@ -87,27 +88,30 @@ export async function saveCatchUpState(
   const from = time(next.scan?.from ?? null);
   const to = time(next.scan?.to ?? null);
   const after = next.scan?.after ?? null;
-  const rows = await db.query((sql) =>
-    read.version === null
-      ? sql`
-        insert into internal.stripe_catch_up (id, covered_until, scan_from, scan_to, scan_after)
-        values (true, ${covered}, ${from}, ${to}, ${after})
-        on conflict (id) do nothing
-        returning version`
-      : sql`
-        update internal.stripe_catch_up set covered_until = ${covered}, scan_from = ${from},
-          scan_to = ${to}, scan_after = ${after}, checkpoint_at = now(), version = version + 1
-        where id and version = ${read.version}
-        returning version`
-  );
+  // Literals in one simple query: a parameterized statement costs postgres.js a second round
+  // trip (it describes the statement before binding) and this is the run's one write.
+  const values = `${literal(covered)}::timestamptz, ${literal(from)}::timestamptz, ${
+    literal(to)
+  }::timestamptz, ${literal(after)}`;
+  const statement = read.version === null
+    ? `insert into internal.stripe_catch_up (id, covered_until, scan_from, scan_to, scan_after)
+       values (true, ${values}) on conflict (id) do nothing returning version`
+    : `update internal.stripe_catch_up set (covered_until, scan_from, scan_to, scan_after,
+         checkpoint_at, version) = (${values}, now(), version + 1)
+       where id and version = ${literal(read.version)} returning version`;
+  const rows = await db.query((sql) => sql.unsafe(statement).simple());
   return rows.length === 1;
 }
 
 /** Which of `ids` are recorded already (by a webhook or an earlier run); one statement. */
 export async function knownEventIds(db: Database, ids: string[]): Promise<Set<string>> {
   if (ids.length === 0) return new Set();
+  // Ids that are not valid text are never stored as they are (effects.ts records a digest).
+  const list = ids.filter(isPostgresText).map(literal).join(", ");
+  if (!list) return new Set();
   const rows = await db.query((sql) =>
-    sql<{ id: string }[]>`select id from internal.stripe_events where id in ${sql(ids)}`
+    sql.unsafe<{ id: string }[]>(`select id from internal.stripe_events where id in (${list})`)
+      .simple()
   );
   return new Set(rows.map((r) => r.id));
 }
