@@ -51,7 +51,12 @@
 import type { Context } from "hono";
 import type { Platform } from "../../shared/app.ts";
 import { HttpError } from "../../shared/errors.ts";
-import { catchUpStripeEvent, HANDLED_TYPES, MAX_EPOCH_SECONDS, planStripeEvent } from "./effects.ts";
+import {
+  catchUpStripeEvent,
+  HANDLED_TYPES,
+  MAX_EPOCH_SECONDS,
+  planStripeEvent,
+} from "./effects.ts";
 import {
   type Cursor,
   knownEventIds,

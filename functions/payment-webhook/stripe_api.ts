@@ -26,7 +26,11 @@
  *   timeoutMs: 5_000,
  *   breaker: breakers.get("Stripe API"),
  * });
- * const list = events.list({ types: ["invoice.paid"], created: { gte: 1764633600 }, limit: 100 });
+ * const list = events.list({
+ *   types: ["invoice.paid"],
+ *   created: { gte: 1764633600, lte: 1764637200 },
+ *   limit: 100,
+ * });
  * for (let next = await list.next(); !next.done; next = await list.next()) {
  *   console.info(next.value.id);
  * }
@@ -88,7 +92,9 @@ export interface EventIterator {
 }
 
 /** Stripe's event list, through the library; see the module's summary. */
-export function stripeEvents(opts: StripeEventsOptions): { list(p: EventListParams): EventIterator } {
+export function stripeEvents(
+  opts: StripeEventsOptions,
+): { list(p: EventListParams): EventIterator } {
   let client: Promise<Stripe> | undefined;
   const guarded = guardedFetch(opts);
   const stripe = () =>

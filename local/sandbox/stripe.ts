@@ -249,7 +249,11 @@ export function startStripeSimulator(opts: StripeSimulatorOptions): Promise<Stri
       return json(200, { dropping: drop });
     }
     if (url.pathname !== "/v1/events" || req.method !== "GET") {
-      return stripeError(404, "invalid_request_error", `Unrecognized request URL (${req.method}: ${url.pathname}).`);
+      return stripeError(
+        404,
+        "invalid_request_error",
+        `Unrecognized request URL (${req.method}: ${url.pathname}).`,
+      );
     }
     listCalls++;
     listQueries.push(url.searchParams);
@@ -263,7 +267,11 @@ export function startStripeSimulator(opts: StripeSimulatorOptions): Promise<Stri
       );
     }
     if (key !== opts.secretKey) {
-      return stripeError(401, "invalid_request_error", `Invalid API Key provided: ${key.slice(0, 8)}***`);
+      return stripeError(
+        401,
+        "invalid_request_error",
+        `Invalid API Key provided: ${key.slice(0, 8)}***`,
+      );
     }
     if (sim.down) {
       return stripeError(500, "api_error", "Something went wrong on Stripe's end.");
