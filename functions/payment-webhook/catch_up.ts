@@ -25,6 +25,8 @@
  *    the next scan's); an event Stripe listed only after the scan passed its place has `created`
  *    within the listing delay of the moment it was listed, so within the overlap of the next
  *    scan's `from`. Re-read events cost one read per page and no write.
+ *    A scan resumed after an event Stripe no longer lists (older than its 30 days) ends there:
+ *    everything behind that event is older still.
  * 5. The cursor moves only past what was recorded, and is written only when it changed for a
  *    reason: something was recorded, a scan stopped at the bound or finished one that had, the
  *    run read more than one page, or it moves by STRIPE_CATCHUP_CHECKPOINT_SECONDS. A run that
@@ -64,7 +66,12 @@ import {
   saveCatchUpState,
   type Scan,
 } from "./catch_up_store.ts";
-import { type EventIterator, type EventListParams, stripeFailure } from "./stripe_api.ts";
+import {
+  CursorEventGone,
+  type EventIterator,
+  type EventListParams,
+  stripeFailure,
+} from "./stripe_api.ts";
 
 /** Stripe's largest page. */
 const PAGE_MAX = 100;
@@ -130,7 +137,15 @@ export async function runCatchUp(opts: CatchUpOptions): Promise<CatchUpResult> {
       // One page: the library fetches the next page when this one is used up.
       const page: unknown[] = [];
       while (page.length < pageSize) {
-        const next = await list.next();
+        const next = await list.next().catch((err) => {
+          // The scan resumed after an event Stripe no longer lists: everything older than it is
+          // past Stripe's 30 days too, so nothing is left to read in this window.
+          if (err instanceof CursorEventGone) {
+            log.warn("stripe catch-up: the scan's cursor event expired; the scan ends here");
+            return { done: true as const, value: undefined };
+          }
+          throw err;
+        });
         if (next.done) {
           done = true;
           break;

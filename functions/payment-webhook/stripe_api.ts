@@ -58,6 +58,17 @@ export class StripeRefused extends HttpError {
   }
 }
 
+/**
+ * Stripe no longer has the event a resumed scan pages from (`starting_after`: 400,
+ * resource_missing): it is past Stripe's 30 days, and so is everything older than it.
+ */
+export class CursorEventGone extends Error {
+  constructor() {
+    super("The event the scan resumes from is no longer listed by Stripe");
+    this.name = "CursorEventGone";
+  }
+}
+
 /** Stripe answered 429 or 5xx: a failure for the breaker, `503` for the caller. */
 class StripeFailed extends Error {
   constructor(readonly status: number, readonly retryAfterMs: number) {
@@ -119,6 +130,10 @@ export function stripeEvents(
             pages ??= (await stripe()).events.list(params);
             return await pages.next();
           } catch (err) {
+            const e = err as { type?: string; param?: string };
+            if (e?.type === "StripeInvalidRequestError" && e.param === "starting_after") {
+              throw new CursorEventGone();
+            }
             throw stripeFailure(err);
           }
         },

@@ -263,3 +263,24 @@ Deno.test("catch-up: a STRIPE_API_URL that is not scheme://host[:port] keeps pay
     assertMatch(body.error.message, /STRIPE_API_URL/);
   }, { stripeUrl: (simUrl) => Promise.resolve(`${simUrl}/v1`) });
 });
+
+Deno.test("catch-up: a scan resumed after an event Stripe no longer lists ends there, and the next scan goes on", async () => {
+  await withCatchUp(async ({ sim, run, state, server }) => {
+    const lost = await sim.emit(asSim(checkoutCompleted()), { deliver: false });
+    const start = now();
+    // A scan saved long ago, whose last event has since left Stripe's 30 days.
+    await server.platform.db.query((sql) =>
+      sql`insert into internal.stripe_catch_up (id, covered_until, scan_from, scan_to, scan_after)
+          values (true, ${new Date((start - 3600) * 1000)}, ${new Date((start - 3600) * 1000)},
+            ${new Date((start - 60) * 1000)}, 'evt_expired_long_ago')`
+    );
+    const ended = await run();
+    assertEquals(ended.status, 200, JSON.stringify(ended.body));
+    assertEquals(ended.body.hasMore, false);
+    assertEquals(ended.body.cursor.scan, null);
+    const next = await run();
+    assertEquals(next.status, 200);
+    assertEquals(next.body.applied, 1, "the next scan reads from the covered time on");
+    assertEquals((await state()).events.map((e) => e.id), [lost.event.id]);
+  });
+});
