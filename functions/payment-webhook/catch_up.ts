@@ -53,12 +53,8 @@
 import type { Context } from "hono";
 import type { Platform } from "../../shared/app.ts";
 import { HttpError } from "../../shared/errors.ts";
-import {
-  catchUpStripeEvent,
-  HANDLED_TYPES,
-  MAX_EPOCH_SECONDS,
-  planStripeEvent,
-} from "./effects.ts";
+import { catchUpStripeEvent, HANDLED_TYPES } from "./effects.ts";
+import { eventRecord } from "./receive.ts";
 import {
   type Cursor,
   knownEventIds,
@@ -208,26 +204,13 @@ async function recordPage(
       result.alreadyApplied++;
       continue;
     }
-    const outcome = await catchUpStripeEvent(opts.db, recordOf(event));
+    const record = eventRecord(event);
+    if (!record) throw stripeFailure(new Error("Unexpected: Stripe API response has a bad event"));
+    const outcome = await catchUpStripeEvent(opts.db, record);
     if (outcome === "duplicate") result.alreadyApplied++; // a webhook or another run was first
     else if (outcome.outcome === "applied") result.applied++;
     else result.ignored++;
   }
-}
-
-/** The listed event as the webhook path records it (the same planning, the same envelope rules). */
-function recordOf(event: unknown) {
-  const e = event as { id: string; type?: unknown; created?: unknown; data?: { object?: unknown } };
-  const type = typeof e.type === "string" && e.type ? e.type.slice(0, 255) : "(invalid type)";
-  const created = Number.isInteger(e.created) && (e.created as number) > 0 &&
-      (e.created as number) <= MAX_EPOCH_SECONDS
-    ? e.created as number
-    : null;
-  const object = e.data && typeof e.data === "object" ? e.data.object : undefined;
-  const effect = created === null || object === undefined
-    ? { kind: "ignored" as const, reason: "malformed event: no created time or data" }
-    : planStripeEvent({ id: e.id, type, created, object });
-  return { id: e.id, type, createdAt: created === null ? null : new Date(created * 1000), effect };
 }
 
 function eventId(event: unknown): string {
