@@ -67,6 +67,17 @@ export const LimitsSchema = z.object({
   // batches small enough never to hold locks for long (functions/payment-webhook/event_retention.ts).
   WEBHOOK_PURGE_INTERVAL_SECONDS: count(3600),
   WEBHOOK_PURGE_BATCH_SIZE: count(500),
+  // payment-webhook's catch-up (functions/payment-webhook/catch_up.ts): each call to Stripe's
+  // API has this deadline; a run reads at most STRIPE_CATCHUP_MAX_EVENTS events (pages of 100),
+  // so its work stays bounded; each scan starts STRIPE_CATCHUP_OVERLAP_SECONDS before what the
+  // last one covered (an event Stripe listed late is still read); the first run looks back
+  // STRIPE_CATCHUP_LOOKBACK_HOURS (Stripe lists 30 days: at most 720); a run that finds nothing
+  // new writes its cursor only once it would move by STRIPE_CATCHUP_CHECKPOINT_SECONDS.
+  STRIPE_TIMEOUT_MS: ms(5_000),
+  STRIPE_CATCHUP_MAX_EVENTS: count(300),
+  STRIPE_CATCHUP_OVERLAP_SECONDS: count(300),
+  STRIPE_CATCHUP_LOOKBACK_HOURS: z.coerce.number().int().positive().max(720).default(72),
+  STRIPE_CATCHUP_CHECKPOINT_SECONDS: count(3_600),
   // broker-order
   BROKER_TIMEOUT_MS: ms(10_000),
   ORDER_RATE_LIMIT: count(60),

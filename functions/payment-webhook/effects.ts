@@ -169,6 +169,35 @@ export async function recordStripeEvent(
   db: Database,
   e: EventRecord,
 ): Promise<"duplicate" | EventOutcome> {
+  const call = applyCall("internal.stripe_event_apply", e);
+  const [row] = await db.transactionOfOne<{ outcome: string; reason: string | null }>(call);
+  if (row.outcome === "duplicate") return "duplicate";
+  return row.outcome === "applied" ? APPLIED : { outcome: "ignored", reason: row.reason ?? "" };
+}
+
+/**
+ * The catch-up's form of `recordStripeEvent`: the same claim, guarded effect and outcome
+ * (`internal.stripe_event_catch_up` calls `internal.stripe_event_apply`), marked as recorded by
+ * the catch-up, in ONE autocommit statement (one round trip). A connection lost before the
+ * answer leaves the outcome unknown to the caller, never half-written: the event is then found
+ * recorded, or not, by the next run. Throws DatabaseUnavailable when the database is down.
+ */
+export function catchUpStripeEvent(
+  db: Database,
+  e: EventRecord,
+): Promise<"duplicate" | EventOutcome> {
+  const call = applyCall("internal.stripe_event_catch_up", e);
+  return db.query(async (sql) => {
+    const [row] = await sql.unsafe<{ outcome: string; reason: string | null }[]>(call).simple();
+    if (row.outcome === "duplicate") return "duplicate" as const;
+    return row.outcome === "applied"
+      ? APPLIED
+      : { outcome: "ignored" as const, reason: row.reason ?? "" };
+  });
+}
+
+/** The statement calling `fn(id, type, created, effect)`, the id and type made storable. */
+function applyCall(fn: string, e: EventRecord): string {
   let { id, type, effect } = e;
   if (!isPostgresText(id)) {
     // Not a Stripe id (theirs are `evt_` and letters): recorded under a digest so that its
@@ -177,12 +206,9 @@ export async function recordStripeEvent(
     effect = ignored("the event id is not valid text");
   }
   type = toPostgresText(type).slice(0, 255);
-  const call = `select outcome, reason from internal.stripe_event_apply(${literal(id)}, ${
-    literal(type)
-  }, ${literal(e.createdAt)}::timestamptz, ${jsonLiteral(effect)})`;
-  const [row] = await db.transactionOfOne<{ outcome: string; reason: string | null }>(call);
-  if (row.outcome === "duplicate") return "duplicate";
-  return row.outcome === "applied" ? APPLIED : { outcome: "ignored", reason: row.reason ?? "" };
+  return `select outcome, reason from ${fn}(${literal(id)}, ${literal(type)}, ${
+    literal(e.createdAt)
+  }::timestamptz, ${jsonLiteral(effect)})`;
 }
 
 /** A short, stable digest of text that cannot be stored as it is (FNV-1a over UTF-16 units). */

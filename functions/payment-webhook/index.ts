@@ -9,6 +9,11 @@
  * `400 INVALID_SIGNATURE` (nothing recorded), `503` with `Retry-After` when the database is
  * unavailable (nothing written; Stripe retries for three days:
  * https://docs.stripe.com/webhooks#retries).
+ *
+ * `POST /catch-up` (service callers: the schedule, an operator after an incident) reads back from
+ * Stripe's `GET /v1/events` what never arrived and applies it the same way (catch_up.ts):
+ * `200 {applied, ignored, alreadyApplied, read, pages, hasMore, cursorSaved, cursor}`, `503` or
+ * `502` with `Retry-After` when Stripe's API fails (nothing changed).
  */
 import * as z from "../../shared/zod.ts";
 import { defineFunction } from "../../shared/platform/app.ts";
@@ -16,9 +21,13 @@ import { BaseEnv } from "../../shared/base_env.ts";
 import { bodyLimit } from "../../shared/http/body_limit.ts";
 import { route } from "../../shared/http/route.ts";
 import { serveStandalone } from "../../shared/platform/standalone.ts";
+import { httpUrl } from "../../shared/env.ts";
+import { requireJwt } from "../../shared/auth/jwt.ts";
 import { stripeHmac } from "./hmac.ts";
+import { catchUpRoute } from "./catch_up.ts";
 import { receiveEvent } from "./receive.ts";
 import { type SignedEnv, stripeSignature } from "./signature.ts";
+import { STRIPE_UPSTREAM, stripeEvents } from "./stripe_api.ts";
 
 /**
  * `STRIPE_WEBHOOK_SECRET`: one or more signing secrets, comma-separated. While a secret is being
@@ -33,9 +42,18 @@ const webhookSecrets = z.string().transform((value, ctx) => {
   return list;
 });
 
+/**
+ * `STRIPE_API_URL`: where Stripe's API is, `scheme://host[:port]` (the library takes a host, a
+ * port and a protocol; a path would be silently dropped, so it is refused).
+ */
+const stripeApiUrl = httpUrl.pipe(
+  z.string().refine((v) => /^https?:\/\/[^/?#]+$/.test(v), "must be scheme://host[:port]"),
+).transform((v) => new URL(v));
+
 const Env = BaseEnv.extend({
   STRIPE_SECRET_KEY: z.string().regex(/^(sk|rk)_(test|live)_\S+$/, "must start with sk_ or rk_"),
   STRIPE_WEBHOOK_SECRET: webhookSecrets,
+  STRIPE_API_URL: stripeApiUrl.default(new URL("https://api.stripe.com")),
 });
 
 const paymentWebhook = defineFunction<typeof Env, SignedEnv>({
@@ -56,6 +74,19 @@ const paymentWebhook = defineFunction<typeof Env, SignedEnv>({
           log: ctx.log,
         }),
         receiveEvent(ctx),
+      ],
+    });
+    const events = stripeEvents({
+      apiUrl: ctx.config.STRIPE_API_URL,
+      secretKey: ctx.config.STRIPE_SECRET_KEY,
+      timeoutMs: ctx.limits.STRIPE_TIMEOUT_MS,
+      breaker: ctx.breakers.get(STRIPE_UPSTREAM),
+      fetch: ctx.fetch,
+    });
+    route(app, "/catch-up", {
+      POST: [
+        requireJwt<SignedEnv>({ tokens: ctx.tokens, role: "service_role" }),
+        catchUpRoute({ ...ctx, events }),
       ],
     });
   },

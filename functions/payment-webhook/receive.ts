@@ -20,7 +20,12 @@ import * as z from "../../shared/zod.ts";
 import type { Platform } from "../../shared/platform/platform.ts";
 import { BadRequest } from "../../shared/errors.ts";
 import { purgeStripeEvents } from "./event_retention.ts";
-import { MAX_EPOCH_SECONDS, planStripeEvent, recordStripeEvent } from "./effects.ts";
+import {
+  type EventRecord,
+  MAX_EPOCH_SECONDS,
+  planStripeEvent,
+  recordStripeEvent,
+} from "./effects.ts";
 import type { SignedEnv } from "./signature.ts";
 
 /** The envelope fields needed to record an event; the rest is validated per type in effects.ts. */
@@ -30,6 +35,21 @@ export const Envelope = z.object({
   created: z.number().int().positive().max(MAX_EPOCH_SECONDS).nullable().catch(null),
   data: z.object({ object: z.unknown() }).nullable().catch(null),
 });
+
+/**
+ * What an event records: its envelope read (an id is required; a missing created time or data
+ * makes it ignored with the reason) and its effect planned. Null when it has no usable id. The
+ * webhook and the catch-up (catch_up.ts) read events through this one function.
+ */
+export function eventRecord(event: unknown): EventRecord | null {
+  const envelope = Envelope.safeParse(event);
+  if (!envelope.success) return null;
+  const { id, type, created, data } = envelope.data;
+  const effect = created === null || data === null
+    ? { kind: "ignored" as const, reason: "malformed event: no created time or data" }
+    : planStripeEvent({ id, type, created, object: data.object });
+  return { id, type, createdAt: created === null ? null : new Date(created * 1000), effect };
+}
 
 /** The handler: `200 {"received": true[, "duplicate": true]}`, or 400 for an event with no id. */
 export function receiveEvent(platform: Platform) {
@@ -51,14 +71,10 @@ export function receiveEvent(platform: Platform) {
   });
 
   return async function receive(c: Context<SignedEnv>): Promise<Response> {
-    const envelope = Envelope.safeParse(c.get("event"));
-    if (!envelope.success) throw new BadRequest("The signed event has no id.", "MALFORMED_EVENT");
-    const { id, type, created, data } = envelope.data;
-    const effect = created === null || data === null
-      ? { kind: "ignored" as const, reason: "malformed event: no created time or data" }
-      : planStripeEvent({ id, type, created, object: data.object });
-    const createdAt = created === null ? null : new Date(created * 1000);
-    const result = await recordStripeEvent(db, { id, type, createdAt, effect });
+    const record = eventRecord(c.get("event"));
+    if (!record) throw new BadRequest("The signed event has no id.", "MALFORMED_EVENT");
+    const { id, type } = record;
+    const result = await recordStripeEvent(db, record);
 
     maybePurge();
     const requestId = c.get("requestId");

@@ -39,6 +39,7 @@ import type { Upload } from "./management_api.ts";
 import { startBrokerSimulator } from "../sandbox/broker.ts";
 import { startDiscordSimulator } from "../sandbox/discord.ts";
 import { startMarketDataSimulator } from "../sandbox/market_data.ts";
+import { type SimulatedEvent, startStripeSimulator } from "../sandbox/stripe.ts";
 import { loadSigningKey } from "../sandbox/signing_key.ts";
 import { startSupabaseAuthSimulator } from "../sandbox/supabase_auth.ts";
 import { SCHEMA_VERSION } from "../../shared/db/schema_version.ts";
@@ -300,6 +301,11 @@ const auth = await startSupabaseAuthSimulator({
 const broker = await startBrokerSimulator({ keyId: "edge-key", secretKey: "edge-secret" });
 const quotes = await startMarketDataSimulator({ keyId: "edge-key", secretKey: "edge-secret" });
 const discord = await startDiscordSimulator({});
+const STRIPE_WEBHOOK_SECRET = "whsec_edge_check_secret_000000000001";
+const stripe = await startStripeSimulator({
+  secretKey: "sk_test_edge_check",
+  webhookSecret: STRIPE_WEBHOOK_SECRET,
+});
 
 /** What hosted Supabase sets for every function (no JWT secret). */
 const platformSecrets = (dbUrl: string) => ({
@@ -311,12 +317,12 @@ const platformSecrets = (dbUrl: string) => ({
   SUPABASE_PUBLISHABLE_KEYS: JSON.stringify({ default: "sb_publishable_edgecheck_0123456789" }),
   SUPABASE_SECRET_KEYS: JSON.stringify({ default: secretKey }),
 });
-const STRIPE_WEBHOOK_SECRET = "whsec_edge_check_secret_000000000001";
 /** What `supabase secrets set` adds (names the platform allows). */
 const userSecrets = {
   FRONTEND_URL: "https://app.example.com",
   STRIPE_SECRET_KEY: "sk_test_edge_check",
   STRIPE_WEBHOOK_SECRET,
+  STRIPE_API_URL: stripe.url,
   BROKER_API_URL: broker.url,
   BROKER_API_KEY_ID: "edge-key",
   BROKER_API_SECRET_KEY: "edge-secret",
@@ -424,6 +430,13 @@ const exercises: Record<string, (url: string) => Promise<string | void>> = {
     const [row] = await migrated.sql`select count(*)::int as n from public.purchases
       where user_id = ${user.id}`;
     expect(row.n === 1, "the purchase was recorded");
+    // A purchase whose webhook never arrived, read back from Stripe's API by the catch-up (the
+    // stripe library's list under the runtime's permissions).
+    await stripe.emit(checkoutCompleted({ userId: user.id }) as SimulatedEvent, { deliver: false });
+    const caught = await fetch(`${url}/catch-up`, { method: "POST", headers: bearer(secretKey) });
+    const body = await caught.json();
+    expect(caught.status === 200 && body.applied === 1, `catch-up: ${JSON.stringify(body)}`);
+    return "signed event applied; a lost one caught up from GET /v1/events";
   },
   async auth(url) {
     const res = await fetch(
@@ -572,7 +585,13 @@ if (Deno.args.includes("--record")) {
 }
 
 await migrated.close();
-await Promise.all([auth.close(), broker.close(), quotes.close(), discord.close()]);
+await Promise.all([
+  auth.close(),
+  broker.close(),
+  quotes.close(),
+  discord.close(),
+  stripe.close(),
+]);
 await Deno.remove(work, { recursive: true });
 const failed = results.filter((r) => !r.ok).length;
 console.log(`\nedge check: ${results.length - failed} passed, ${failed} failed`);

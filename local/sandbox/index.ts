@@ -22,6 +22,7 @@ import { type DiscordSimulator, startDiscordSimulator } from "./discord.ts";
 import { type MarketDataSimulator, startMarketDataSimulator } from "./market_data.ts";
 import { type SlackWebhookSimulator, startSlackWebhookSimulator } from "./slack_webhook.ts";
 import { startSupabaseAuthSimulator, type SupabaseAuthSimulator } from "./supabase_auth.ts";
+import { startStripeSimulator, type StripeSimulator } from "./stripe.ts";
 
 /** The contract's variables (and the other upstream credentials): any one set means production. */
 export const CONTRACT_VARIABLES = [
@@ -36,6 +37,7 @@ export const CONTRACT_VARIABLES = [
   "SUPABASE_DB_URL",
   "STRIPE_SECRET_KEY",
   "STRIPE_WEBHOOK_SECRET",
+  "STRIPE_API_URL",
   "BROKER_API_URL",
   "BROKER_API_KEY_ID",
   "BROKER_API_SECRET_KEY",
@@ -122,6 +124,8 @@ export interface Simulators {
   discord: DiscordSimulator;
   /** The alert fallback channel (a Slack-style incoming webhook). */
   fallback: SlackWebhookSimulator;
+  /** Stripe: signs and delivers events to payment-webhook, and lists them (GET /v1/events). */
+  stripe: StripeSimulator;
 }
 
 export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> {
@@ -166,6 +170,13 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     }),
     discord: await startDiscordSimulator({ print: opts.print }),
     fallback: await startSlackWebhookSimulator({ print: opts.print }),
+    stripe: await startStripeSimulator({
+      secretKey: SANDBOX_SECRETS.STRIPE_SECRET_KEY,
+      webhookSecret: SANDBOX_SECRETS.STRIPE_WEBHOOK_SECRET,
+      // The local server's own payment-webhook (its URL is known when it mounts Auth).
+      webhookUrl: opts.supabaseUrl && `${opts.supabaseUrl}/functions/v1/payment-webhook`,
+      print: opts.print,
+    }),
   };
   for (const sim of Object.values(simulators)) closers.push(() => sim.close());
   Object.assign(env, {
@@ -182,6 +193,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     MARKET_DATA_API_URL: simulators.quotes.url,
     DISCORD_WEBHOOK_URL: simulators.discord.url,
     ALERT_FALLBACK_WEBHOOK_URL: simulators.fallback.url,
+    STRIPE_API_URL: simulators.stripe.url,
   });
 
   const userToken = await signingKey.sign({
@@ -221,6 +233,9 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
         `    curl -H "Authorization: Bearer $USER_JWT" -H "Idempotency-Key: first-order-1" \\`,
         `      -H "Content-Type: application/json" -d '{"symbol":"AAPL","side":"buy","type":"market","qty":1,"time_in_force":"day"}' \\`,
         `      ${serverUrl}/functions/v1/broker-order`,
+        "  A lost Stripe webhook, caught up (docs/stripe-catch-up.md):",
+        `    curl -X POST -d '{"user_id":"${SANDBOX_USER.id}","deliver":false}' ${simulators.stripe.url}/_sandbox/checkout`,
+        `    curl -X POST -H "Authorization: Bearer $SERVICE_ROLE_KEY" ${serverUrl}/functions/v1/payment-webhook/catch-up`,
         "==================================================================================",
         "",
       ].join("\n"),

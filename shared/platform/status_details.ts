@@ -17,12 +17,14 @@ import { alertQueueStats } from "../alerts/alert_queue.ts";
 import { webhookStatus } from "../alerts/discord_webhook_state.ts";
 import type { Platform } from "./platform.ts";
 import { ServiceUnavailable } from "../errors.ts";
+import { stripeCatchUpStatus } from "./stripe_catch_up_status.ts";
 
 /**
  * `alerts`: the alert queue by state (queued, sending, retrying, dead with the latest reasons,
  * sent in the last hour), and `alerts.delivery`: the Discord webhook as the fleet sees it
  * (usable or why not, failing since when, its bucket), from the database, shared by every
- * instance. `rateLimits`: this instance's allowed/limited counts per policy.
+ * instance. `stripeCatchUp`: payment-webhook's catch-up (shared/stripe_catch_up_status.ts).
+ * `rateLimits`: this instance's allowed/limited counts per policy.
  */
 export async function statusDetails(platform: Platform): Promise<Record<string, unknown>> {
   let alerts: unknown;
@@ -36,5 +38,12 @@ export async function statusDetails(platform: Platform): Promise<Record<string, 
     if (!(err instanceof ServiceUnavailable)) throw err;
     alerts = { unavailable: err.code };
   }
-  return { alerts, rateLimits: Object.fromEntries(platform.rateLimits) };
+  let stripeCatchUp: unknown;
+  try {
+    stripeCatchUp = await stripeCatchUpStatus(platform.db);
+  } catch (err) {
+    if (!(err instanceof ServiceUnavailable)) throw err;
+    stripeCatchUp = { unavailable: err.code };
+  }
+  return { alerts, stripeCatchUp, rateLimits: Object.fromEntries(platform.rateLimits) };
 }

@@ -6,15 +6,22 @@
  * and migrations on connect are not), after one warm-up request, so background housekeeping that
  * runs once per interval is not counted either.
  */
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertMatch } from "@std/assert";
 import { SANDBOX_SECRETS } from "../../local/sandbox/index.ts";
 import { startBrokerSimulator } from "../../local/sandbox/broker.ts";
 import { startMarketDataSimulator } from "../../local/sandbox/market_data.ts";
 import { freshDatabase } from "../support/db.ts";
-import { FRONTEND, testEnv, userToken } from "../support/env.ts";
+import { FRONTEND, serviceToken, testEnv, userToken } from "../support/env.ts";
 import { type FaultProxy, startFaultProxy } from "../support/fault_proxy.ts";
 import { startTestServer, type TestServer } from "../support/server.ts";
-import { checkoutCompleted, delivery, webhookEnv } from "./payment-webhook/stripe_events.ts";
+import {
+  checkoutCompleted,
+  delivery,
+  SECRET,
+  STRIPE_KEY,
+  webhookEnv,
+} from "./payment-webhook/stripe_events.ts";
+import { type SimulatedEvent, startStripeSimulator } from "../../local/sandbox/stripe.ts";
 
 interface World {
   server: TestServer;
@@ -172,3 +179,62 @@ Deno.test("round trips: a quote cached only in Postgres takes 1 (the cache read 
     assertEquals(cached.roundTrips, 1, "one statement reads the cache and counts the hit");
   });
 });
+
+Deno.test("round trips: the Stripe catch-up takes at most one statement per applied event (plus the cursor and a read per page); a run with nothing new takes 2 and writes nothing", async () => {
+  const db = await freshDatabase({ migrated: true });
+  const target = new URL(db.url);
+  const proxy = await startFaultProxy({ hostname: target.hostname, port: Number(target.port) });
+  const sim = await startStripeSimulator({ secretKey: STRIPE_KEY, webhookSecret: SECRET });
+  try {
+    const env = testEnv(proxy.url(db.url), { ...webhookEnv(), STRIPE_API_URL: sim.url });
+    const server = await startTestServer(env, { only: ["payment-webhook"] });
+    try {
+      const token = await serviceToken();
+      const run = () =>
+        server.call("payment-webhook/catch-up", {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}` },
+        });
+      await (await run()).body?.cancel(); // warm-up: the first run writes its cursor
+      for (let i = 0; i < 5; i++) {
+        await sim.emit(checkoutCompleted() as SimulatedEvent, { deliver: false });
+      }
+      const applied = await countTrips(proxy, run);
+      const body = await applied.res.json();
+      assertEquals(body.applied, 5);
+      assert(
+        applied.roundTrips <= body.applied + 3,
+        `5 applied events took ${applied.roundTrips} round trips (cursor read, page read, ` +
+          "one per event, cursor write: 8)",
+      );
+
+      proxy.record();
+      const quiet = await countTrips(proxy, run);
+      const quietBody = await quiet.res.json();
+      assertEquals(quietBody.applied, 0);
+      assertEquals(quietBody.alreadyApplied, 5);
+      assertEquals(quiet.roundTrips, 2, "the cursor and the page's recorded ids");
+      const sent = new TextDecoder().decode(
+        new Uint8Array(proxy.sent().flatMap((chunk) => [...chunk])),
+      );
+      assertMatch(sent, /internal\.stripe_events/, "the proxy saw the statements");
+      assert(
+        !/\b(insert|update|delete)\b/i.test(sent),
+        "a run with nothing new sends no write",
+      );
+    } finally {
+      await server.close();
+    }
+  } finally {
+    await sim.close();
+    await proxy.close();
+    await db.close();
+  }
+});
+
+async function countTrips(proxy: FaultProxy, request: () => Promise<Response>) {
+  proxy.resetRoundTrips();
+  const res = await request();
+  const body = await res.arrayBuffer();
+  return { roundTrips: proxy.roundTrips, res: new Response(body, res) };
+}
