@@ -84,14 +84,20 @@ async function credentials(stack: Stack, role: Route["role"]) {
   const other = role === "authenticated"
     ? { valid: await key.sign({ role: "service_role", iss: "supabase" }), name: "service-role" }
     : {
-      valid: await key.sign({ sub: crypto.randomUUID(), role: "authenticated", aud: "authenticated" }),
+      valid: await key.sign({
+        sub: crypto.randomUUID(),
+        role: "authenticated",
+        aud: "authenticated",
+      }),
       name: "user",
     };
   const rows: { name: string; token: string | undefined; refusal: Refusal }[] = [
     { name: "no token", token: undefined, refusal: { status: 401, code: "MISSING_TOKEN" } },
     {
       name: "forged signature (payload changed, signature kept)",
-      token: `${header}.${b64({ ...claims, sub: crypto.randomUUID(), exp: now + 600 })}.${signature}`,
+      token: `${header}.${
+        b64({ ...claims, sub: crypto.randomUUID(), exp: now + 600 })
+      }.${signature}`,
       refusal: BAD_TOKEN,
     },
     {
