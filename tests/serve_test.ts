@@ -224,7 +224,7 @@ Deno.test({
     const stack = await startStack({ processes: 1 });
     try {
       const [server] = stack.processes;
-      stack.sims.broker.delayMs = 1500; // the order is in flight at the broker when SIGTERM lands
+      stack.sims.broker.delayMs = 2500; // the order is in flight at the broker when SIGTERM lands
       const inFlight = server.call("broker-order", {
         method: "POST",
         headers: {
@@ -240,9 +240,24 @@ Deno.test({
           time_in_force: "day",
         }),
       });
+      let answered = false;
+      const answer = inFlight.finally(() => answered = true);
       while (stack.sims.broker.placed === 0) await new Promise((r) => setTimeout(r, 20));
       const exit = server.stop("SIGTERM");
-      const res = await inFlight;
+      // Stops accepting: a new connection is refused while the order is still in flight.
+      const port = Number(new URL(server.url).port);
+      let accepting = true;
+      for (let i = 0; i < 100 && accepting; i++) {
+        try {
+          (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+          await new Promise((r) => setTimeout(r, 20));
+        } catch {
+          accepting = false;
+        }
+      }
+      assertEquals(accepting, false, "SIGTERM closed the listener");
+      assertEquals(answered, false, "…while the request in flight was still being served");
+      const res = await answer;
       assertEquals(res.status, 201, "the in-flight order was answered");
       assertEquals(await exit, 0);
       const [{ n }] = await stack
