@@ -9,7 +9,13 @@
  * It also counts round trips: a client send that follows an answer from the server (or opens
  * the connection) is one, on each connection. A count is deterministic where a time is not, so
  * tests pin how many times a request waits for the database (`resetRoundTrips()` right before
- * the request, `roundTrips` right after).
+ * the request, `roundTrips` right after). It counts connection attempts too, refused ones
+ * included (`connections`): a call that fails fast while the database is cut makes none.
+ *
+ * `holdWhen(match)` makes a moment of a protocol exchange a thing a test can wait for, instead
+ * of a sleep: the first client send that `match` accepts is held, with everything after it,
+ * until `cut()` or `heal()` (e.g. a transaction's `commit`: the test then knows the transaction
+ * is open on the server, its statements run, and can cut it there).
  */
 
 export type Mode = { kind: "pass" } | { kind: "cut" } | { kind: "stall" } | {
@@ -30,12 +36,22 @@ export interface FaultProxy {
   /** Round trips since the start or the last reset (see the module's summary). */
   readonly roundTrips: number;
   resetRoundTrips(): void;
+  /** Connections clients opened (refused ones included) since the start or the last reset. */
+  readonly connections: number;
+  resetConnections(): void;
+  /**
+   * Resolves when a client sends bytes whose text (Latin-1) `match` accepts; those bytes and all
+   * traffic after them are then held, as with `stall()`, until `cut()` or `heal()`.
+   */
+  holdWhen(match: (text: string) => boolean): Promise<void>;
   /** Starts keeping a copy of what clients send (what `sent()` returns), dropping the last. */
   record(): void;
   /** What clients sent since `record()`, in order (each connection's bytes contiguous per read). */
   sent(): Uint8Array[];
   close(): Promise<void>;
 }
+
+const latin1 = new TextDecoder("latin1");
 
 export function startFaultProxy(
   target: { hostname: string; port: number },
@@ -45,6 +61,8 @@ export function startFaultProxy(
   let mode = { kind: "pass" } as Mode;
   let latencyMs = 0;
   let roundTrips = 0;
+  let connections = 0;
+  let holds: { match: (text: string) => boolean; resolve: () => void }[] = [];
   let recording: Uint8Array[] | undefined;
   const open = new Set<Deno.Conn>();
   const tasks = new Set<Promise<void>>();
@@ -72,6 +90,15 @@ export function startFaultProxy(
         if (side === "client" && turn.last !== "client") roundTrips++;
         if (side === "client") recording?.push(buf.slice(0, n));
         turn.last = side;
+        if (side === "client" && holds.length) {
+          const text = latin1.decode(buf.subarray(0, n));
+          const hit = holds.find((h) => h.match(text));
+          if (hit) {
+            holds = holds.filter((h) => h !== hit);
+            mode = { kind: "stall" };
+            hit.resolve();
+          }
+        }
         while (mode.kind === "stall") await new Promise((r) => setTimeout(r, 20));
         if (mode.kind === "cut") break;
         if (mode.kind === "slow") {
@@ -103,6 +130,7 @@ export function startFaultProxy(
   };
   const serve = (async () => {
     for await (const client of listener) {
+      connections++;
       if (mode.kind === "cut") {
         closeQuietly(client);
         continue;
@@ -163,6 +191,15 @@ export function startFaultProxy(
     },
     resetRoundTrips() {
       roundTrips = 0;
+    },
+    get connections() {
+      return connections;
+    },
+    resetConnections() {
+      connections = 0;
+    },
+    holdWhen(match: (text: string) => boolean) {
+      return new Promise<void>((resolve) => holds.push({ match, resolve }));
     },
     record() {
       recording = [];

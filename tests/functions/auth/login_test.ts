@@ -207,11 +207,18 @@ Deno.test("auth: concurrent logins and refreshes of different users each get the
         body: JSON.stringify({ refresh_token: body.refresh_token }),
       }).then((r) => r.json())
     ));
+    for (const [i, { res, body }] of sessions.entries()) {
+      assertEquals(res.status, 200);
+      assertEquals(await subjectOf(body.access_token), USERS[i % 2].id, "its own user's session");
+    }
     for (const [i, s] of refreshed.entries()) {
       assertEquals(s.user.id, USERS[i % 2].id);
       assertEquals(await subjectOf(s.access_token), USERS[i % 2].id);
       assertNotEquals(s.refresh_token, sessions[i].body.refresh_token);
     }
+    // Each its own: no two logins, nor two refreshes, share a refresh token.
+    assertEquals(new Set(sessions.map((s) => s.body.refresh_token)).size, sessions.length);
+    assertEquals(new Set(refreshed.map((s) => s.refresh_token)).size, refreshed.length);
   });
 });
 

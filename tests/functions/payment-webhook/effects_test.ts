@@ -257,22 +257,39 @@ Deno.test("row-level security lets a user read only their own purchases and subs
   await withWebhook(async (server) => {
     const alice = crypto.randomUUID();
     const bob = crypto.randomUUID();
-    await send(server, checkoutCompleted({ userId: alice }));
-    await send(server, checkoutCompleted({ userId: bob }));
-    const seen = await server.platform.db.transaction(async (tx) => {
-      await tx`set local role authenticated`;
-      await tx`select set_config('request.jwt.claims', ${JSON.stringify({ sub: alice })}, true)`;
-      return [...await tx<{ user_id: string }[]>`select user_id from public.purchases`];
-    });
-    assertEquals(seen.map((r) => r.user_id), [alice]);
-    await assertRejects(
-      () =>
-        server.platform.db.transaction(async (tx) => {
-          await tx`set local role anon`;
-          await tx`select 1 from public.purchases`;
+    for (const userId of [alice, bob]) {
+      await send(server, checkoutCompleted({ userId }));
+      await send(
+        server,
+        subscriptionEvent("created", {
+          subscription: stripeId("sub"),
+          customer: stripeId("cus"),
+          status: "active",
+          periodEnd: T0 + 30 * 86400,
+          userId,
         }),
-      Error,
-      "permission denied",
-    );
+      );
+    }
+    for (const table of ["public.purchases", "public.subscriptions"]) {
+      const all = await server.platform.db.query((sql) =>
+        sql.unsafe(`select user_id from ${table} order by user_id`)
+      );
+      assertEquals(all.length, 2, `${table} holds both users' rows`);
+      const seen = await server.platform.db.transaction(async (tx) => {
+        await tx`set local role authenticated`;
+        await tx`select set_config('request.jwt.claims', ${JSON.stringify({ sub: alice })}, true)`;
+        return [...await tx.unsafe(`select user_id from ${table}`)];
+      });
+      assertEquals(seen.map((r) => r.user_id), [alice], `${table}: alice sees only her row`);
+      await assertRejects(
+        () =>
+          server.platform.db.transaction(async (tx) => {
+            await tx`set local role anon`;
+            await tx.unsafe(`select 1 from ${table}`);
+          }),
+        Error,
+        "permission denied",
+      );
+    }
   });
 });

@@ -1,5 +1,6 @@
 /**
- * payment-webhook under failure: the database cut mid-delivery (503 with Retry-After, nothing
+ * payment-webhook under failure: the database cut while the event's transaction is open, its
+ * commit held at the proxy (503 with Retry-After, nothing
  * half-written, the redelivery applies once) and a server process killed while its event's
  * transaction is open (no claim left behind). Needs the Postgres server (`onServer`).
  */
@@ -33,7 +34,7 @@ async function counts(sql: postgres.Sql) {
 
 Deno.test({
   name:
-    "with the database cut mid-delivery the webhook answers 503 with Retry-After, and after heal the redelivery applies the event once",
+    "with the database cut while the event's transaction is open (its commit held) the webhook answers 503 with Retry-After, and after heal the redelivery applies the event once",
   ...onServer,
   async fn() {
     const db = await freshDatabase({ migrated: true });
@@ -45,10 +46,20 @@ Deno.test({
       const server = await startTestServer(env, { only: ["payment-webhook"] });
       try {
         const init = await delivery(checkoutCompleted());
-        // Every chunk to and from Postgres is delayed, so the transaction is surely open when cut.
-        proxy.slow(150);
+        // The transaction's `commit` (a simple query of its own, after `begin` and the event's
+        // apply) is held at the proxy: once it is, the transaction is open on the server with
+        // its effect applied and not committed, and the cut lands exactly there.
+        const commitHeld = proxy.holdWhen((text) => text.includes("commit\0"));
         const pending = server.call("payment-webhook", init);
-        await sleep(400);
+        await Promise.race([
+          commitHeld,
+          pending.then((res) => {
+            throw new Error(`answered ${res.status} before any commit reached the database`);
+          }),
+        ]);
+        const [open] = await sql`select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and state = 'idle in transaction'`;
+        assertEquals(open.n, 1, "the event's transaction is open when the database is cut");
         proxy.cut();
         const res = await pending;
         const body = await res.json();

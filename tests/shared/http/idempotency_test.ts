@@ -15,6 +15,7 @@ import {
 import { parseLimits } from "../../../shared/limits.ts";
 import { loadMigrations, migrate } from "../../../local/migrate.ts";
 import { freshDatabase, onServer } from "../../support/db.ts";
+import { settledWithin } from "../../support/wait.ts";
 
 interface Harness {
   db: Database;
@@ -265,7 +266,7 @@ Deno.test("a released key is taken over at once by the next request, resuming", 
     assertEquals(h.runs[1].resuming, true);
   }, 30));
 
-Deno.test("an expired key names a new request; purge deletes only expired keys, safely from two purgers", () =>
+Deno.test("an expired key names a new request; purge deletes only expired keys, batch by batch, each once", () =>
   withApp(async (h) => {
     assertEquals((await h.call({ qty: 1 })).status, 201);
     await h.db.query((sql) =>
@@ -288,6 +289,47 @@ Deno.test("an expired key names a new request; purge deletes only expired keys, 
     const left = await keyRows(h.db);
     assertEquals(left.map((r) => r.key), ["key-00000001"]);
   }, 30));
+
+Deno.test({
+  name:
+    "two purgers at once: the second skips the keys the first holds without waiting, and each key is purged once",
+  ...onServer,
+  fn: () =>
+    withApp(async (h) => {
+      for (let i = 0; i < 30; i++) {
+        assertEquals((await h.call({ i }, { key: `purge-key-${i}` })).status, 201);
+      }
+      await h.db.query((sql) =>
+        sql`update internal.idempotency_keys set expires_at = now() - interval '1 second'`
+      );
+      // The first purger's batch stays deleted-but-uncommitted (its rows locked) while the
+      // second one runs: the two overlap for certain.
+      let holding!: () => void;
+      const held = new Promise<void>((r) => holding = r);
+      let finish!: () => void;
+      const finished = new Promise<void>((r) => finish = r);
+      const first = h.db.sql.begin(async (tx) => {
+        const [{ n }] = await tx`select internal.idempotency_purge(7) as n`;
+        holding();
+        await finished;
+        return n as number;
+      });
+      try {
+        await held;
+        const second = await settledWithin(
+          15_000,
+          "the second purger (it must skip the first one's keys, not wait for them)",
+          purgeExpiredKeys(h.db, 50),
+        );
+        assertEquals(second, 23, "the second purged every key but the first one's batch");
+      } finally {
+        finish();
+      }
+      assertEquals(await first, 7);
+      assertEquals(await purgeExpiredKeys(h.db, 50), 0, "nothing left, nothing purged twice");
+      assertEquals((await keyRows(h.db)).length, 0);
+    }, 30),
+});
 
 Deno.test({
   name: "concurrent first requests with one key: exactly one runs, the rest are 409 or its replay",
