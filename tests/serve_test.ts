@@ -3,9 +3,7 @@
  * the database is cut and recovery, shutdown, and that no log line carries a secret.
  */
 import { assert, assertEquals, assertMatch, assertStringIncludes } from "@std/assert";
-import postgres from "postgres";
 import { dbPush } from "../local/edge/supabase_cli.ts";
-import { loadMigrations } from "../local/migrate.ts";
 import { freshDatabase, onServer } from "./support/db.ts";
 import { startStack } from "./support/stack.ts";
 import { JWT_SECRET, serviceToken, testEnv } from "./support/env.ts";
