@@ -1,9 +1,12 @@
 /**
- * broker-order: places a user's order at the broker at most once (place_order.ts), and lists the
- * user's orders (orders_repository.ts). `POST`: JWT, the per-user "orders" rate limit (counted in
- * the same statement as the idempotency claim), `application/json`, the body limit, strict
- * validation, the idempotency key, then the order. `GET ?limit=&before=`: the caller's orders,
- * newest first; `nextCursor` is the next page's `before`.
+ * broker-order: places a user's order at the broker at most once (place_order.ts), lists the
+ * user's orders (orders_repository.ts), and follows each order after it is placed
+ * (docs/order-lifecycle.md). `POST`: JWT, the per-user "orders" rate limit (counted in the same
+ * statement as the idempotency claim), `application/json`, the body limit, strict validation, the
+ * idempotency key, then the order. `GET ?limit=&before=`: the caller's orders, newest first;
+ * `nextCursor` is the next page's `before`. `GET /{id}`: one order. `DELETE /{id}`: cancels it
+ * (cancel.ts, the same per-user limit). `POST /sync`: service callers only (the schedule), brings
+ * open orders up to date with the broker (sync.ts).
  */
 import { defineFunction } from "../../shared/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
@@ -13,12 +16,23 @@ import { httpUrl, secret } from "../../shared/env.ts";
 import { idempotency } from "../../shared/idempotency.ts";
 import { requireJwt, userId } from "../../shared/jwt.ts";
 import { route } from "../../shared/methods.ts";
-import { rateLimit } from "../../shared/rate_limit.ts";
+import { rateLimit, RateLimiter } from "../../shared/rate_limit.ts";
 import { serveStandalone } from "../../shared/standalone.ts";
 import { brokerClientFor } from "./broker_client.ts";
-import { listOrders, type OrderEnv, placeOrder, validOrder } from "./handlers.ts";
+import { OrderCanceler } from "./cancel.ts";
+import {
+  cancelOrder,
+  getOrder,
+  listOrders,
+  type OrderEnv,
+  placeOrder,
+  syncOrders,
+  validOrder,
+} from "./handlers.ts";
+import { LifecycleRepository } from "./lifecycle_repository.ts";
 import { OrdersRepository } from "./orders_repository.ts";
 import { OrderPlacer } from "./place_order.ts";
+import { OrderSync } from "./sync.ts";
 
 const Env = BrowserEnv.extend({
   BROKER_API_URL: httpUrl,
@@ -30,13 +44,23 @@ const brokerOrder = defineFunction<typeof Env, OrderEnv>({
   name: "broker-order",
   env: Env,
   browser: true,
-  methods: ["GET", "POST"],
+  methods: ["GET", "POST", "DELETE"],
   build(app, { db, limits: l, config, ...ctx }) {
     const broker = brokerClientFor(config, { ...ctx, limits: l });
     const orders = new OrdersRepository(db);
+    const lifecycle = new LifecycleRepository(db, {
+      budgetKey: "broker-api:account",
+      budgetQuota: l.BROKER_API_RATE_LIMIT,
+      budgetWindowMs: l.BROKER_API_RATE_WINDOW_SECONDS * 1000,
+      absentAfterSeconds: l.ORDER_ABSENT_AFTER_SECONDS,
+    });
     const placer = new OrderPlacer({ broker, orders, log: ctx.log, limits: l });
+    const sync = new OrderSync({ broker, repo: lifecycle, limits: l });
     const user = requireJwt<OrderEnv>({ tokens: ctx.tokens, role: "authenticated" });
+    const service = requireJwt<OrderEnv>({ tokens: ctx.tokens, role: "service_role" });
     const quota = { quota: l.ORDER_RATE_LIMIT, windowSeconds: l.ORDER_RATE_WINDOW_SECONDS };
+    const perUser = new RateLimiter(db, { policy: "orders", ...quota, stats: ctx.rateLimits });
+    const canceler = new OrderCanceler({ broker, repo: lifecycle, limiter: perUser });
     const purge = {
       intervalSeconds: l.IDEMPOTENCY_PURGE_INTERVAL_SECONDS,
       batchSize: l.IDEMPOTENCY_PURGE_BATCH_SIZE,
@@ -62,6 +86,11 @@ const brokerOrder = defineFunction<typeof Env, OrderEnv>({
         idempotency({ db, scope: "broker-order", owner: userId, ...keys, purge }),
         placeOrder(placer),
       ],
+    });
+    route(app, "/sync", { POST: [service, syncOrders(sync)] });
+    route(app, "/:id", {
+      GET: [user, getOrder(orders)],
+      DELETE: [user, cancelOrder(canceler)],
     });
   },
 });
