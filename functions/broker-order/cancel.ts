@@ -29,12 +29,7 @@
  * ```
  */
 import type { Context } from "hono";
-import {
-  CircuitOpen,
-  Conflict,
-  NotFound,
-  UpstreamUnavailable,
-} from "../../shared/errors.ts";
+import { CircuitOpen, Conflict, NotFound, UpstreamUnavailable } from "../../shared/errors.ts";
 import type { RateLimiter } from "../../shared/rate_limit.ts";
 import { type BrokerClient, BrokerUnavailable } from "./broker_client.ts";
 import { type BrokerState, brokerState, TERMINAL } from "./broker_state.ts";
@@ -109,7 +104,9 @@ export class OrderCanceler {
       : null;
     if (!change) {
       await repo.json(orderId, begin.granted - used);
-      throw notCancelable(answer === "not_found" ? "unknown to the broker" : "closed at the broker");
+      throw notCancelable(
+        answer === "not_found" ? "unknown to the broker" : "closed at the broker",
+      );
     }
     const { changed, unchanged } = await repo.apply([change], {
       giveBack: begin.granted - used,

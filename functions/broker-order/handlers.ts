@@ -39,7 +39,10 @@ function orderId(c: Context): string {
   return id.toLowerCase();
 }
 
-const JSON_TYPE = { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" };
+const JSON_TYPE = {
+  "content-type": "application/json; charset=utf-8",
+  "cache-control": "no-store",
+};
 
 /** `GET /{id}`: one of the caller's orders, one database round trip; 404 for anyone else's. */
 export function getOrder(orders: OrdersRepository) {

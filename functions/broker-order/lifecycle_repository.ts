@@ -93,7 +93,9 @@ export class LifecycleRepository {
             'updatedAt', o.broker_updated_at) order by o.created_at), '[]')::text
           from (select * from public.orders where ${OPEN_SQL}
             order by created_at limit ${v.maxOrders}) o) as open
-        from internal.rate_limit_take(${literal(o.budgetKey)}, ${o.budgetQuota}, ${o.budgetWindowMs}, ${v.want}) t`,
+        from internal.rate_limit_take(${
+          literal(o.budgetKey)
+        }, ${o.budgetQuota}, ${o.budgetWindowMs}, ${v.want}) t`,
       ).simple()
     );
     return { granted: row.granted, resetMs: row.reset_ms, open: JSON.parse(row.open) };
@@ -122,9 +124,9 @@ export class LifecycleRepository {
         lit(status, "text")
       }, ${lit(s?.filledQty ?? null, "numeric")}, ${lit(s?.filledAvgPrice ?? null, "numeric")}, ${
         lit(s?.filledAt ?? null, "timestamptz")
-      }, ${lit(s?.canceledAt ?? null, "timestamptz")}, ${lit(s?.expiredAt ?? null, "timestamptz")}, ${
-        lit(s?.updatedAt ?? null, "timestamptz")
-      })`;
+      }, ${lit(s?.canceledAt ?? null, "timestamptz")}, ${
+        lit(s?.expiredAt ?? null, "timestamptz")
+      }, ${lit(s?.updatedAt ?? null, "timestamptz")})`;
     }).join(",\n");
     const rows = await this.#db.query((sql) =>
       sql.unsafe<{ id: string; status: string; order_json: string; changed: boolean }[]>(
@@ -195,9 +197,11 @@ export class LifecycleRepository {
           budget_reset_ms: number | null;
         }[]
       >(
-        `select * from internal.order_cancel_begin(${v.hitArguments}, ${literal(o.budgetKey)}, ${o.budgetQuota}, ${o.budgetWindowMs}, ${v.want}, ${
-          lit(v.userId, "uuid")
-        }, ${lit(v.orderId, "uuid")})`,
+        `select * from internal.order_cancel_begin(${v.hitArguments}, ${
+          literal(o.budgetKey)
+        }, ${o.budgetQuota}, ${o.budgetWindowMs}, ${v.want}, ${lit(v.userId, "uuid")}, ${
+          lit(v.orderId, "uuid")
+        })`,
       ).simple()
     );
     return {

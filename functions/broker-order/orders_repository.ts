@@ -34,7 +34,7 @@
 import type { Database } from "../../shared/db.ts";
 import type { KeyLocation } from "../../shared/idempotency.ts";
 import { jsonLiteral, literal } from "../../shared/sql_literal.ts";
-import { type BrokerState, brokerColumns } from "./broker_state.ts";
+import { brokerColumns, type BrokerState } from "./broker_state.ts";
 import type { Cursor, OrderRequest } from "./order_schema.ts";
 
 /** The order as the API answers it (decimals as text without trailing zeros, times in UTC µs). */

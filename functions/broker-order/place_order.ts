@@ -218,7 +218,12 @@ export class OrderPlacer {
         broker = undefined; // placed all the same: the sync reads its state later
       }
       const body = await record(
-        { brokerOrderId: outcome.order.id, status: outcome.order.status, rejectReason: null, broker },
+        {
+          brokerOrderId: outcome.order.id,
+          status: outcome.order.status,
+          rejectReason: null,
+          broker,
+        },
         { kind: "complete" },
       );
       return { status: 201, body, headers: json };

@@ -115,7 +115,9 @@ export class OrderSync {
       }
       for (const o of pending) {
         const found = await read(() => broker.orderByClientOrderId(o.clientOrderId));
-        changes.push(found ? { id: o.id, state: brokerState(found) } : { id: o.id, notPlaced: true });
+        changes.push(
+          found ? { id: o.id, state: brokerState(found) } : { id: o.id, notPlaced: true },
+        );
       }
     } catch (err) {
       if (err instanceof BudgetSpent) stopped = "broker_rate_budget";

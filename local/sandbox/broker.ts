@@ -167,8 +167,7 @@ export function startBrokerSimulator(opts: BrokerSimulatorOptions): Promise<Brok
     lastStamp = Math.max(clock(), lastStamp + 1);
     return new Date(lastStamp).toISOString();
   };
-  const priceOf = (symbol: string) =>
-    prices.get(symbol) ?? (opts.priceOf ?? quotePrice)(symbol);
+  const priceOf = (symbol: string) => prices.get(symbol) ?? (opts.priceOf ?? quotePrice)(symbol);
   const OPEN = new Set(["new", "accepted", "partially_filled", "pending_new", "pending_cancel"]);
   const isOpen = (o: SimOrder) => OPEN.has(o.status);
   const dec = (n: number) => String(Number(n.toFixed(9)));
