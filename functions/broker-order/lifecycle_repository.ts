@@ -189,7 +189,7 @@ export class LifecycleRepository {
           allowed: boolean;
           remaining: number;
           reset_ms: number;
-          found: boolean;
+          order_found: boolean;
           status: string | null;
           broker_order_id: string | null;
           order_json: string | null;
@@ -206,7 +206,7 @@ export class LifecycleRepository {
     );
     return {
       hit: { allowed: r.allowed, remaining: r.remaining, reset_ms: r.reset_ms },
-      order: r.found
+      order: r.order_found
         ? { status: r.status!, brokerOrderId: r.broker_order_id, json: r.order_json! }
         : null,
       granted: r.granted,

@@ -14,7 +14,8 @@
  * Postgres's sliding window shared by every instance (BROKER_API_RATE_LIMIT a minute): a run
  * reserves at most ORDER_SYNC_BROKER_READS_MAX reads and stops early, saying so
  * (`stopped: "broker_rate_budget"`), when they are spent. A broker failure (or an open breaker)
- * changes nothing: `503` with `Retry-After`, the work left to the next run.
+ * changes no order: `503` with `Retry-After` (an operator reads the fail-safe as every other
+ * dependency failure is reported), the reads not made given back, the work left to the next run.
  *
  * @example
  * ```ts
@@ -29,7 +30,7 @@
  * result.changed; // orders whose state moved on
  * ```
  */
-import { CircuitOpen, UpstreamUnavailable } from "../../shared/errors.ts";
+import { UpstreamUnavailable } from "../../shared/errors.ts";
 import type { Limits } from "../../shared/limits.ts";
 import { type BrokerClient, type BrokerOrder, BrokerUnavailable } from "./broker_client.ts";
 import { brokerState, differs } from "./broker_state.ts";
@@ -120,11 +121,15 @@ export class OrderSync {
         );
       }
     } catch (err) {
-      if (err instanceof BudgetSpent) stopped = "broker_rate_budget";
-      else if (err instanceof BrokerUnavailable) {
-        throw new UpstreamUnavailable("broker", err.why, err.retryAfterMs, err);
-      } else if (err instanceof CircuitOpen) throw err;
-      else throw err;
+      if (!(err instanceof BudgetSpent)) {
+        // Nothing is written; only the reads not made go back to the shared budget.
+        await repo.apply([], { giveBack: left });
+        if (err instanceof BrokerUnavailable) {
+          throw new UpstreamUnavailable("broker", err.why, err.retryAfterMs, err);
+        }
+        throw err; // CircuitOpen (503), or a bug
+      }
+      stopped = "broker_rate_budget";
     }
     const { changed } = await repo.apply(changes, { giveBack: left });
     let notPlaced = 0;

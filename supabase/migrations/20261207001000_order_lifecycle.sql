@@ -221,7 +221,7 @@ create or replace function internal.order_cancel_begin(
   p_user uuid, p_id uuid
 )
 returns table (
-  allowed boolean, remaining int, reset_ms int, found boolean, status text,
+  allowed boolean, remaining int, reset_ms int, order_found boolean, status text,
   broker_order_id text, order_json text, granted int, budget_reset_ms int
 )
 language plpgsql as $$
@@ -235,7 +235,7 @@ begin
   allowed := h.allowed;
   remaining := h.remaining;
   reset_ms := h.reset_ms;
-  found := false;
+  order_found := false;
   granted := 0;
   if not h.allowed then
     return next;
@@ -246,7 +246,7 @@ begin
     return next;
     return;
   end if;
-  found := true;
+  order_found := true;
   status := r.status;
   broker_order_id := r.broker_order_id;
   order_json := internal.order_json(r)::text;
