@@ -178,7 +178,7 @@ Deno.test("round trips: a quote cached only in Postgres takes 1 (the cache read 
 Deno.test("round trips: one order GET takes 1; a cancel at most 2 (plus its broker calls); a sync run 2 however many orders change", async () => {
   await withWorld(async ({ server, count, broker }) => {
     const token = await userToken();
-    const placed = [];
+    const placed: { id: string; brokerOrderId: string }[] = [];
     for (let i = 0; i < 8; i++) placed.push(await (await order(server, token)).json());
     const headers = { authorization: `Bearer ${token}`, origin: FRONTEND };
     const one = await count(() => server.call(`broker-order/${placed[0].id}`, { headers }));

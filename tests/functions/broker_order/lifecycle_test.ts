@@ -217,7 +217,11 @@ Deno.test("cancel: the owner's open order is 200 pending_cancel then canceled; a
     const repeat = await t.cancel(order.id);
     assertEquals(repeat.status, 200);
     assertEquals((await repeat.json()).status, "canceled");
-    assertEquals(w.broker.calls.length, calls, "a repeat on a canceled order asks the broker nothing");
+    assertEquals(
+      w.broker.calls.length,
+      calls,
+      "a repeat on a canceled order asks the broker nothing",
+    );
   }));
 
 Deno.test("cancel after a fill is 409 ORDER_NOT_CANCELABLE; a cancel racing a fill ends in what the broker decided", () =>
@@ -235,7 +239,10 @@ Deno.test("cancel after a fill is 409 ORDER_NOT_CANCELABLE; a cancel racing a fi
     w.broker.fillNow(racing.brokerOrderId);
     const res = await t.cancel(racing.id);
     assertEquals(res.status, 409);
-    assertEquals((await res.json()).error.message, "The order can no longer be canceled: it is filled.");
+    assertEquals(
+      (await res.json()).error.message,
+      "The order can no longer be canceled: it is filled.",
+    );
     const stored = await (await t.one(racing.id)).json();
     assertEquals([stored.status, stored.filledQty], ["filled", "1"], "the broker's fill stands");
 
@@ -331,7 +338,7 @@ Deno.test("two instances syncing at once apply each change once and end in the b
     });
     try {
       const t = await trader(server.call);
-      const orders = [];
+      const orders: { id: string; brokerOrderId: string }[] = [];
       for (let i = 0; i < 6; i++) orders.push(await (await t.order({ ...MARKET, qty: 4 })).json());
       for (const o of orders.slice(0, 4)) w.broker.fillNow(o.brokerOrderId, "1");
       for (const o of orders.slice(0, 2)) w.broker.fillNow(o.brokerOrderId);
