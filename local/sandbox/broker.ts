@@ -19,7 +19,8 @@
  * a timer steps it, as the sandbox runs it): a market order fills FILL_DELAY after it is accepted
  * (an order of 2 or more whole shares fills half first, the rest one FILL_DELAY later); a limit
  * order fills when the quote crosses its price (`priceOf`, by default the market-data
- * simulator's deterministic quote, overridden with `setPrice`); a `day` order not filled within
+ * simulator's deterministic quote, overridden with `setPrice`), a stop order once the quote
+ * reaches its stop price (a stop_limit then as a limit order); a `day` order not filled within
  * `dayMs` expires; a cancel is honoured while the order is open.
  *
  * Test controls: `placed`, `calls`, `delayMs` (accept the order at once but answer late: a lost
@@ -219,12 +220,15 @@ export function startBrokerSimulator(opts: BrokerSimulatorOptions): Promise<Brok
         const whole = total !== null && total >= 2 && Number.isInteger(total);
         if (whole && Number(o.filled_qty) === 0) fill(o, Math.floor(total / 2), price);
         else if (!whole || age >= 2 * fillDelayMs) fill(o, Infinity, price);
-      } else if (o.type === "limit" && o.limit_price !== null) {
-        const limit = Number(o.limit_price);
+      } else if (o.type !== "market") {
         const ask = price + 0.01;
-        if (o.side === "buy" ? ask <= limit : price >= limit) {
-          fill(o, Infinity, o.side === "buy" ? ask : price);
-        }
+        // A stop order triggers when the quote reaches its stop price (then it is a market or,
+        // stop_limit, a limit order); a limit order fills when the quote crosses its price.
+        const stop = o.stop_price === null ? null : Number(o.stop_price);
+        const triggered = stop === null || (o.side === "buy" ? ask >= stop : price <= stop);
+        const limit = o.limit_price === null ? null : Number(o.limit_price);
+        const crosses = limit === null || (o.side === "buy" ? ask <= limit : price >= limit);
+        if (triggered && crosses) fill(o, Infinity, o.side === "buy" ? ask : price);
       }
       if (isOpen(o) && o.time_in_force === "day" && age >= dayMs) {
         o.status = "expired";

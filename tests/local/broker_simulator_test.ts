@@ -80,3 +80,34 @@ Deno.test("the broker simulator lists, reads, cancels and reports fills as Alpac
     await sim.close();
   }
 });
+
+Deno.test("the broker simulator triggers a stop order when the quote reaches its stop price", async () => {
+  const sim = await startBrokerSimulator(KEYS);
+  try {
+    sim.setPrice("TSLA", 200);
+    const res = await fetch(`${sim.url}/v2/orders`, {
+      method: "POST",
+      headers: { ...HEADERS, "content-type": "application/json" },
+      body: JSON.stringify({
+        symbol: "TSLA",
+        side: "sell",
+        type: "stop",
+        qty: "1",
+        stop_price: "190",
+        time_in_force: "gtc",
+      }),
+    });
+    const { id } = await res.json();
+    sim.advance(60_000);
+    assertEquals(sim.orders[0].status, "accepted", "the stop is not reached");
+    sim.setPrice("TSLA", 189.5);
+    sim.step();
+    assertEquals([sim.orders[0].id, sim.orders[0].status, sim.orders[0].filled_avg_price], [
+      id,
+      "filled",
+      "189.5",
+    ]);
+  } finally {
+    await sim.close();
+  }
+});
