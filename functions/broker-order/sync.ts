@@ -105,6 +105,8 @@ export class OrderSync {
           if (page.length < l.ORDER_SYNC_PAGE_SIZE || !next || next === until) break;
           until = next;
         }
+        // (Alpaca's `until` is exclusive: an order sharing the last one's submission time that
+        // did not fit on the page is not on the next either, and is read on its own below.)
         for (const o of placed) {
           const open = atBroker.get(o.brokerOrderId!);
           // Not open any more: closed since the last run (a change), read on its own.

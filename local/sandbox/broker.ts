@@ -9,7 +9,8 @@
  *   an invalid order `422`; a rejected one (a reject rule) e.g. `403 {"code": 40310000,
  *   "message": "insufficient buying power"}`;
  * - `GET /v2/orders:by_client_order_id?client_order_id=…` answers the order, or `404`;
- * - `GET /v2/orders?status=open|closed|all&limit=&direction=&until=&after=` (limit up to 500),
+ * - `GET /v2/orders?status=open|closed|all&limit=&direction=&until=&after=` (limit up to 500;
+ *   `after` and `until` exclusive, as Alpaca's),
  *   `GET /v2/orders/{id}` (`404` unknown), `DELETE /v2/orders/{id}` (`204` accepted while open,
  *   `422 {"code": 42210000, "message": "order is not cancelable"}` once closed, `404` unknown);
  * - `GET /v2/account/activities/FILL?direction=&after=&until=&page_size=&page_token=`: one
@@ -355,7 +356,7 @@ export function startBrokerSimulator(opts: BrokerSimulatorOptions): Promise<Brok
     const asc = q.get("direction") === "asc";
     const picked = orders.filter((o) =>
       (status === "all" || (status === "open") === isOpen(o)) &&
-      (!until || Date.parse(o.submitted_at) <= Date.parse(until)) &&
+      (!until || Date.parse(o.submitted_at) < Date.parse(until)) &&
       (!after || Date.parse(o.submitted_at) > Date.parse(after))
     );
     picked.sort((a, b) => Date.parse(a.submitted_at) - Date.parse(b.submitted_at));
