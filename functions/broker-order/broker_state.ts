@@ -41,7 +41,7 @@ export interface BrokerState {
   updatedAt: string;
 }
 
-const DECIMAL = /^\d{1,20}(\.\d{1,20})?$/;
+const DECIMAL = /^\d{1,20}(\.\d{1,40})?$/;
 const TIME = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 const STATUS = /^[a-z_]{1,40}$/;
 
@@ -49,11 +49,18 @@ function bad(what: string): never {
   throw new BrokerUnavailable(`unreadable order (${what})`);
 }
 
+/** Whether `YYYY-MM-DDTHH:MM:SS` names a real instant (no 30 February, no hour 24). */
+function realInstant(text: string): boolean {
+  const [y, mo, d, h, mi, sec] = text.split(/[-T:]/).map(Number);
+  const ms = Date.UTC(y, mo - 1, d, h, mi, sec);
+  return y >= 1 && new Date(ms).toISOString().slice(0, 19) === text;
+}
+
 /** A time as Postgres keeps it (fraction cut to microseconds), or null; throws when malformed. */
 function time(v: string | null | undefined, what: string): string | null {
   if (v === null || v === undefined || v === "") return null;
   const m = TIME.exec(v);
-  if (!m || Number.isNaN(Date.parse(m[1] + "Z"))) bad(what);
+  if (!m || !realInstant(m[1])) bad(what);
   return `${m[1]}${(m[2] ?? "").slice(0, 7)}${m[3]}`;
 }
 
@@ -62,7 +69,9 @@ export function brokerState(o: BrokerOrder): BrokerState {
   if (!STATUS.test(o.status)) bad("status");
   const filledQty = o.filled_qty ?? "0";
   if (!DECIMAL.test(filledQty)) bad("filled_qty");
-  const avg = o.filled_avg_price ?? null;
+  const filled = Number(filledQty) > 0;
+  // Before a fill the average is null (or "0" from some brokers): only a fill's is checked.
+  const avg = filled ? o.filled_avg_price ?? null : null;
   if (avg !== null && (!DECIMAL.test(avg) || Number(avg) <= 0)) bad("filled_avg_price");
   const filledAt = time(o.filled_at, "filled_at");
   const canceledAt = time(o.canceled_at, "canceled_at");
@@ -74,7 +83,7 @@ export function brokerState(o: BrokerOrder): BrokerState {
     brokerOrderId: o.id,
     status: o.status,
     filledQty,
-    filledAvgPrice: Number(filledQty) > 0 ? avg : null,
+    filledAvgPrice: avg,
     filledAt,
     canceledAt,
     expiredAt,

@@ -48,6 +48,8 @@ export interface SyncResult {
   changed: number;
   /** Pending orders the broker provably never got. */
   notPlaced: number;
+  /** Broker order objects skipped because a field was malformed (left for a later run). */
+  unreadable: number;
   /** Why the run stopped before it was done, or null. */
   stopped: null | "broker_rate_budget";
 }
@@ -91,6 +93,17 @@ export class OrderSync {
     const pending = begin.open.filter((o) => o.brokerOrderId === null && o.status === PENDING);
     const changes: Change[] = [];
     let stopped: SyncResult["stopped"] = null;
+    let unreadable = 0;
+    /** One malformed order object is skipped (and counted), never a reason to fail the run. */
+    const readable = (b: BrokerOrder) => {
+      try {
+        return brokerState(b);
+      } catch (err) {
+        if (!(err instanceof BrokerUnavailable)) throw err;
+        unreadable++;
+        return null;
+      }
+    };
     try {
       if (placed.length > 0) {
         const atBroker = new Map<string, BrokerOrder>();
@@ -112,15 +125,17 @@ export class OrderSync {
           // Not open any more: closed since the last run (a change), read on its own.
           const b = open ?? await read(() => broker.order(o.brokerOrderId!));
           if (!b) continue;
-          const state = brokerState(b);
-          if (differs(state, o)) changes.push({ id: o.id, state });
+          const state = readable(b);
+          if (state && differs(state, o)) changes.push({ id: o.id, state });
         }
       }
       for (const o of pending) {
         const found = await read(() => broker.orderByClientOrderId(o.clientOrderId));
-        changes.push(
-          found ? { id: o.id, state: brokerState(found) } : { id: o.id, notPlaced: true },
-        );
+        if (!found) changes.push({ id: o.id, notPlaced: true });
+        else {
+          const state = readable(found);
+          if (state) changes.push({ id: o.id, state });
+        }
       }
     } catch (err) {
       if (!(err instanceof BudgetSpent)) {
@@ -142,6 +157,7 @@ export class OrderSync {
       brokerReads: reads,
       changed: changed.size,
       notPlaced,
+      unreadable,
       stopped,
     };
   }
