@@ -28,6 +28,7 @@ import { errorResponse, NotFound } from "../shared/errors.ts";
 import { createLogger, type Logger } from "../shared/logger.ts";
 import { createPlatform, type RunningPlatform } from "../shared/platform/platform.ts";
 import { isEmbeddedDatabase } from "./embedded_db.ts";
+import { JobRunner, SCHEDULED_JOBS_SQL, type ScheduledJob } from "./job_runner.ts";
 import { loadMigrations, migrate } from "./migrate.ts";
 import { CONTRACT_VARIABLES, type Sandbox, startSandbox } from "./sandbox/index.ts";
 
@@ -47,6 +48,11 @@ export interface ServerOptions {
   only?: string[];
   /** Told the profile as soon as it is chosen, before anything else prints. */
   announce?: (line: string) => void;
+  /**
+   * The scheduled jobs (local/job_runner.ts): the clock, and whether real timers run them
+   * (default true; tests pass false and call `server.jobs.runDue`).
+   */
+  schedule?: { now?: () => number; timers?: boolean };
 }
 
 export interface RunningServer {
@@ -55,6 +61,11 @@ export interface RunningServer {
   profile: "sandbox" | "production";
   platform: RunningPlatform;
   sandbox?: Sandbox;
+  /**
+   * The runner of `internal.scheduled_jobs` (every job of the migrations, on its schedule), once
+   * the database is migrated and the jobs are read; null until then.
+   */
+  readonly jobs: JobRunner | null;
   /**
    * The server's handler, called in-process (tests): the same routing and functions as a
    * request over the socket, without the socket. `info` defaults to a loopback client.
@@ -200,20 +211,102 @@ export async function startServer(opts: ServerOptions = {}): Promise<RunningServ
   }
   ready();
   let closing: Promise<void> | undefined;
+  const scheduler = scheduleJobs({
+    platform: platform!,
+    log,
+    url,
+    serviceKey: env.SUPABASE_SERVICE_ROLE_KEY,
+    served: new Set(handlers.keys()),
+    ...opts.schedule,
+  });
   return {
     url,
     port,
     profile: sandboxed ? "sandbox" : "production",
     platform: platform!,
     sandbox,
+    get jobs() {
+      return scheduler.runner;
+    },
     fetch: async (req, info = LOOPBACK) => await handler(req, info),
     close() {
       closing ??= (async () => {
+        await scheduler.close();
         await server.shutdown();
         await platform!.close();
         await sandbox?.close();
       })();
       return closing;
+    },
+  };
+}
+
+/** How often the jobs are read again while the database cannot be read (or migrated). */
+const JOBS_RETRY_MS = 5_000;
+
+/**
+ * Reads `internal.scheduled_jobs` once the database is migrated (retrying while it is down) and
+ * runs every job whose function this server serves, POSTing its route with the service-role key.
+ */
+function scheduleJobs(o: {
+  platform: RunningPlatform;
+  log: Logger;
+  url: string;
+  serviceKey: string | undefined;
+  served: Set<string>;
+  now?: () => number;
+  timers?: boolean;
+}): { runner: JobRunner | null; close(): Promise<void> } {
+  const state = {
+    runner: null as JobRunner | null,
+    closed: false,
+    retry: undefined as ReturnType<typeof setTimeout> | undefined,
+    loading: undefined as Promise<void> | undefined,
+  };
+  if (!o.serviceKey) {
+    o.log.warn("scheduled jobs not run locally: SUPABASE_SERVICE_ROLE_KEY is not set");
+    return { runner: null, close: () => Promise.resolve() };
+  }
+  const key = o.serviceKey;
+  const run = async (job: ScheduledJob) => {
+    const res = await fetch(`${o.url}${job.path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+      body: JSON.stringify(job.body ?? {}),
+    });
+    const text = await res.text();
+    const line = { job: job.name, status: res.status, body: text.slice(0, 300) };
+    if (res.ok) o.log.info("scheduled job ran", line);
+    else o.log.warn("scheduled job answered an error", line);
+  };
+  const load = async () => {
+    try {
+      const rows = await o.platform.db.query((sql) =>
+        sql.unsafe<ScheduledJob[]>(SCHEDULED_JOBS_SQL)
+      );
+      if (state.closed) return;
+      const jobs = rows.filter((j) => {
+        const fn = /^\/functions\/v1\/([\w-]+)/.exec(j.path)?.[1];
+        return fn !== undefined && o.served.has(fn);
+      });
+      state.runner = new JobRunner({ jobs, run, log: o.log, now: o.now, timers: o.timers });
+      o.log.info("scheduled jobs", { jobs: jobs.map((j) => `${j.name} (${j.schedule})`) });
+    } catch (error) {
+      if (state.closed) return;
+      o.log.warn("scheduled jobs could not be read yet; retrying", { error });
+      state.retry = setTimeout(() => void (state.loading = load()), JOBS_RETRY_MS);
+    }
+  };
+  state.loading = load();
+  return {
+    get runner() {
+      return state.runner;
+    },
+    async close() {
+      state.closed = true;
+      clearTimeout(state.retry);
+      await state.loading;
+      await state.runner?.close();
     },
   };
 }

@@ -93,6 +93,17 @@ export const LimitsSchema = z.object({
   // instance, in batches of this many (shared/http/rate_limit.ts).
   RATE_LIMIT_PURGE_INTERVAL_SECONDS: count(600),
   RATE_LIMIT_PURGE_BATCH_SIZE: count(1_000),
+  // broker-order lifecycle (docs/order-lifecycle.md): the broker's request budget shared by every
+  // instance (Alpaca allows 200 a minute per account) for the sync's reads and cancels; what one
+  // sync run may reserve of it, how many open orders it looks at, the page size of
+  // `GET /v2/orders?status=open` (Alpaca's maximum is 500), and how long a pending order must be
+  // absent at the broker before it is `not_placed`.
+  BROKER_API_RATE_LIMIT: count(200),
+  BROKER_API_RATE_WINDOW_SECONDS: count(60),
+  ORDER_SYNC_BROKER_READS_MAX: count(50),
+  ORDER_SYNC_MAX_ORDERS: count(5_000),
+  ORDER_SYNC_PAGE_SIZE: z.coerce.number().int().min(1).max(500).default(500),
+  ORDER_ABSENT_AFTER_SECONDS: count(120),
   // auth
   AUTH_TIMEOUT_MS: ms(5_000),
   LOGIN_EMAIL_LIMIT: count(5),

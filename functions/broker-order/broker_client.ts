@@ -1,8 +1,10 @@
 /**
- * The broker: a client of Alpaca's Trading API v2 (or any compatible one) for the two calls
- * broker-order makes, `POST /v2/orders` and `GET /v2/orders:by_client_order_id`
- * (https://docs.alpaca.markets/reference/postorder, .../getorderbyclientorderid), authenticated
- * with the `APCA-API-KEY-ID` and `APCA-API-SECRET-KEY` headers.
+ * The broker: a client of Alpaca's Trading API v2 (or any compatible one) for the calls
+ * broker-order makes: `POST /v2/orders`, `GET /v2/orders:by_client_order_id`, and for the
+ * lifecycle `GET /v2/orders?status=open`, `GET /v2/orders/{id}` and `DELETE /v2/orders/{id}`
+ * (https://docs.alpaca.markets/reference/postorder, .../getorderbyclientorderid,
+ * .../getallorders, .../getorderbyorderid, .../deleteorderbyorderid), authenticated with the
+ * `APCA-API-KEY-ID` and `APCA-API-SECRET-KEY` headers.
  *
  * Every call has a deadline (`fetchWithDeadline`) and goes through the instance's "broker"
  * breaker. Failures come back typed, by what they say about the order:
@@ -58,14 +60,25 @@ export interface BrokerOrderRequest {
   client_order_id: string;
 }
 
-/** The fields of Alpaca's order object that broker-order reads. */
+/** The fields of Alpaca's order object that broker-order reads (decimals as strings). */
 export interface BrokerOrder {
   id: string;
   client_order_id: string;
   status: string;
   symbol?: string;
   created_at?: string;
+  /** When the broker last changed the order: what orders its answers (never backwards). */
+  updated_at?: string | null;
+  submitted_at?: string | null;
+  filled_qty?: string | null;
+  filled_avg_price?: string | null;
+  filled_at?: string | null;
+  canceled_at?: string | null;
+  expired_at?: string | null;
 }
+
+/** What `DELETE /v2/orders/{id}` said: accepted (204), not cancelable (422), or no such order. */
+export type CancelAnswer = "accepted" | "not_cancelable" | "not_found";
 
 /** The broker refused the order; `reason` is its message in plain words. */
 export class BrokerRejected extends Error {
@@ -210,6 +223,84 @@ export class BrokerClient {
       throw new BrokerUnavailable(`lookup answered status ${res.status}`, retryAfterMs(res));
     });
   }
+
+  /**
+   * The broker's open orders, newest first, up to `limit` (Alpaca's maximum is 500) submitted
+   * at or before `until` (the next page of a full one). Throws BrokerUnavailable or CircuitOpen.
+   */
+  async openOrders(
+    opts: { limit: number; until?: string },
+    signal?: AbortSignal,
+  ): Promise<BrokerOrder[]> {
+    const q = new URLSearchParams({
+      status: "open",
+      limit: String(opts.limit),
+      direction: "desc",
+      nested: "false",
+    });
+    if (opts.until) q.set("until", opts.until);
+    const text = await this.#read(`/v2/orders?${q}`, "open orders", signal);
+    let body: unknown;
+    try {
+      body = JSON.parse(text ?? "");
+    } catch {
+      body = undefined;
+    }
+    if (!Array.isArray(body)) throw new BrokerUnavailable("unreadable open orders");
+    return body.map((o) => parseOrder(JSON.stringify(o), () => new BrokerUnavailable("bad order")));
+  }
+
+  /** The order with the broker's `id`, or null (404). Throws BrokerUnavailable or CircuitOpen. */
+  async order(id: string, signal?: AbortSignal): Promise<BrokerOrder | null> {
+    const text = await this.#read(`/v2/orders/${encodeURIComponent(id)}`, "order", signal);
+    if (text === null) return null;
+    return parseOrder(text, () => new BrokerUnavailable("unreadable order"));
+  }
+
+  /**
+   * Asks the broker to cancel order `id` (Alpaca: 204 accepted, 422 no longer cancelable, 404
+   * unknown). Throws BrokerUnavailable or CircuitOpen when the broker cannot say.
+   */
+  cancelOrder(id: string, signal?: AbortSignal): Promise<CancelAnswer> {
+    return this.#opts.breaker.run(async () => {
+      let res: Response;
+      try {
+        [res] = await fetchWithDeadline(
+          `${this.#opts.baseUrl}/v2/orders/${encodeURIComponent(id)}`,
+          { method: "DELETE", headers: this.#headers },
+          { timeoutMs: this.#opts.timeoutMs, upstream: "broker", signal, fetch: this.#opts.fetch },
+          async (r) => [r, await r.text()] as [Response, string],
+        );
+      } catch (err) {
+        throw new BrokerUnavailable(`cancel failed: ${unknownOutcome(err).why}`, 1000, err);
+      }
+      if (res.status === 204 || res.status === 200) return "accepted";
+      if (res.status === 422) return "not_cancelable";
+      if (res.status === 404) return "not_found";
+      throw new BrokerUnavailable(`cancel answered status ${res.status}`, retryAfterMs(res));
+    });
+  }
+
+  /** A GET through the breaker: the body text, or null on 404; BrokerUnavailable otherwise. */
+  #read(path: string, what: string, signal?: AbortSignal): Promise<string | null> {
+    return this.#opts.breaker.run(async () => {
+      let res: Response;
+      let text: string;
+      try {
+        [res, text] = await fetchWithDeadline(
+          `${this.#opts.baseUrl}${path}`,
+          { method: "GET", headers: this.#headers },
+          { timeoutMs: this.#opts.timeoutMs, upstream: "broker", signal, fetch: this.#opts.fetch },
+          async (r) => [r, await r.text()] as [Response, string],
+        );
+      } catch (err) {
+        throw new BrokerUnavailable(`${what} read failed: ${unknownOutcome(err).why}`, 1000, err);
+      }
+      if (res.status === 404) return null;
+      if (res.ok) return text;
+      throw new BrokerUnavailable(`${what} read answered status ${res.status}`, retryAfterMs(res));
+    });
+  }
 }
 
 /** Errors of the call itself: a deadline or a dropped connection leaves the outcome unknown. */
@@ -235,12 +326,20 @@ function parseOrder(text: string, fail: () => Error): BrokerOrder {
     throw fail();
   }
   if (typeof body?.id !== "string" || typeof body.client_order_id !== "string") throw fail();
+  const text_ = (v: unknown) => typeof v === "string" ? v : null;
   return {
     id: body.id,
     client_order_id: body.client_order_id,
     status: typeof body.status === "string" ? body.status : "new",
     symbol: body.symbol,
     created_at: body.created_at,
+    updated_at: text_(body.updated_at),
+    submitted_at: text_(body.submitted_at),
+    filled_qty: text_(body.filled_qty),
+    filled_avg_price: text_(body.filled_avg_price),
+    filled_at: text_(body.filled_at),
+    canceled_at: text_(body.canceled_at),
+    expired_at: text_(body.expired_at),
   };
 }
 

@@ -26,6 +26,48 @@ import { validate } from "../../shared/http/validation.ts";
 import { formatCursor, OrderRequest, pageQuery, parseOrderJson } from "./order_schema.ts";
 import type { OrdersRepository } from "./orders_repository.ts";
 import type { OrderPlacer } from "./place_order.ts";
+import type { OrderCanceler } from "./cancel.ts";
+import type { OrderSync } from "./sync.ts";
+import { NotFound } from "../../shared/errors.ts";
+
+/** An order id in a path: a uuid (anything else is no order of anyone's: 404). */
+const ORDER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function orderId(c: Context): string {
+  const id = c.req.param("id") ?? "";
+  if (!ORDER_ID.test(id)) throw new NotFound("No such order.");
+  return id.toLowerCase();
+}
+
+const JSON_TYPE = {
+  "content-type": "application/json; charset=utf-8",
+  "cache-control": "no-store",
+};
+
+/** `GET /{id}`: one of the caller's orders, one database round trip; 404 for anyone else's. */
+export function getOrder(orders: OrdersRepository) {
+  return async function getOrder(c: Context<OrderEnv>): Promise<Response> {
+    const json = await orders.one(userId(c), orderId(c));
+    if (json === null) throw new NotFound("No such order.");
+    return c.body(json, 200, JSON_TYPE);
+  };
+}
+
+/** `DELETE /{id}`: cancels the caller's open order at the broker (cancel.ts). */
+export function cancelOrder(canceler: OrderCanceler) {
+  return async function cancelOrder(c: Context<OrderEnv>): Promise<Response> {
+    const json = await canceler.cancel(c, userId(c), orderId(c));
+    return c.body(json, 200, JSON_TYPE);
+  };
+}
+
+/** `POST /sync` (service callers): one sync run (sync.ts), `200` with what it did. */
+export function syncOrders(sync: OrderSync) {
+  return async function syncOrders(c: Context<OrderEnv>): Promise<Response> {
+    c.header("cache-control", "no-store");
+    return c.json(await sync.run());
+  };
+}
 
 /** Orders per page when `?limit=` is not given. */
 const DEFAULT_PAGE = 50;

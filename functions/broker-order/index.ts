@@ -1,9 +1,12 @@
 /**
- * broker-order: places a user's order at the broker at most once (place_order.ts), and lists the
- * user's orders (orders_repository.ts). `POST`: JWT, the per-user "orders" rate limit (counted in
- * the same statement as the idempotency claim), `application/json`, the body limit, strict
- * validation, the idempotency key, then the order. `GET ?limit=&before=`: the caller's orders,
- * newest first; `nextCursor` is the next page's `before`.
+ * broker-order: places a user's order at the broker at most once (place_order.ts), lists the
+ * user's orders (orders_repository.ts), and follows each order after it is placed
+ * (docs/order-lifecycle.md). `POST`: JWT, the per-user "orders" rate limit (counted in the same
+ * statement as the idempotency claim), `application/json`, the body limit, strict validation, the
+ * idempotency key, then the order. `GET ?limit=&before=`: the caller's orders, newest first;
+ * `nextCursor` is the next page's `before`. `GET /{id}`: one order. `DELETE /{id}`: cancels it
+ * (cancel.ts, the same per-user limit). `POST /sync`: service callers only (the schedule), brings
+ * open orders up to date with the broker (sync.ts).
  */
 import { rateLimitPurge } from "../../shared/platform/platform.ts";
 import { defineFunction } from "../../shared/platform/app.ts";
@@ -14,12 +17,23 @@ import { httpUrl, secret } from "../../shared/env.ts";
 import { idempotency } from "../../shared/http/idempotency.ts";
 import { requireJwt, userId } from "../../shared/auth/jwt.ts";
 import { route } from "../../shared/http/route.ts";
-import { deferRateLimit } from "../../shared/http/rate_limit.ts";
+import { deferRateLimit, RateLimiter } from "../../shared/http/rate_limit.ts";
 import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { brokerClientFor } from "./broker_client.ts";
-import { listOrders, type OrderEnv, placeOrder, validOrder } from "./handlers.ts";
+import { OrderCanceler } from "./cancel.ts";
+import {
+  cancelOrder,
+  getOrder,
+  listOrders,
+  type OrderEnv,
+  placeOrder,
+  syncOrders,
+  validOrder,
+} from "./handlers.ts";
+import { LifecycleRepository } from "./lifecycle_repository.ts";
 import { OrdersRepository } from "./orders_repository.ts";
 import { OrderPlacer } from "./place_order.ts";
+import { OrderSync } from "./sync.ts";
 
 const Env = BrowserEnv.extend({
   BROKER_API_URL: httpUrl,
@@ -34,9 +48,19 @@ const brokerOrder = defineFunction<typeof Env, OrderEnv>({
   build(app, { db, limits: l, config, ...ctx }) {
     const broker = brokerClientFor(config, { ...ctx, limits: l });
     const orders = new OrdersRepository(db);
+    const lifecycle = new LifecycleRepository(db, {
+      budgetKey: "broker-api:account",
+      budgetQuota: l.BROKER_API_RATE_LIMIT,
+      budgetWindowMs: l.BROKER_API_RATE_WINDOW_SECONDS * 1000,
+      absentAfterSeconds: l.ORDER_ABSENT_AFTER_SECONDS,
+    });
     const placer = new OrderPlacer({ broker, orders, log: ctx.log, limits: l });
+    const sync = new OrderSync({ broker, repo: lifecycle, limits: l });
     const user = requireJwt<OrderEnv>({ tokens: ctx.tokens, role: "authenticated" });
+    const service = requireJwt<OrderEnv>({ tokens: ctx.tokens, role: "service_role" });
     const quota = { quota: l.ORDER_RATE_LIMIT, windowSeconds: l.ORDER_RATE_WINDOW_SECONDS };
+    const perUser = new RateLimiter(db, { policy: "orders", ...quota, stats: ctx.rateLimits });
+    const canceler = new OrderCanceler({ broker, repo: lifecycle, limiter: perUser });
     const purge = {
       intervalSeconds: l.IDEMPOTENCY_PURGE_INTERVAL_SECONDS,
       batchSize: l.IDEMPOTENCY_PURGE_BATCH_SIZE,
@@ -63,6 +87,11 @@ const brokerOrder = defineFunction<typeof Env, OrderEnv>({
         idempotency({ db, scope: "broker-order", owner: userId, ...keys, purge }),
         placeOrder(placer),
       ],
+    });
+    route(app, "/sync", { POST: [service, syncOrders(sync)] });
+    route(app, "/:id", {
+      GET: [user, getOrder(orders)],
+      DELETE: [user, cancelOrder(canceler)],
     });
   },
 });

@@ -34,6 +34,7 @@
 import type { Database } from "../../shared/db/db.ts";
 import type { KeyLocation } from "../../shared/http/idempotency.ts";
 import { jsonLiteral, literal } from "../../shared/db/sql_literal.ts";
+import { brokerColumns, type BrokerState } from "./broker_state.ts";
 import type { Cursor, OrderRequest } from "./order_schema.ts";
 
 /** The order as the API answers it (decimals as text without trailing zeros, times in UTC µs). */
@@ -51,7 +52,16 @@ export interface OrderJson {
   stopPrice: string | null;
   timeInForce: string;
   note: string | null;
+  /** Decimal text; "0" before a fill. */
+  filledQty: string;
+  /** Decimal text; null before a fill. */
+  filledAvgPrice: string | null;
+  filledAt: string | null;
+  canceledAt: string | null;
+  expiredAt: string | null;
+  rejectReason: string | null;
   createdAt: string;
+  updatedAt: string;
 }
 
 /** What to write: the request, whose it is, and what the broker said. */
@@ -62,6 +72,8 @@ export interface OrderRecord {
   brokerOrderId: string | null;
   status: string;
   rejectReason: string | null;
+  /** What the broker said of the order when it answered (its fills, its updated_at). */
+  broker?: BrokerState;
 }
 
 /**
@@ -72,15 +84,8 @@ export type Settle =
   | { kind: "complete"; status?: number; body?: string }
   | { kind: "release" };
 
-/** The API's columns of `public.orders`, in the order of OrderJson. */
-const COLUMNS = `json_build_object(
-    'id', id, 'clientOrderId', client_order_id, 'brokerOrderId', broker_order_id,
-    'status', status, 'symbol', symbol, 'side', side, 'type', type,
-    'qty', trim_scale(qty)::text, 'notional', trim_scale(notional)::text,
-    'limitPrice', trim_scale(limit_price)::text, 'stopPrice', trim_scale(stop_price)::text,
-    'timeInForce', time_in_force, 'note', note,
-    'createdAt', to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
-  )::text as order_json`;
+/** The API's shape of a row `o` of `public.orders` (internal.order_json, one definition). */
+const COLUMNS = `internal.order_json(o)::text as order_json`;
 
 export class OrdersRepository {
   readonly #db: Database;
@@ -112,6 +117,7 @@ export class OrdersRepository {
       note: o.note ?? null,
       status: v.status,
       reject_reason: v.rejectReason,
+      ...(v.broker ? brokerColumns(v.broker) : {}),
     };
     const s = v.settle;
     const [result] = await this.#db.query((sql) =>
@@ -135,12 +141,39 @@ export class OrdersRepository {
       : "";
     const rows = await this.#db.query((sql) =>
       sql.unsafe<{ order_json: string }[]>(
-        `select ${COLUMNS} from public.orders
+        `select ${COLUMNS} from public.orders o
         where user_id = ${literal(userId)}::uuid ${after}
         order by created_at desc, id desc
         limit ${limit}`,
       )
     );
     return rows.map((r) => JSON.parse(r.order_json) as OrderJson);
+  }
+
+  /**
+   * Whether a resumed attempt that found no order at the broker may send it: no row (the first
+   * attempt died before recording it), `not_placed`, or pending for at least `absentSeconds` (by
+   * the database's clock). One round trip, on that rare path only.
+   */
+  async mayResubmit(clientOrderId: string, absentSeconds: number): Promise<boolean> {
+    const rows = await this.#db.query((sql) =>
+      sql.unsafe<{ ok: boolean }[]>(
+        `select status = 'not_placed' or (status = 'pending_confirmation'
+          and created_at <= clock_timestamp() - make_interval(secs => ${absentSeconds})) as ok
+        from public.orders where client_order_id = ${literal(clientOrderId)}`,
+      ).simple()
+    );
+    return rows.length === 0 || rows[0].ok;
+  }
+
+  /** The user's order `id` as JSON text, or null (unknown, or another user's): one round trip. */
+  async one(userId: string, id: string): Promise<string | null> {
+    const rows = await this.#db.query((sql) =>
+      sql.unsafe<{ order_json: string }[]>(
+        `select ${COLUMNS} from public.orders o
+        where id = ${literal(id)}::uuid and user_id = ${literal(userId)}::uuid`,
+      ).simple()
+    );
+    return rows[0]?.order_json ?? null;
   }
 }

@@ -9,7 +9,9 @@
  * - Answer lost (deadline, dropped connection, 5xx): the order is looked up by client_order_id
  *   before anything else. Found: as placed. Still unknown: stored as `pending_confirmation`,
  *   answered `202`, and the key is released (not completed): the next retry with the key resumes
- *   by looking the order up, never by sending it blindly again.
+ *   by looking the order up, never by sending it blindly again. A lookup that finds nothing lets
+ *   the retry send it only once the stored order is `not_placed` (the sync's verdict) or has been
+ *   absent for ORDER_ABSENT_AFTER_SECONDS; before that the retry answers `202` again.
  * - Broker unavailable or breaker open: `503` with `Retry-After`; nothing was placed.
  *
  * The broker call runs between the claim and the write, outside any transaction.
@@ -50,6 +52,7 @@ import {
   BrokerRejected,
   BrokerUnavailable,
 } from "./broker_client.ts";
+import { type BrokerState, brokerState } from "./broker_state.ts";
 import type { OrderRequest } from "./order_schema.ts";
 import type { OrderRecord, OrdersRepository } from "./orders_repository.ts";
 
@@ -80,6 +83,12 @@ export async function submit(
   resuming: boolean,
   order: OrderRequest,
   clientOrderId: string,
+  /**
+   * Asked when a resumed attempt finds no order at the broker: whether it may send it now (the
+   * stored order is `not_placed`, or was never stored, or has been absent long enough). Default:
+   * yes.
+   */
+  mayResubmit: () => Promise<boolean> = () => Promise.resolve(true),
 ): Promise<Outcome> {
   /** The broker's word on the order; null when it has none, unknown when it cannot say. */
   const lookUp = async (): Promise<Outcome | null> => {
@@ -97,6 +106,9 @@ export async function submit(
     // breaker throws CircuitOpen here: 503, nothing done.)
     const found = await lookUp();
     if (found) return found;
+    if (!(await mayResubmit())) {
+      return { kind: "unknown", why: "not yet provably absent at the broker" };
+    }
   }
   try {
     const placed = await broker.placeOrder({
@@ -149,7 +161,10 @@ export interface OrderPlacerOptions {
   broker: BrokerClient;
   orders: OrdersRepository;
   log: Logger;
-  limits: Pick<Limits, "IDEMPOTENCY_LOCK_SECONDS" | "BROKER_TIMEOUT_MS">;
+  limits: Pick<
+    Limits,
+    "IDEMPOTENCY_LOCK_SECONDS" | "BROKER_TIMEOUT_MS" | "ORDER_ABSENT_AFTER_SECONDS"
+  >;
 }
 
 /** Places orders: submit, then one statement that writes the outcome and settles the key. */
@@ -179,7 +194,13 @@ export class OrderPlacer {
   }): Promise<Answer> {
     const { claim, order, userId } = v;
     const clientOrderId = await clientOrderIdFor(userId, claim.key, claim.keyId);
-    const outcome = await submit(this.#o.broker, claim.resuming, order, clientOrderId);
+    const outcome = await submit(
+      this.#o.broker,
+      claim.resuming,
+      order,
+      clientOrderId,
+      () => this.#o.orders.mayResubmit(clientOrderId, this.#o.limits.ORDER_ABSENT_AFTER_SECONDS),
+    );
     const base = { userId, clientOrderId, order };
     const json = { "content-type": "application/json; charset=utf-8" };
     const record = (
@@ -190,8 +211,19 @@ export class OrderPlacer {
     ) => claim.settleWith((where) => this.#o.orders.record(where, { ...base, ...r, settle }));
 
     if (outcome.kind === "placed") {
+      let broker: BrokerState | undefined;
+      try {
+        broker = brokerState(outcome.order);
+      } catch {
+        broker = undefined; // placed all the same: the sync reads its state later
+      }
       const body = await record(
-        { brokerOrderId: outcome.order.id, status: outcome.order.status, rejectReason: null },
+        {
+          brokerOrderId: outcome.order.id,
+          status: outcome.order.status,
+          rejectReason: null,
+          broker,
+        },
         { kind: "complete" },
       );
       return { status: 201, body, headers: json };

@@ -156,6 +156,8 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
     broker: await startBrokerSimulator({
       keyId: SANDBOX_SECRETS.BROKER_API_KEY_ID,
       secretKey: SANDBOX_SECRETS.BROKER_API_SECRET_KEY,
+      // The sandbox's broker moves orders on by itself: fills, expiries, cancels.
+      autoStepMs: 250,
     }),
     auth: await startSupabaseAuthSimulator({
       signingKey,

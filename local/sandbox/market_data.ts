@@ -62,7 +62,11 @@ export interface MarketDataSimulator {
   close(): Promise<void>;
 }
 
-/** Deterministic price in [10, 510) from the symbol's characters. */
+/** Deterministic price in [10, 510) from the symbol's characters (the broker simulator's too). */
+export function quotePrice(symbol: string): number {
+  return price(symbol);
+}
+
 function price(symbol: string): number {
   let h = 2166136261;
   for (const ch of symbol) h = Math.imul(h ^ ch.charCodeAt(0), 16777619) >>> 0;

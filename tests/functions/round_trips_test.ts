@@ -1,5 +1,5 @@
 /**
- * Database round trips per request, pinned (issue 13): the server talks to Postgres through the
+ * Database round trips per request, pinned (issues 13 and 23): the server talks to Postgres through the
  * TCP fault proxy, which counts client sends that follow a server answer. On the platform the
  * database is never on loopback, so each round trip is paid in latency on every request; a count
  * is deterministic where a time is not. Counted only during the request (the platform's probe
@@ -8,7 +8,7 @@
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
 import { SANDBOX_SECRETS } from "../../local/sandbox/index.ts";
-import { startBrokerSimulator } from "../../local/sandbox/broker.ts";
+import { type BrokerSimulator, startBrokerSimulator } from "../../local/sandbox/broker.ts";
 import { startMarketDataSimulator } from "../../local/sandbox/market_data.ts";
 import { freshDatabase } from "../support/db.ts";
 import { FRONTEND, serviceToken, testEnv, userToken } from "../support/env.ts";
@@ -25,6 +25,7 @@ import { type SimulatedEvent, startStripeSimulator } from "../../local/sandbox/s
 
 interface World {
   server: TestServer;
+  broker: BrokerSimulator;
   /** Another server on the same database (its in-process cache empty). */
   another(): Promise<TestServer>;
   proxy: FaultProxy;
@@ -58,6 +59,7 @@ async function withWorld(fn: (w: World) => Promise<void>) {
     try {
       await fn({
         server,
+        broker,
         async another() {
           const other = await startTestServer(env, { only });
           others.push(other);
@@ -238,3 +240,31 @@ async function countTrips(proxy: FaultProxy, request: () => Promise<Response>) {
   const body = await res.arrayBuffer();
   return { roundTrips: proxy.roundTrips, res: new Response(body, res) };
 }
+
+Deno.test("round trips: one order GET takes 1; a cancel at most 2 (plus its broker calls); a sync run 2 however many orders change", async () => {
+  await withWorld(async ({ server, count, broker }) => {
+    const token = await userToken();
+    const placed: { id: string; brokerOrderId: string }[] = [];
+    for (let i = 0; i < 8; i++) placed.push(await (await order(server, token)).json());
+    const headers = { authorization: `Bearer ${token}`, origin: FRONTEND };
+    const one = await count(() => server.call(`broker-order/${placed[0].id}`, { headers }));
+    assertEquals(one.res.status, 200);
+    assertEquals(one.roundTrips, 1, "one order is one statement");
+
+    const cancel = await count(() =>
+      server.call(`broker-order/${placed[0].id}`, { method: "DELETE", headers })
+    );
+    assertEquals(cancel.res.status, 200);
+    assert(cancel.roundTrips <= 2, `a cancel took ${cancel.roundTrips} round trips`);
+
+    const service = { authorization: `Bearer ${await serviceToken()}` };
+    const sync = () => server.call("broker-order/sync", { method: "POST", headers: service });
+    assertEquals((await sync()).status, 200); // the pending cancel completes
+    const quiet = await count(sync);
+    assertEquals((await quiet.res.json()).changed, 0);
+    for (const o of placed.slice(1, 6)) broker.fillNow(o.brokerOrderId);
+    const busy = await count(sync);
+    assertEquals((await busy.res.json()).changed, 5);
+    assertEquals([quiet.roundTrips, busy.roundTrips], [2, 2], "a sync run is two statements");
+  });
+});

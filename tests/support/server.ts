@@ -7,7 +7,7 @@ import { createLogger } from "../../shared/logger.ts";
 import { denoRun, pumpLines } from "./process.ts";
 
 export { denoRun, pumpLines };
-import { type RunningServer, startServer } from "../../local/serve.ts";
+import { type RunningServer, type ServerOptions, startServer } from "../../local/serve.ts";
 
 export interface TestServer extends RunningServer {
   logs: string[];
@@ -18,13 +18,15 @@ export interface TestServer extends RunningServer {
 /** Starts the real server in-process on a free port with `env` (no env files, no sandbox). */
 export async function startTestServer(
   env: Record<string, string>,
-  opts: { only?: string[] } = {},
+  opts: { only?: string[]; schedule?: ServerOptions["schedule"] } = {},
 ): Promise<TestServer> {
   const logs: string[] = [];
   const server = await startServer({
     port: 0,
     env,
     only: opts.only,
+    // Tests run scheduled jobs by calling `server.jobs.runDue` (no real timers) unless they ask.
+    schedule: opts.schedule ?? { timers: false },
     log: createLogger({ write: (line) => logs.push(line) }),
   });
   return Object.assign(server, {

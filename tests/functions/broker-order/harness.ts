@@ -50,6 +50,10 @@ export interface Trader {
   order(body: unknown, key?: string | null, headers?: Record<string, string>): Promise<Response>;
   /** `GET` the trader's orders (`query` without `?`). */
   list(query?: string): Promise<Response>;
+  /** `GET` one order. */
+  one(id: string): Promise<Response>;
+  /** `DELETE` (cancel) one order. */
+  cancel(id: string): Promise<Response>;
 }
 
 /** A user of the function on a server. */
@@ -72,6 +76,15 @@ export async function trader(call: Call, id: string = crypto.randomUUID()): Prom
       }),
     list: (query = "") =>
       call(`broker-order${query ? `?${query}` : ""}`, {
+        headers: { authorization: `Bearer ${token}`, origin: FRONTEND },
+      }),
+    one: (id) =>
+      call(`broker-order/${id}`, {
+        headers: { authorization: `Bearer ${token}`, origin: FRONTEND },
+      }),
+    cancel: (id) =>
+      call(`broker-order/${id}`, {
+        method: "DELETE",
         headers: { authorization: `Bearer ${token}`, origin: FRONTEND },
       }),
   };
