@@ -47,7 +47,44 @@ export const Order = z.object({
   stopPrice: decimalText.nullable(),
   timeInForce: z.enum(["day", "gtc", "ioc", "fok", "opg", "cls"]),
   note: z.string().nullable().describe("Plain text: markup is removed"),
+  filledQty: decimalText.describe('Filled so far: "0" before a fill; never decreases'),
+  filledAvgPrice: decimalText.nullable().describe("Average fill price; null before a fill"),
+  filledAt: utcMicros.nullable(),
+  canceledAt: utcMicros.nullable(),
+  expiredAt: utcMicros.nullable(),
+  rejectReason: z.string().nullable().describe("The broker's reason, in plain words"),
   createdAt: utcMicros,
+  updatedAt: utcMicros,
+});
+
+/** `POST /broker-order/sync`: what one run did. */
+export const SyncReport = z.strictObject({
+  open: z.number().int().describe("Open orders looked at"),
+  pending: z.number().int().describe("pending_confirmation orders looked at"),
+  brokerReads: z.number().int().describe("Calls made to the broker"),
+  changed: z.number().int().describe("Orders whose state moved on"),
+  notPlaced: z.number().int().describe("Pending orders the broker provably never got"),
+  unreadable: z.number().int().describe("Broker order objects skipped as malformed"),
+  stopped: z.enum(["broker_rate_budget"]).nullable()
+    .describe("Why the run stopped early (the broker's budget spent), or null"),
+});
+
+const isoTime = z.string().describe("ISO 8601, UTC");
+
+/** `POST /payment-webhook/catch-up`: what one run did. */
+export const CatchUpReport = z.strictObject({
+  applied: z.number().int().describe("Events this run recorded with effect"),
+  ignored: z.number().int().describe("Events this run recorded without effect"),
+  alreadyApplied: z.number().int().describe("Events read that were already recorded"),
+  read: z.number().int(),
+  pages: z.number().int(),
+  hasMore: z.boolean().describe("The run stopped at its bound; the next one continues"),
+  cursorSaved: z.boolean(),
+  cursor: z.strictObject({
+    coveredUntil: isoTime.nullable(),
+    lagSeconds: z.number().nullable(),
+    scan: z.strictObject({ from: isoTime, to: isoTime, after: z.string().nullable() }).nullable(),
+  }),
 });
 
 /** `GET /broker-order`. */

@@ -107,6 +107,9 @@ const ExecuteBody = z.union(
   TOOLS.map((t) => z.strictObject({ tool: z.literal(t.name), params: t.params })),
 );
 
+/** An order's id in a path: a UUID (anything else is 404, as an unknown id). */
+const OrderId = z.string().uuid();
+
 /** The route table. */
 export const ROUTES: RouteSpec[] = [
   {
@@ -124,6 +127,28 @@ export const ROUTES: RouteSpec[] = [
         description: "Missing, forged or stale signature, or an event without an id",
         body: "error",
         codes: ["INVALID_SIGNATURE", "MALFORMED_EVENT", "MALFORMED_JSON"],
+      },
+    },
+  },
+  {
+    fn: "payment-webhook",
+    method: "post",
+    path: "/catch-up",
+    summary: "Apply Stripe events whose webhook never arrived (the schedule)",
+    description: "Reads GET /v1/events from a cursor kept in Postgres; bounded work per run.",
+    caller: "service",
+    browser: false,
+    answers: {
+      200: { description: "What the run did", body: R.CatchUpReport },
+      502: {
+        description: "Stripe refused the request (a wrong key); nothing changed",
+        body: "error",
+        codes: ["STRIPE_REFUSED"],
+      },
+      503: {
+        description: "Stripe's API or the database is unavailable; nothing changed",
+        body: "error",
+        codes: [...DEPENDENCY_CODES, ...UPSTREAM_CODES],
       },
     },
   },
@@ -183,6 +208,68 @@ export const ROUTES: RouteSpec[] = [
     answers: {
       200: { description: "A page of orders", body: R.OrderPage },
       400: { description: "Invalid limit or cursor", body: "error", codes: ["VALIDATION_FAILED"] },
+    },
+  },
+  {
+    fn: "broker-order",
+    method: "get",
+    path: "/{id}",
+    summary: "One of the caller's orders",
+    caller: "user",
+    browser: true,
+    pathParams: { id: OrderId },
+    answers: {
+      200: { description: "The order", body: R.Order },
+      404: {
+        description: "An unknown id, or another user's order",
+        body: "error",
+        codes: ["NOT_FOUND"],
+      },
+    },
+  },
+  {
+    fn: "broker-order",
+    method: "delete",
+    path: "/{id}",
+    summary: "Cancel the caller's open order at the broker",
+    description: "Repeating it is harmless. Counted under the same per-user limit as placing.",
+    caller: "user",
+    browser: true,
+    pathParams: { id: OrderId },
+    rateLimited: true,
+    answers: {
+      200: { description: "The order, pending_cancel or canceled", body: R.Order },
+      404: {
+        description: "An unknown id, or another user's order",
+        body: "error",
+        codes: ["NOT_FOUND"],
+      },
+      409: {
+        description: "The order can no longer be canceled (filled, expired, …)",
+        body: "error",
+        codes: ["ORDER_NOT_CANCELABLE"],
+      },
+      503: {
+        description: "The broker or the database is unavailable; nothing changed",
+        body: "error",
+        codes: [...DEPENDENCY_CODES, ...UPSTREAM_CODES],
+      },
+    },
+  },
+  {
+    fn: "broker-order",
+    method: "post",
+    path: "/sync",
+    summary: "Bring open orders up to date with the broker (the schedule)",
+    caller: "service",
+    browser: true,
+    answers: {
+      200: { description: "What the run did", body: R.SyncReport },
+      503: {
+        description: "The broker or the database is unavailable; nothing changed",
+        body: "error",
+        codes: [...DEPENDENCY_CODES, ...UPSTREAM_CODES],
+      },
     },
   },
   {

@@ -222,6 +222,87 @@ Deno.test("every route's answers, success and errors, match docs/openapi.json", 
       await check("GET", "/broker-order", 401, await call("broker-order"));
     });
 
+    await t.step("broker-order one order, cancel and sync", async () => {
+      // A user of its own: the first user's order quota is spent by the step above.
+      const trader = await stack.userToken(crypto.randomUUID());
+      const place = async (body: Record<string, unknown>) =>
+        await (await call(
+          "broker-order",
+          json(body, { ...bearer(trader), "idempotency-key": key() }),
+        ))
+          .json();
+      // A limit order far below the price stays open; a market order fills at the broker.
+      const open = await place({ ...ORDER, type: "limit", limit_price: 1, time_in_force: "gtc" });
+      const filled = await place(ORDER);
+      const one = await check(
+        "GET",
+        "/broker-order/{id}",
+        200,
+        await call(`broker-order/${open.id}`, { headers: bearer(trader) }),
+      );
+      assertEquals(one.id, open.id);
+      await check(
+        "GET",
+        "/broker-order/{id}",
+        404,
+        await call(`broker-order/${crypto.randomUUID()}`, { headers: bearer(trader) }),
+      );
+      await check("GET", "/broker-order/{id}", 401, await call(`broker-order/${open.id}`));
+      const canceled = await check(
+        "DELETE",
+        "/broker-order/{id}",
+        200,
+        await call(`broker-order/${open.id}`, { method: "DELETE", headers: bearer(trader) }),
+      );
+      assert(["pending_cancel", "canceled"].includes(canceled.status), canceled.status);
+      await check(
+        "DELETE",
+        "/broker-order/{id}",
+        404,
+        await call(`broker-order/${crypto.randomUUID()}`, {
+          method: "DELETE",
+          headers: bearer(trader),
+        }),
+      );
+      sims.broker.fillNow(filled.brokerOrderId);
+      const report = await check(
+        "POST",
+        "/broker-order/sync",
+        200,
+        await call("broker-order/sync", { method: "POST", headers: bearer(service) }),
+      );
+      assert(report.changed >= 1, JSON.stringify(report));
+      await check(
+        "POST",
+        "/broker-order/sync",
+        403,
+        await call("broker-order/sync", { method: "POST", headers: bearer(trader) }),
+      );
+      const closed = await check(
+        "DELETE",
+        "/broker-order/{id}",
+        409,
+        await call(`broker-order/${filled.id}`, { method: "DELETE", headers: bearer(trader) }),
+      );
+      assertEquals(closed.error.code, "ORDER_NOT_CANCELABLE");
+    });
+
+    await t.step("payment-webhook catch-up", async () => {
+      const run = await check(
+        "POST",
+        "/payment-webhook/catch-up",
+        200,
+        await call("payment-webhook/catch-up", { method: "POST", headers: bearer(service) }),
+      );
+      assertEquals(typeof run.applied, "number");
+      await check(
+        "POST",
+        "/payment-webhook/catch-up",
+        401,
+        await call("payment-webhook/catch-up", { method: "POST" }),
+      );
+    });
+
     await t.step("auth", async () => {
       const creds = { email: SANDBOX_USER.email, password: SANDBOX_USER.password };
       const session = await check(
