@@ -16,11 +16,11 @@
  * import type { Database } from "../../shared/db/db.ts";
  * import { parseLimits } from "../../shared/limits.ts";
  * import { attemptLimits } from "./attempt_limits.ts";
- * import { type AuthEnv, validLogin } from "./handlers.ts";
+ * import { type AuthVars, validLogin } from "./handlers.ts";
  *
  * declare const db: Database; // the platform's pool
  * const limit = attemptLimits({ db, limits: parseLimits({}), now: Date.now });
- * const app = new Hono<AuthEnv>();
+ * const app = new Hono<AuthVars>();
  * app.post("/login", limit.loginIp, validLogin, limit.loginEmail, (c) => c.json(c.var.login));
  * ```
  */
@@ -33,7 +33,7 @@ import {
   type RateLimitStats,
 } from "../../shared/http/rate_limit.ts";
 import { clientIp } from "./client_ip.ts";
-import type { AuthEnv } from "./handlers.ts";
+import type { AuthVars } from "./handlers.ts";
 
 export interface AttemptLimitOptions {
   db: Database;
@@ -60,7 +60,7 @@ export function attemptLimits(
 ): AttemptLimits {
   const window = { windowSeconds: l.LOGIN_WINDOW_SECONDS, db, now, stats, purge };
   const byIp = (c: Context) => clientIp(c, l.LOGIN_TRUSTED_PROXY_HOPS);
-  const byEmail = (c: Context<AuthEnv>) => c.var.login.email;
+  const byEmail = (c: Context<AuthVars>) => c.var.login.email;
   return {
     loginIp: rateLimit({ ...window, policy: "login-ip", quota: l.LOGIN_IP_LIMIT, key: byIp }),
     loginEmail: rateLimit({

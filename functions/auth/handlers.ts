@@ -18,7 +18,7 @@
  * import { Hono } from "hono";
  * import { Breakers } from "../../shared/resilience/circuit_breaker.ts";
  * import { parseLimits } from "../../shared/limits.ts";
- * import { type AuthEnv, login, validLogin } from "./handlers.ts";
+ * import { type AuthVars, login, validLogin } from "./handlers.ts";
  * import { SupabaseAuth } from "./supabase_auth.ts";
  *
  * const auth = new SupabaseAuth({
@@ -27,7 +27,7 @@
  *   timeoutMs: 5_000,
  *   breaker: new Breakers(breakerSettings(parseLimits({}))).get("supabase-auth"),
  * });
- * const app = new Hono<AuthEnv>();
+ * const app = new Hono<AuthVars>();
  * app.post("/login", validLogin, login(auth));
  * ```
  */
@@ -58,7 +58,7 @@ export const LoginBody = z.object({
 export const RefreshBody = z.object({ refresh_token: z.string().min(1).max(1024) }).strict();
 
 /** What auth's guards give its handlers. */
-export type AuthEnv = {
+export type AuthVars = {
   Variables: AppEnv["Variables"] & {
     /** `POST /login`'s body, the email normalized. */
     login: z.infer<typeof LoginBody>;
@@ -70,13 +70,13 @@ export type AuthEnv = {
 };
 
 /** The login body, validated strictly (a malformed one is a `400` and costs the email nothing). */
-export const validLogin = createMiddleware<AuthEnv>(async function validLogin(c, next) {
+export const validLogin = createMiddleware<AuthVars>(async function validLogin(c, next) {
   c.set("login", await readJson(c, LoginBody));
   await next();
 });
 
 /** The refresh body, validated strictly. */
-export const validRefresh = createMiddleware<AuthEnv>(async function validRefresh(c, next) {
+export const validRefresh = createMiddleware<AuthVars>(async function validRefresh(c, next) {
   c.set("refresh", await readJson(c, RefreshBody));
   await next();
 });
@@ -89,7 +89,7 @@ function sessionOf(outcome: GrantOutcome, rejected: Unauthorized): SessionOut {
 
 /** `POST /login`: signs `c.var.login` in; a wrong password and an unknown email look the same. */
 export function login(auth: SupabaseAuth) {
-  return async function login(c: Context<AuthEnv>): Promise<Response> {
+  return async function login(c: Context<AuthVars>): Promise<Response> {
     const { email, password } = c.var.login;
     const session = sessionOf(
       await auth.signIn(email, password),
@@ -102,7 +102,7 @@ export function login(auth: SupabaseAuth) {
 
 /** `POST /refresh`: trades `c.var.refresh`'s token for a new session. */
 export function refresh(auth: SupabaseAuth) {
-  return async function refresh(c: Context<AuthEnv>): Promise<Response> {
+  return async function refresh(c: Context<AuthVars>): Promise<Response> {
     const session = sessionOf(
       await auth.refresh(c.var.refresh.refresh_token),
       new Unauthorized("The refresh token is invalid or used.", "INVALID_REFRESH_TOKEN"),
@@ -114,7 +114,7 @@ export function refresh(auth: SupabaseAuth) {
 
 /** `POST /logout` (after `requireJwt`): revokes the caller's session at Supabase Auth. */
 export function logout(auth: SupabaseAuth) {
-  return async function logout(c: Context<AuthEnv>): Promise<Response> {
+  return async function logout(c: Context<AuthVars>): Promise<Response> {
     const jwt = bearer(c.req.header("authorization"));
     // requireJwt has verified this very token; the check only spares a non-null assertion.
     if (!jwt) throw new Unauthorized("Send Authorization: Bearer <token>.", "MISSING_TOKEN");

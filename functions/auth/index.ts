@@ -14,7 +14,7 @@ import { route } from "../../shared/http/route.ts";
 import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { attemptLimits } from "./attempt_limits.ts";
 import { Env } from "./config.ts";
-import { type AuthEnv, login, logout, refresh, validLogin, validRefresh } from "./handlers.ts";
+import { type AuthVars, login, logout, refresh, validLogin, validRefresh } from "./handlers.ts";
 import {
   brokerOAuth,
   notConfigured,
@@ -24,7 +24,7 @@ import {
 } from "./oauth_routes.ts";
 import { SupabaseAuth } from "./supabase_auth.ts";
 
-const authFunction = defineFunction<typeof Env, AuthEnv>({
+const authFunction = defineFunction<typeof Env, AuthVars>({
   name: "auth",
   env: Env,
   browser: true,
@@ -37,7 +37,7 @@ const authFunction = defineFunction<typeof Env, AuthEnv>({
       fetch: ctx.fetch,
     });
     const oauth = await brokerOAuth({ db, limits: l, config, ...ctx });
-    const user = requireJwt<AuthEnv>({ tokens: ctx.tokens, role: "authenticated" });
+    const user = requireJwt<AuthVars>({ tokens: ctx.tokens, role: "authenticated" });
     const limit = attemptLimits({
       db,
       limits: l,

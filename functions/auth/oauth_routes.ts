@@ -15,12 +15,12 @@
  * import { Hono } from "hono";
  * import type { Platform } from "../../shared/platform/platform.ts";
  * import type { AuthConfig } from "./config.ts";
- * import type { AuthEnv } from "./handlers.ts";
+ * import type { AuthVars } from "./handlers.ts";
  * import { brokerOAuth, notConfigured, oauthStart } from "./oauth_routes.ts";
  *
  * declare const platform: Platform;
  * declare const config: AuthConfig;
- * const app = new Hono<AuthEnv>();
+ * const app = new Hono<AuthVars>();
  * const oauth = await brokerOAuth({ ...platform, config });
  * app.get("/oauth/start", oauth ? oauthStart(oauth) : notConfigured);
  * ```
@@ -35,7 +35,7 @@ import { readJson } from "../../shared/http/validation.ts";
 import type { Platform } from "../../shared/platform/platform.ts";
 import { BROKER, BrokerOAuth, type FailureReason } from "./broker_oauth.ts";
 import { type AuthConfig, oauthConfig } from "./config.ts";
-import type { AuthEnv } from "./handlers.ts";
+import type { AuthVars } from "./handlers.ts";
 
 /** What the frontend's redirect page received from the broker, posted as it came. */
 export const CallbackBody = z.object({
@@ -91,14 +91,14 @@ export function notConfigured(): never {
 }
 
 /** The callback body, validated strictly. */
-export const validCallback = createMiddleware<AuthEnv>(async function validCallback(c, next) {
+export const validCallback = createMiddleware<AuthVars>(async function validCallback(c, next) {
   c.set("callback", await readJson(c, CallbackBody));
   await next();
 });
 
 /** `GET /oauth/start`: the broker's authorize URL, its state bound to the caller. */
 export function oauthStart(oauth: BrokerOAuth) {
-  return async function oauthStart(c: Context<AuthEnv>): Promise<Response> {
+  return async function oauthStart(c: Context<AuthVars>): Promise<Response> {
     c.header("cache-control", "no-store");
     return c.json({ url: await oauth.authorizeUrl(userId(c)) });
   };
@@ -106,7 +106,7 @@ export function oauthStart(oauth: BrokerOAuth) {
 
 /** `POST /oauth/callback`: exchanges `c.var.callback`'s code and stores the tokens, or refuses. */
 export function oauthCallback(oauth: BrokerOAuth, log: Logger) {
-  return async function oauthCallback(c: Context<AuthEnv>): Promise<Response> {
+  return async function oauthCallback(c: Context<AuthVars>): Promise<Response> {
     const outcome = await oauth.complete(c.var.callback, userId(c));
     c.header("cache-control", "no-store");
     if (outcome.ok) return c.json({ connected: true, broker: BROKER });

@@ -7,11 +7,11 @@
  * ```ts
  * import type { Hono } from "hono";
  * import { route } from "../../shared/http/route.ts";
- * import { listOrders, type OrderEnv, placeOrder, validOrder } from "./handlers.ts";
+ * import { listOrders, type OrderVars, placeOrder, validOrder } from "./handlers.ts";
  * import type { OrdersRepository } from "./orders_repository.ts";
  * import type { OrderPlacer } from "./place_order.ts";
  *
- * declare const app: Hono<OrderEnv>, orders: OrdersRepository, placer: OrderPlacer;
+ * declare const app: Hono<OrderVars>, orders: OrdersRepository, placer: OrderPlacer;
  * route(app, "/", { GET: [listOrders(orders, 100)], POST: [validOrder, placeOrder(placer)] });
  * ```
  */
@@ -46,7 +46,7 @@ const JSON_TYPE = {
 
 /** `GET /{id}`: one of the caller's orders, one database round trip; 404 for anyone else's. */
 export function getOrder(orders: OrdersRepository) {
-  return async function getOrder(c: Context<OrderEnv>): Promise<Response> {
+  return async function getOrder(c: Context<OrderVars>): Promise<Response> {
     const json = await orders.one(userId(c), orderId(c));
     if (json === null) throw new NotFound("No such order.");
     return c.body(json, 200, JSON_TYPE);
@@ -55,7 +55,7 @@ export function getOrder(orders: OrdersRepository) {
 
 /** `DELETE /{id}`: cancels the caller's open order at the broker (cancel.ts). */
 export function cancelOrder(canceler: OrderCanceler) {
-  return async function cancelOrder(c: Context<OrderEnv>): Promise<Response> {
+  return async function cancelOrder(c: Context<OrderVars>): Promise<Response> {
     const json = await canceler.cancel(c, userId(c), orderId(c));
     return c.body(json, 200, JSON_TYPE);
   };
@@ -63,7 +63,7 @@ export function cancelOrder(canceler: OrderCanceler) {
 
 /** `POST /sync` (service callers): one sync run (sync.ts), `200` with what it did. */
 export function syncOrders(sync: OrderSync) {
-  return async function syncOrders(c: Context<OrderEnv>): Promise<Response> {
+  return async function syncOrders(c: Context<OrderVars>): Promise<Response> {
     c.header("cache-control", "no-store");
     return c.json(await sync.run());
   };
@@ -73,7 +73,7 @@ export function syncOrders(sync: OrderSync) {
 const DEFAULT_PAGE = 50;
 
 /** What broker-order's guards give its handlers. */
-export type OrderEnv = {
+export type OrderVars = {
   Variables: AppEnv["Variables"] & IdempotencyVariables & RateLimitVariables & {
     /** The validated order, its note already plain text. */
     order: OrderRequest;
@@ -81,7 +81,7 @@ export type OrderEnv = {
 };
 
 /** The order body, validated strictly, its decimals read from the JSON text exactly. */
-export const validOrder = createMiddleware<OrderEnv>(async function validOrder(c, next) {
+export const validOrder = createMiddleware<OrderVars>(async function validOrder(c, next) {
   const order = validate(OrderRequest, parseOrderJson(await c.req.text()));
   // Plain text before the claim: the first note with markup loads the HTML parser.
   if (order.note !== undefined) order.note = await toPlainText(order.note);
@@ -92,7 +92,7 @@ export const validOrder = createMiddleware<OrderEnv>(async function validOrder(c
 /** `GET`: a page of the caller's orders, newest first, one database round trip. */
 export function listOrders(orders: OrdersRepository, maxPage: number) {
   const query = pageQuery(maxPage);
-  return async function listOrders(c: Context<OrderEnv>): Promise<Response> {
+  return async function listOrders(c: Context<OrderVars>): Promise<Response> {
     const q = validate(query, c.req.query());
     const limit = q.limit ?? Math.min(DEFAULT_PAGE, maxPage);
     const rows = await orders.list(userId(c), limit + 1, q.before);
@@ -108,7 +108,7 @@ export function listOrders(orders: OrdersRepository, maxPage: number) {
 
 /** `POST`: places `c.var.order` under `c.var.idempotency` (place_order.ts). */
 export function placeOrder(placer: OrderPlacer) {
-  return async function placeOrder(c: Context<OrderEnv>): Promise<Response> {
+  return async function placeOrder(c: Context<OrderVars>): Promise<Response> {
     const answer = await placer.place({
       claim: c.get("idempotency"),
       order: c.get("order"),

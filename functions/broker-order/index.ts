@@ -25,7 +25,7 @@ import {
   cancelOrder,
   getOrder,
   listOrders,
-  type OrderEnv,
+  type OrderVars,
   placeOrder,
   syncOrders,
   validOrder,
@@ -41,7 +41,7 @@ const Env = BrowserEnv.extend({
   BROKER_API_SECRET_KEY: secret(1),
 });
 
-const brokerOrder = defineFunction<typeof Env, OrderEnv>({
+const brokerOrder = defineFunction<typeof Env, OrderVars>({
   name: "broker-order",
   env: Env,
   browser: true,
@@ -56,8 +56,8 @@ const brokerOrder = defineFunction<typeof Env, OrderEnv>({
     });
     const placer = new OrderPlacer({ broker, orders, log: ctx.log, limits: l });
     const sync = new OrderSync({ broker, repo: lifecycle, limits: l });
-    const user = requireJwt<OrderEnv>({ tokens: ctx.tokens, role: "authenticated" });
-    const service = requireJwt<OrderEnv>({ tokens: ctx.tokens, role: "service_role" });
+    const user = requireJwt<OrderVars>({ tokens: ctx.tokens, role: "authenticated" });
+    const service = requireJwt<OrderVars>({ tokens: ctx.tokens, role: "service_role" });
     const quota = { quota: l.ORDER_RATE_LIMIT, windowSeconds: l.ORDER_RATE_WINDOW_SECONDS };
     const perUser = new RateLimiter(db, { policy: "orders", ...quota, stats: ctx.rateLimits });
     const canceler = new OrderCanceler({ broker, repo: lifecycle, limiter: perUser });

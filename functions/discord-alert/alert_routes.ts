@@ -17,11 +17,11 @@
  * import type { AlertDrainer } from "../../shared/alerts/alert_drainer.ts";
  * import type { AlertQueue } from "../../shared/alerts/alert_queue.ts";
  * import { createLogger } from "../../shared/logger.ts";
- * import { type AlertEnv, drainAlerts, enqueueAlert, validAlert } from "./alert_routes.ts";
+ * import { type AlertVars, drainAlerts, enqueueAlert, validAlert } from "./alert_routes.ts";
  *
  * declare const queue: AlertQueue;
  * declare const drainer: AlertDrainer;
- * const app = new Hono<AlertEnv>();
+ * const app = new Hono<AlertVars>();
  * const background = (work: Promise<unknown>) => void work;
  * app.post("/", validAlert, enqueueAlert({ queue, drainer, log: createLogger(), background }));
  * app.post("/drain", drainAlerts(drainer));
@@ -59,10 +59,10 @@ export interface ValidAlert {
 }
 
 /** What discord-alert's guards give its handlers. */
-export type AlertEnv = { Variables: AppEnv["Variables"] & { alert: ValidAlert } };
+export type AlertVars = { Variables: AppEnv["Variables"] & { alert: ValidAlert } };
 
 /** The alert body, validated strictly, then made plain text and inert for Discord. */
-export const validAlert = createMiddleware<AlertEnv>(async function validAlert(c, next) {
+export const validAlert = createMiddleware<AlertVars>(async function validAlert(c, next) {
   const sent = await readJson(c, AlertBody);
   const title = neutralize(await toPlainText(sent.title));
   if (!title) {
@@ -86,7 +86,7 @@ export interface EnqueueOptions {
 
 /** `POST /`: stores `c.var.alert`, logs it, and starts delivery in the background. */
 export function enqueueAlert({ queue, drainer, log, background }: EnqueueOptions) {
-  return async function enqueueAlert(c: Context<AlertEnv>): Promise<Response> {
+  return async function enqueueAlert(c: Context<AlertVars>): Promise<Response> {
     const { sent, stored } = c.var.alert;
     const { id, coalesced } = await queue.enqueue(stored);
     log[LOG_LEVEL[sent.severity]]("alert", {
@@ -104,7 +104,7 @@ export function enqueueAlert({ queue, drainer, log, background }: EnqueueOptions
 
 /** `POST /drain`: one bounded delivery pass, and what it did. */
 export function drainAlerts(drainer: AlertDrainer) {
-  return async function drainAlerts(c: Context<AlertEnv>): Promise<Response> {
+  return async function drainAlerts(c: Context<AlertVars>): Promise<Response> {
     return c.json(await drainer.drain(), 200);
   };
 }

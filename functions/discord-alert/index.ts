@@ -22,7 +22,7 @@ import { httpUrl } from "../../shared/env.ts";
 import { requireJwt } from "../../shared/auth/jwt.ts";
 import { route } from "../../shared/http/route.ts";
 import { serveStandalone } from "../../shared/platform/standalone.ts";
-import { type AlertEnv, drainAlerts, enqueueAlert, validAlert } from "./alert_routes.ts";
+import { type AlertVars, drainAlerts, enqueueAlert, validAlert } from "./alert_routes.ts";
 import { alertDrainer } from "./delivery.ts";
 
 const Env = BaseEnv.extend({
@@ -31,14 +31,14 @@ const Env = BaseEnv.extend({
   ALERT_FALLBACK_WEBHOOK_URL: httpUrl.optional(),
 });
 
-const discordAlert = defineFunction<typeof Env, AlertEnv>({
+const discordAlert = defineFunction<typeof Env, AlertVars>({
   name: "discord-alert",
   env: Env,
   browser: false,
   build(app, ctx) {
     const queue = new AlertQueue(ctx.db, ctx.limits);
     const drainer = alertDrainer({ ...ctx, queue });
-    const serviceOnly = requireJwt<AlertEnv>({ tokens: ctx.tokens, role: "service_role" });
+    const serviceOnly = requireJwt<AlertVars>({ tokens: ctx.tokens, role: "service_role" });
     const { log, background } = ctx;
 
     route(app, "/", {

@@ -4,9 +4,9 @@
  * @example
  * ```ts
  * import type { Hono } from "hono";
- * import { quotesHandler, type QuotesEnv } from "./handlers.ts";
+ * import { quotesHandler, type QuotesVars } from "./handlers.ts";
  * import type { QuoteService } from "./quotes.ts";
- * declare const app: Hono<QuotesEnv>, service: QuoteService;
+ * declare const app: Hono<QuotesVars>, service: QuoteService;
  * app.get("/", quotesHandler(service, { maxSymbols: 50, now: Date.now }));
  * ```
  */
@@ -17,7 +17,7 @@ import type { RateLimitVariables } from "../../shared/http/rate_limit.ts";
 import type { QuoteService } from "./quotes.ts";
 
 /** market-data's variables: the base ones and the rate-limit hit the cache read carries. */
-export type QuotesEnv = { Variables: AppEnv["Variables"] & RateLimitVariables };
+export type QuotesVars = { Variables: AppEnv["Variables"] & RateLimitVariables };
 
 const SYMBOL = /^[A-Z][A-Z.]{0,9}$/;
 
@@ -54,7 +54,7 @@ export function quotesHandler(
   service: QuoteService,
   opts: { maxSymbols: number; now: () => number },
 ) {
-  return async function quotes(c: Context<QuotesEnv>): Promise<Response> {
+  return async function quotes(c: Context<QuotesVars>): Promise<Response> {
     const symbols = parseSymbols(c.req.query("symbols"), opts.maxSymbols);
     const { quotes, notFound } = await service.get(symbols, c.var.rateLimitHit);
     return c.json({

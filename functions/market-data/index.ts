@@ -17,7 +17,7 @@ import { route } from "../../shared/http/route.ts";
 import { noStore } from "../../shared/http/no_store.ts";
 import { deferRateLimit } from "../../shared/http/rate_limit.ts";
 import { serveStandalone } from "../../shared/platform/standalone.ts";
-import { type QuotesEnv, quotesHandler } from "./handlers.ts";
+import { quotesHandler, type QuotesVars } from "./handlers.ts";
 import { quoteServiceFor } from "./quotes.ts";
 
 export { parseSymbols } from "./handlers.ts";
@@ -28,7 +28,7 @@ const Env = BrowserEnv.extend({
   MARKET_DATA_API_SECRET_KEY: secret(1),
 });
 
-const marketDataFunction = defineFunction<typeof Env, QuotesEnv>({
+const marketDataFunction = defineFunction<typeof Env, QuotesVars>({
   name: "market-data",
   env: Env,
   browser: true,
@@ -37,7 +37,7 @@ const marketDataFunction = defineFunction<typeof Env, QuotesEnv>({
     route(app, "/", {
       GET: [
         noStore,
-        requireJwt<QuotesEnv>({ tokens: ctx.tokens, role: "authenticated" }),
+        requireJwt<QuotesVars>({ tokens: ctx.tokens, role: "authenticated" }),
         deferRateLimit({
           db: ctx.db,
           policy: "market-data",

@@ -26,7 +26,7 @@ import { requireJwt } from "../../shared/auth/jwt.ts";
 import { stripeHmac } from "./hmac.ts";
 import { catchUpRoute } from "./catch_up.ts";
 import { receiveEvent } from "./receive.ts";
-import { type SignedEnv, stripeSignature } from "./signature.ts";
+import { type SignedVars, stripeSignature } from "./signature.ts";
 import { STRIPE_UPSTREAM, stripeEvents } from "./stripe_api.ts";
 
 /**
@@ -56,7 +56,7 @@ const Env = BaseEnv.extend({
   STRIPE_API_URL: stripeApiUrl.default(new URL("https://api.stripe.com")),
 });
 
-const paymentWebhook = defineFunction<typeof Env, SignedEnv>({
+const paymentWebhook = defineFunction<typeof Env, SignedVars>({
   name: "payment-webhook",
   env: Env,
   browser: false,
@@ -85,7 +85,7 @@ const paymentWebhook = defineFunction<typeof Env, SignedEnv>({
     });
     route(app, "/catch-up", {
       POST: [
-        requireJwt<SignedEnv>({ tokens: ctx.tokens, role: "service_role" }),
+        requireJwt<SignedVars>({ tokens: ctx.tokens, role: "service_role" }),
         catchUpRoute({ ...ctx, events }),
       ],
     });

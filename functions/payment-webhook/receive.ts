@@ -8,9 +8,9 @@
  * import type { Hono } from "hono";
  * import type { Platform } from "../../shared/platform/platform.ts";
  * import { receiveEvent } from "./receive.ts";
- * import type { SignedEnv } from "./signature.ts";
+ * import type { SignedVars } from "./signature.ts";
  *
- * declare const app: Hono<SignedEnv>, platform: Platform;
+ * declare const app: Hono<SignedVars>, platform: Platform;
  * app.post("/", receiveEvent(platform));
  * ```
  */
@@ -26,7 +26,7 @@ import {
   planStripeEvent,
   recordStripeEvent,
 } from "./effects.ts";
-import type { SignedEnv } from "./signature.ts";
+import type { SignedVars } from "./signature.ts";
 
 /** The envelope fields needed to record an event; the rest is validated per type in effects.ts. */
 export const Envelope = z.object({
@@ -70,7 +70,7 @@ export function receiveEvent(platform: Platform) {
     firstAtRandom: true,
   });
 
-  return async function receive(c: Context<SignedEnv>): Promise<Response> {
+  return async function receive(c: Context<SignedVars>): Promise<Response> {
     const record = eventRecord(c.get("event"));
     if (!record) throw new BadRequest("The signed event has no id.", "MALFORMED_EVENT");
     const { id, type } = record;

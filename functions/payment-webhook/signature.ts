@@ -14,9 +14,9 @@
  * ```ts
  * import type { Hono } from "hono";
  * import type { Logger } from "../../shared/logger.ts";
- * import { type SignedEnv, stripeSignature } from "./signature.ts";
+ * import { type SignedVars, stripeSignature } from "./signature.ts";
  *
- * declare const app: Hono<SignedEnv>, log: Logger;
+ * declare const app: Hono<SignedVars>, log: Logger;
  * const verified = stripeSignature({
  *   secrets: ["whsec_example"],
  *   toleranceSeconds: 300,
@@ -33,7 +33,7 @@ import { BadRequest } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 
 /** What the guard gives the handler: the verified event, as parsed JSON (not yet validated). */
-export type SignedEnv = { Variables: AppEnv["Variables"] & { event: unknown } };
+export type SignedVars = { Variables: AppEnv["Variables"] & { event: unknown } };
 
 export interface StripeSignatureOptions {
   /** The endpoint's signing secrets (`whsec_…`); several while one is rolled. */
@@ -61,7 +61,7 @@ export function stripeSignature(options: StripeSignatureOptions) {
       crypto: o.crypto ?? Stripe.createSubtleCryptoProvider(),
     }));
 
-  return createMiddleware<SignedEnv>(async function stripeSignature(c, next) {
+  return createMiddleware<SignedVars>(async function stripeSignature(c, next) {
     const header = c.req.header("stripe-signature");
     if (!header) throw invalidSignature();
     // Stripe's static webhook helpers: no API client (and no API key) is needed to verify.

@@ -14,14 +14,14 @@
  * ```ts
  * import { Hono } from "hono";
  * import { noStore } from "../../shared/http/no_store.ts";
- * import { executeTool, listTools, type ToolsEnv, validExecute } from "./handlers.ts";
+ * import { executeTool, listTools, type ToolsVars, validExecute } from "./handlers.ts";
  * import { greeksTool } from "./greeks.ts";
  * import { ToolRegistry } from "./registry.ts";
  *
  * const registry = new ToolRegistry([greeksTool({ minExpirySeconds: 60, deadlineMs: 1_000 })], {
  *   maxOutputBytes: 4096,
  * });
- * const app = new Hono<ToolsEnv>();
+ * const app = new Hono<ToolsVars>();
  * app.get("/", noStore, listTools(registry));
  * app.post("/execute", noStore, validExecute, executeTool(registry));
  * ```
@@ -37,7 +37,7 @@ import { ExecuteRequest, type ToolRegistry } from "./registry.ts";
 const JSON_TYPE = { "content-type": "application/json; charset=utf-8" };
 
 /** What tools' guards give its handlers. */
-export type ToolsEnv = {
+export type ToolsVars = {
   Variables: AppEnv["Variables"] & {
     /** `POST /execute`'s body: which tool, and its parameters (checked by the tool's schema). */
     execute: z.infer<typeof ExecuteRequest>;
@@ -45,7 +45,7 @@ export type ToolsEnv = {
 };
 
 /** The execute body, validated strictly (the tool's parameters are checked when it runs). */
-export const validExecute = createMiddleware<ToolsEnv>(async function validExecute(c, next) {
+export const validExecute = createMiddleware<ToolsVars>(async function validExecute(c, next) {
   c.set("execute", await readJson(c, ExecuteRequest));
   await next();
 });
@@ -53,14 +53,14 @@ export const validExecute = createMiddleware<ToolsEnv>(async function validExecu
 /** `GET /`: the tools and their parameters' JSON Schema. */
 export function listTools(registry: ToolRegistry) {
   const listing = JSON.stringify({ tools: registry.list() });
-  return function listTools(c: Context<ToolsEnv>): Response {
+  return function listTools(c: Context<ToolsVars>): Response {
     return c.body(listing, 200, JSON_TYPE);
   };
 }
 
 /** `POST /execute`: runs `c.var.execute`'s tool under its deadline, stopped if the client leaves. */
 export function executeTool(registry: ToolRegistry) {
-  return async function executeTool(c: Context<ToolsEnv>): Promise<Response> {
+  return async function executeTool(c: Context<ToolsVars>): Promise<Response> {
     const { tool, params } = c.var.execute;
     const result = await whileClientWaits(
       c.req.raw,

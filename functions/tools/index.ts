@@ -16,7 +16,7 @@ import { rateLimit } from "../../shared/http/rate_limit.ts";
 import { noStore } from "../../shared/http/no_store.ts";
 import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { toolCatalog } from "./catalog.ts";
-import { executeTool, listTools, type ToolsEnv, validExecute } from "./handlers.ts";
+import { executeTool, listTools, type ToolsVars, validExecute } from "./handlers.ts";
 
 const Env = BrowserEnv.extend({
   MARKET_DATA_API_URL: httpUrl,
@@ -24,13 +24,13 @@ const Env = BrowserEnv.extend({
   MARKET_DATA_API_SECRET_KEY: secret(1),
 });
 
-const toolsFunction = defineFunction<typeof Env, ToolsEnv>({
+const toolsFunction = defineFunction<typeof Env, ToolsVars>({
   name: "tools",
   env: Env,
   browser: true,
   build(app, { db, limits: l, ...ctx }) {
     const registry = toolCatalog({ db, limits: l, ...ctx });
-    const user = requireJwt<ToolsEnv>({ tokens: ctx.tokens, role: "authenticated" });
+    const user = requireJwt<ToolsVars>({ tokens: ctx.tokens, role: "authenticated" });
     const quota = { quota: l.TOOLS_RATE_LIMIT, windowSeconds: 60 };
     const perUser = rateLimit({
       db,
