@@ -1,5 +1,5 @@
 /**
- * The standard stack's request id and access log (shared/platform/app.ts), through a real function:
+ * The standard stack's request id and access log (shared/platform/boot.ts), through a real function:
  * every answer carries `x-request-id` (the caller's when well formed); every request is written
  * to the access log with that id, except an answered CORS preflight.
  */
@@ -120,5 +120,14 @@ Deno.test("every other answer, error or not, carries the request id it is logged
       [404, replaced, "GET"],
     ]);
     assert(written.every((l) => typeof l.durationMs === "number"));
+  });
+});
+
+Deno.test("a function's preflight allows exactly the methods its routes answer (no second list to keep in step)", async () => {
+  await withBrokerOrder(async (fetch) => {
+    const ok = await fetch(preflight(FRONTEND));
+    const allowed = ok.headers.get("access-control-allow-methods")!.split(", ").sort();
+    // broker-order routes GET and POST on "/", POST on "/sync", GET and DELETE on "/{id}".
+    assertEquals(allowed, ["DELETE", "GET", "OPTIONS", "POST"]);
   });
 });
