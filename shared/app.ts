@@ -36,7 +36,7 @@
 import { Hono } from "hono";
 import { getPath } from "hono/utils/url";
 import type * as z from "./zod.ts";
-import { bodyDeadline } from "./body_deadline.ts";
+import { BodyBudget, bodyDeadline } from "./body_deadline.ts";
 import { type CorsPolicy, corsPolicy } from "./cors.ts";
 import { loadShed } from "./load_shed.ts";
 import type { Database } from "./db.ts";
@@ -232,6 +232,14 @@ const requestId: MiddlewareHandler<AppEnv> = async (c, next) => {
   c.res.headers.set("x-request-id", id);
 };
 
+/** The instance's one budget for buffered bodies, shared by every function of a platform. */
+function bodyBudget(limits: Limits): BodyBudget {
+  let budget = budgets.get(limits);
+  if (!budget) budgets.set(limits, budget = new BodyBudget(limits.BODY_BUFFER_BUDGET_BYTES));
+  return budget;
+}
+const budgets = new WeakMap<Limits, BodyBudget>();
+
 /**
  * The standard stack under every function's routes, in the one order every function uses:
  * request id, access log, CORS (so a browser can read even a `503 OVERLOADED`), the body read
@@ -265,6 +273,7 @@ function baseApp(
   app.use(bodyDeadline({
     timeoutMs: limits.BODY_READ_TIMEOUT_MS,
     maxBytes: limits.BODY_READ_MAX_BYTES,
+    budget: bodyBudget(limits),
   }));
   app.use(loadShed({ maxInFlight: limits.MAX_IN_FLIGHT_REQUESTS }));
   app.notFound(() => {

@@ -46,6 +46,9 @@ export const LimitsSchema = z.object({
   // the request counts as work (shared/body_deadline.ts); routes apply their own smaller limits.
   BODY_READ_TIMEOUT_MS: ms(10_000),
   BODY_READ_MAX_BYTES: count(1024 * 1024),
+  // All request bodies one instance buffers at once (every function it runs): past it a body is
+  // refused 503 BODY_BUDGET_EXHAUSTED with Retry-After; requests without a body are still served.
+  BODY_BUFFER_BUDGET_BYTES: count(32 * 1024 * 1024),
   HTTP_TIMEOUT_MS: ms(10_000),
   CORS_MAX_AGE_SECONDS: count(600),
   // Token verification (shared/jwt.ts): an unknown `kid` refetches the JWKS at most this often.
