@@ -49,7 +49,9 @@ export interface BodyDeadlineOptions {
 export class BodyBudget {
   #used = 0;
   constructor(readonly capacityBytes: number) {
-    if (!(capacityBytes > 0)) throw new Error(`BodyBudget needs a positive size, got ${capacityBytes}`);
+    if (!(capacityBytes > 0)) {
+      throw new Error(`BodyBudget needs a positive size, got ${capacityBytes}`);
+    }
   }
   /** Bytes held now. */
   get usedBytes(): number {

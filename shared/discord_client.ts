@@ -33,6 +33,7 @@
  */
 import { UpstreamUnavailable } from "./errors.ts";
 import { fetchWithDeadline, UpstreamTimeout, UpstreamUnreachable } from "./http_client.ts";
+import { clip } from "./text.ts";
 
 /** Discord's message limits (https://discord.com/developers/docs/resources/message#create-message). */
 export const DISCORD_LIMITS = {
@@ -312,9 +313,7 @@ export class DiscordClient {
     if (status >= 400 && status < 500) {
       this.counters.rejected++;
       const code = typeof body?.code === "number" ? body.code : null;
-      const reason = typeof body?.message === "string"
-        ? body.message.slice(0, 200)
-        : `HTTP ${status}`;
+      const reason = typeof body?.message === "string" ? clip(body.message, 200) : `HTTP ${status}`;
       throw new DiscordRejected(status, code, reason, rateLimit);
     }
     this.counters.failed++;

@@ -28,6 +28,7 @@
  * ```
  */
 import type { Database, Tx } from "./db.ts";
+import { clip } from "./text.ts";
 
 /** What became of an event: applied, or acknowledged without effect and why. */
 export type EventOutcome = { outcome: "applied" } | { outcome: "ignored"; reason: string };
@@ -90,7 +91,7 @@ export function webhookDedup(opts: WebhookDedupOptions): WebhookDedup {
     },
 
     async record(tx, id, outcome) {
-      const reason = outcome.outcome === "ignored" ? outcome.reason.slice(0, REASON_MAX) : null;
+      const reason = outcome.outcome === "ignored" ? clip(outcome.reason, REASON_MAX) : null;
       const rows = await tx`
         update ${tx(table)} set outcome = ${outcome.outcome}, reason = ${reason}
         where id = ${id}

@@ -38,6 +38,7 @@ import { ValidationFailed } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { toPlainText } from "../../shared/sanitize.ts";
 import { readJson } from "../../shared/validation.ts";
+import { clip } from "../../shared/text.ts";
 
 /** The log level of an alert's structured log line. */
 const LOG_LEVEL = { info: "info", warning: "warn", critical: "error" } as const;
@@ -92,7 +93,7 @@ export function enqueueAlert({ queue, drainer, log, background }: EnqueueOptions
       requestId: c.var.requestId,
       alertId: id,
       severity: sent.severity,
-      title: sent.title.slice(0, 256),
+      title: clip(sent.title, 256),
       dedupKey: sent.dedupKey,
       coalesced,
     });

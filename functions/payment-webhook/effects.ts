@@ -33,6 +33,7 @@ import * as z from "../../shared/zod.ts";
 import type { Database } from "../../shared/db.ts";
 import { isPostgresText, jsonLiteral, literal, toPostgresText } from "../../shared/sql_literal.ts";
 import type { EventOutcome } from "../../shared/webhook_dedup.ts";
+import { clip } from "../../shared/text.ts";
 
 /** The event envelope fields used to apply it (the rest of Stripe's envelope is not read). */
 export interface StripeEventInput {
@@ -169,7 +170,7 @@ export function recordStripeEvent(
     id = `invalid-id:${digest(id)}`;
     effect = ignored("the event id is not valid text");
   }
-  type = toPostgresText(type).slice(0, 255);
+  type = clip(toPostgresText(type), 255);
   const call = `select outcome, reason from internal.stripe_event_apply(${literal(id)}, ${
     literal(type)
   }, ${literal(e.createdAt)}::timestamptz, ${jsonLiteral(effect)})`;
@@ -225,7 +226,8 @@ const CheckoutSession = z.object({
   metadata,
   payment_intent: ref.nullish(),
   customer: ref.nullish(),
-  amount_total: z.number().int().nullish(),
+  // Stripe never sends a negative total; one is not a purchase (issue 25).
+  amount_total: z.number().int().nonnegative().nullish(),
   currency: z.string().max(10).refine(isPostgresText, "must be valid text").nullish(),
   payment_status: z.enum(["paid", "unpaid", "no_payment_required"]),
 });
@@ -288,7 +290,7 @@ function parsed<S extends z.ZodType>(
 }
 
 function ignored(reason: string): Effect & { kind: "ignored" } {
-  return { kind: "ignored", reason: toPostgresText(reason).slice(0, 500) };
+  return { kind: "ignored", reason: clip(toPostgresText(reason), 500) };
 }
 
 const APPLIED: EventOutcome = { outcome: "applied" };

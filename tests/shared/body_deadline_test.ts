@@ -167,12 +167,18 @@ function guardedServer() {
   });
   a.use(bodyDeadline({ timeoutMs: 300, maxBytes: 1 << 20 }));
   a.use(loadShed({ maxInFlight: 8 }));
-  a.on("POST", "/", (c, next) => {
-    if (c.req.header("authorization") !== "Bearer ok") {
-      return c.json({ error: { code: "UNAUTHORIZED" } }, 401);
-    }
-    return next();
-  }, bodyLimit(1000), async (c) => c.json({ got: (await c.req.text()).length }));
+  a.on(
+    "POST",
+    "/",
+    (c, next) => {
+      if (c.req.header("authorization") !== "Bearer ok") {
+        return c.json({ error: { code: "UNAUTHORIZED" } }, 401);
+      }
+      return next();
+    },
+    bodyLimit(1000),
+    async (c) => c.json({ got: (await c.req.text()).length }),
+  );
   return Deno.serve({ port: 0, onListen() {} }, a.fetch);
 }
 
@@ -180,16 +186,21 @@ Deno.test("the caller is refused before the body is read: the refusal comes whil
   const server = guardedServer();
   try {
     // Before, the body was read first, so each of these waited for the 408 (300 ms) instead.
-    for (const [path, headers, status] of [
-      ["/", {}, "401"],
-      ["/", { authorization: "Bearer wrong" }, "401"],
-      ["/", { authorization: "Bearer ok" }, "413"],
-      ["/nowhere", {}, "404"],
-    ] as const) {
+    for (
+      const [path, headers, status] of [
+        ["/", {}, "401"],
+        ["/", { authorization: "Bearer wrong" }, "401"],
+        ["/", { authorization: "Bearer ok" }, "413"],
+        ["/nowhere", {}, "404"],
+      ] as const
+    ) {
       const declared = status === "413" ? 5_000 : 900;
       const { answer } = await rawPost(server.addr.port, path, headers, declared, "", 500);
       assert(answer.startsWith(`HTTP/1.1 ${status}`), `${status}: ${answer.slice(0, 40)}`);
-      assert(/connection: close/i.test(answer), `${status}: the unread body's connection is not reused`);
+      assert(
+        /connection: close/i.test(answer),
+        `${status}: the unread body's connection is not reused`,
+      );
     }
   } finally {
     await server.shutdown();

@@ -1,0 +1,54 @@
+/**
+ * payment-webhook under issue 25: text cut inside a surrogate pair (finding 7: the ignored
+ * event's type and reason are cut to their columns and must stay valid text, never a 500), and a
+ * checkout whose amount_total is negative (recorded as ignored, not applied as a purchase).
+ */
+import { assert, assertEquals, assertMatch } from "@std/assert";
+import { checkoutCompleted, delivery, envelope } from "./stripe_events.ts";
+import { purchases, storedEvents, withWebhook } from "./support.ts";
+
+const PATH = "payment-webhook";
+const EMOJI = "\u{1F600}"; // two UTF-16 units
+
+Deno.test("an ignored event whose type or reason is cut inside an emoji is recorded and acknowledged, never a 500", async () => {
+  await withWebhook(async (server) => {
+    // The type column keeps 255 units, the reason 500 ("unhandled event type " is 21 units):
+    // each type puts an emoji's two halves on both sides of one of the cuts.
+    const types = [
+      "a".repeat(254) + EMOJI, // the type's cut
+      "b".repeat(478) + EMOJI + "c", // the reason's cut
+      "d".repeat(477) + EMOJI + EMOJI, // the reason's cut, after a whole pair
+      EMOJI.repeat(300), // pairs all the way
+    ];
+    for (const type of types) {
+      const res = await server.call(PATH, await delivery(envelope(type, { id: "x_1" })));
+      assertEquals(res.status, 200, `${type.length} units: ${await res.clone().text()}`);
+      assertEquals(await res.json(), { received: true });
+    }
+    const events = await storedEvents(server.platform.db);
+    assertEquals(events.length, types.length);
+    for (const e of events) {
+      assertEquals(e.outcome, "ignored");
+      assertEquals(e.type, e.type.toWellFormed(), "the stored type is well formed");
+      assertEquals(e.reason, e.reason!.toWellFormed(), "the stored reason is well formed");
+      assert(e.type.length <= 255 && e.reason!.length <= 500);
+    }
+  });
+});
+
+Deno.test("a checkout whose amount_total is negative is recorded as ignored, not applied as a purchase", async () => {
+  await withWebhook(async (server) => {
+    for (const amountTotal of [-1, -500, -2_147_483_648]) {
+      const res = await server.call(PATH, await delivery(checkoutCompleted({ amountTotal })));
+      assertEquals(await res.json(), { received: true });
+    }
+    assertEquals(await purchases(server.platform.db), []);
+    for (const e of await storedEvents(server.platform.db)) {
+      assertEquals(e.outcome, "ignored");
+      assertMatch(e.reason ?? "", /amount_total/);
+    }
+    const zero = await server.call(PATH, await delivery(checkoutCompleted({ amountTotal: 0 })));
+    assertEquals(await zero.json(), { received: true });
+    assertEquals((await purchases(server.platform.db)).length, 1, "a free checkout still counts");
+  });
+});
