@@ -64,7 +64,8 @@ export type AlertEnv = { Variables: AppEnv["Variables"] & { alert: ValidAlert } 
 /** The alert body, validated strictly, then made plain text and inert for Discord. */
 export const validAlert = createMiddleware<AlertEnv>(async function validAlert(c, next) {
   const sent = await readJson(c, AlertBody);
-  const title = neutralize(await toPlainText(sent.title));
+  // A title is one line: a newline in it could forge lines under the severity badge.
+  const title = neutralize(oneLine(await toPlainText(sent.title)));
   if (!title) {
     throw new ValidationFailed([{ path: "title", message: "has no text once HTML is removed" }]);
   }
@@ -75,6 +76,11 @@ export const validAlert = createMiddleware<AlertEnv>(async function validAlert(c
   });
   await next();
 });
+
+/** `text` on one line: every line break (`\r`, `\n`, U+2028, U+2029) becomes one space. */
+function oneLine(text: string): string {
+  return text.replace(/\s*[\r\n\u2028\u2029]+\s*/g, " ").trim();
+}
 
 export interface EnqueueOptions {
   queue: AlertQueue;
