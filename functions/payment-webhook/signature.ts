@@ -68,7 +68,11 @@ export function stripeSignature(options: StripeSignatureOptions) {
     const { Stripe, crypto } = await load();
     const body = new Uint8Array(await c.req.arrayBuffer());
     const now = o.now();
-    const signedAt = Number(/(?:^|,)\s*t=(\d{1,12})(?:,|$)/.exec(header)?.[1]);
+    const signedAt = signedTimestamp(header);
+    if (signedAt === undefined) {
+      o.log.warn("stripe signature rejected", { reason: "not one plain t= timestamp" });
+      throw invalidSignature();
+    }
     if (signedAt * 1000 > now + o.toleranceSeconds * 1000) {
       o.log.warn("stripe signature rejected", { reason: "timestamp in the future", signedAt });
       throw invalidSignature();
@@ -99,6 +103,23 @@ export function stripeSignature(options: StripeSignatureOptions) {
     o.log.warn("stripe signature rejected", { reason });
     throw invalidSignature();
   });
+}
+
+/**
+ * The time the header was signed at, read as Stripe's library reads it, or undefined for a header
+ * that another reader could take differently (issue 25, finding 4). stripe-node's `parseHeader`
+ * (Webhooks.js) splits on `,`, then each item on `=`; an item whose key is exactly `t` sets the
+ * timestamp with `parseInt(value, 10)`, the last one winning, and that number is what the HMAC
+ * covers. So `t=0,t=<future>` is signed at the future time, and `t=<future>x` or `t=0<future>`
+ * are too. Stripe itself sends exactly one `t=` of plain digits; anything else is refused here,
+ * so this guard and Stripe's check always read the same number.
+ */
+export function signedTimestamp(header: string): number | undefined {
+  const items = header.split(",").map((item) => item.split("=")).filter(([key]) => key === "t");
+  if (items.length !== 1 || items[0].length !== 2) return undefined;
+  const value = items[0][1];
+  if (!/^[1-9][0-9]{0,11}$/.test(value)) return undefined;
+  return parseInt(value, 10);
 }
 
 function invalidSignature(): BadRequest {

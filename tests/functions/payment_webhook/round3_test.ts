@@ -4,7 +4,7 @@
  * checkout whose amount_total is negative (recorded as ignored, not applied as a purchase).
  */
 import { assert, assertEquals, assertMatch } from "@std/assert";
-import { checkoutCompleted, delivery, envelope } from "./stripe_events.ts";
+import { checkoutCompleted, delivery, envelope, SECRET } from "./stripe_events.ts";
 import { purchases, storedEvents, withWebhook } from "./support.ts";
 
 const PATH = "payment-webhook";
@@ -50,5 +50,45 @@ Deno.test("a checkout whose amount_total is negative is recorded as ignored, not
     const zero = await server.call(PATH, await delivery(checkoutCompleted({ amountTotal: 0 })));
     assertEquals(await zero.json(), { received: true });
     assertEquals((await purchases(server.platform.db)).length, 1, "a free checkout still counts");
+  });
+});
+
+Deno.test("a Stripe-Signature that Stripe reads as signed an hour ahead is refused, however the timestamp is spelled", async () => {
+  const Stripe = (await import("stripe")).default;
+  const crypto = Stripe.createSubtleCryptoProvider();
+  const future = Math.floor(Date.now() / 1000) + 3600;
+  const payload = JSON.stringify(checkoutCompleted());
+  const signed = await Stripe.webhooks.generateTestHeaderStringAsync({
+    payload,
+    secret: SECRET,
+    timestamp: future,
+    cryptoProvider: crypto,
+  });
+  const v1 = /v1=([0-9a-f]+)/.exec(signed)![1];
+  const headers = [
+    `t=0,t=${future},v1=${v1}`, // repeated t=: Stripe takes the last
+    `t=${future},t=${future},v1=${v1}`,
+    `t=${future}x,v1=${v1}`, // trailing text: parseInt stops at it
+    `t=${future}.5,v1=${v1}`,
+    `t=0${future},v1=${v1}`, // a leading zero
+    `t=000${future},v1=${v1}`,
+    `t= ${future},v1=${v1}`, // parseInt skips leading whitespace
+    `t=${future}=0,v1=${v1}`, // a second "=": only the first value counts
+  ];
+  await withWebhook(async (server) => {
+    for (const header of headers) {
+      // Stripe's own check (past tolerance only) takes each as signed at `future`.
+      await Stripe.webhooks.constructEventAsync(payload, header, SECRET, 300, crypto);
+      const res = await server.call(PATH, {
+        method: "POST",
+        headers: { "content-type": "application/json", "stripe-signature": header },
+        body: payload,
+      });
+      assertEquals(res.status, 400, header);
+      assertEquals((await res.json()).error.code, "INVALID_SIGNATURE");
+    }
+    assertEquals(await storedEvents(server.platform.db), []);
+    const now = await server.call(PATH, await delivery(checkoutCompleted()));
+    assertEquals(await now.json(), { received: true }, "Stripe's own header still passes");
   });
 });
