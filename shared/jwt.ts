@@ -284,7 +284,8 @@ export function requireJwt<E extends { Variables: { claims: Claims; userId: stri
     const claims = await tokens.verify(token, role);
     c.set("claims", claims);
     // verify() checked that a user's `sub` is a uuid.
-    if (role === "authenticated") c.set("userId", claims.sub as string);
+    // A uuid in any letter case is one user (issue 25): the owner key is its lower-case form.
+    if (role === "authenticated") c.set("userId", (claims.sub as string).toLowerCase());
     await next();
   };
 }

@@ -38,3 +38,29 @@ Deno.test("one Idempotency-Key with quantities that round to the same double: 42
       await server.close();
     }
   }));
+
+Deno.test("a user's sub in another letter case is the same owner: its orders, its keys", () =>
+  withWorld(async (w) => {
+    const server = await startTestServer(w.env({}), { only: ["broker-order"] });
+    try {
+      const id = crypto.randomUUID();
+      const lower = await trader(server.call, id);
+      const upper = await trader(server.call, id.toUpperCase());
+      const mixed = await trader(server.call, id.replace(/[a-f]/g, (ch) => ch.toUpperCase()));
+      const key = `case-${crypto.randomUUID()}`;
+      const body = { symbol: "AAPL", side: "buy", type: "market", qty: 1, time_in_force: "day" };
+      const first = await lower.order(body, key);
+      assertEquals(first.status, 201);
+      const placed = await first.json();
+      for (const other of [upper, mixed]) {
+        const replay = await other.order(body, key);
+        assertEquals(replay.headers.get("idempotent-replayed"), "true", "the same owner's key");
+        assertEquals((await replay.json()).id, placed.id);
+        const list = await (await other.list()).json();
+        assertEquals(list.orders.map((o: { id: string }) => o.id), [placed.id]);
+      }
+      assertEquals(w.broker.orders.length, 1, "one order at the broker");
+    } finally {
+      await server.close();
+    }
+  }));
