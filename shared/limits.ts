@@ -87,6 +87,14 @@ export const LimitsSchema = z.object({
   LOGIN_IP_LIMIT: count(20),
   LOGIN_WINDOW_SECONDS: count(60),
   OAUTH_STATE_TTL_SECONDS: count(600),
+  // Broker OAuth (issue 25, finding 2): starts and callbacks per user and per client IP per
+  // OAUTH_RATE_WINDOW_SECONDS (each callback costs an exchange with the app's client secret);
+  // live states a user may hold at once (a new one evicts the oldest).
+  OAUTH_START_USER_LIMIT: count(10),
+  OAUTH_CALLBACK_USER_LIMIT: count(10),
+  OAUTH_IP_LIMIT: count(60),
+  OAUTH_RATE_WINDOW_SECONDS: count(60),
+  OAUTH_LIVE_STATES_MAX: count(5),
   // Entries of X-Forwarded-For appended by proxies we trust; the client IP is this many from the right.
   LOGIN_TRUSTED_PROXY_HOPS: count(1),
   // auth: refresh and logout calls per client IP per LOGIN_WINDOW_SECONDS (each costs a call to
