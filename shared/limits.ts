@@ -149,6 +149,11 @@ export const LimitsSchema = z.object({
   TOOLS_BACKTEST_MAX_BARS: count(500_000),
   TOOLS_BACKTEST_PAGE_SIZE: z.coerce.number().int().min(1).max(10_000).default(10_000),
   TOOLS_BACKTEST_MAX_WINDOW: count(1_000),
+  // Backtests per user (issue 25, finding 3): at most this many at once across instances, and
+  // this many a minute (besides TOOLS_RATE_LIMIT); a range whose bars could exceed
+  // TOOLS_BACKTEST_MAX_BARS is refused before a bar is read.
+  TOOLS_BACKTEST_CONCURRENCY: count(2),
+  TOOLS_BACKTEST_RATE_LIMIT: count(10),
   // Local server (local/serve.ts)
   SHUTDOWN_GRACE_MS: ms(10_000),
 });
