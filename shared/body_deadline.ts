@@ -14,10 +14,11 @@
  * A slow sender holds only its own socket: while the body arrives the request does not count as
  * work for load shedding (shared/load_shed.ts). A client that hangs up mid-body gets `400
  * BODY_INCOMPLETE` in the access log, not an unhandled error. An answer sent while the body has
- * not been fully read (a `408`, a `401` before the body…) says `Connection: close`, and the body
- * is cancelled once the answer has been handed to the server. Known limit (docs/security.md):
- * Deno.serve keeps the socket open while a read of the body is pending (a `408`'s last read),
- * until the client sends or leaves; a cancel does not end that read.
+ * not been fully read (a `408`, a `401` before the body…) says `Connection: close`, and the
+ * server drops the connection (`PendingBody.close`): at once when bytes of the body are there,
+ * else at the client's next byte, so a slow client that keeps sending is disconnected. Known
+ * limit (docs/security.md): a client that sends nothing more keeps its socket until it leaves;
+ * Deno.serve holds a connection while a read of its body is pending, and no cancel ends it.
  *
  * Every later reader sees the buffered bytes: Hono's body methods (`c.req.text()`, `json()`,
  * `arrayBuffer()`…, Stripe's raw-body check) are served them from Hono's body cache. A body sent
@@ -111,7 +112,7 @@ export function bodyDeadline(opts: BodyDeadlineOptions): MiddlewareHandler {
     if (!pending.complete) {
       // Unread or cut short: the connection carries bytes nobody will read. Close it.
       c.res.headers.set("connection", "close");
-      setTimeout(() => pending.cancel(), 0);
+      pending.close();
     }
   };
 }
@@ -202,11 +203,24 @@ class PendingBody {
     this.#taken = 0;
   }
 
-  /** Stops reading the body; with the answer already handed over, the server closes the socket. */
-  cancel(): void {
+  /**
+   * Lets the connection go, as far as Deno.serve allows: it drops a connection whose body is
+   * cancelled once a read of it has completed and the answer has been handed over (a cancel
+   * before the answer, or of a body never read, leaves it waiting for the client). So: a body
+   * never read gets one read now, before the answer leaves (after it, the body can no longer be
+   * read); the cancel follows the answer. A read still pending (a `408`'s, or this one when the
+   * client sends nothing) completes when the client's next byte arrives: a client that keeps
+   * sending is disconnected then; one that sends nothing more keeps its socket until it leaves.
+   */
+  close(): void {
     try {
-      const stop = this.#reader ? this.#reader.cancel() : this.#stream.cancel();
-      stop?.catch(() => {});
+      let read: Promise<unknown> = Promise.resolve();
+      if (!this.#reader) {
+        this.#reader = this.#stream.getReader();
+        read = this.#reader.read().catch(() => {});
+      }
+      const reader = this.#reader;
+      setTimeout(() => void read.then(() => reader.cancel()).catch(() => {}), 0);
     } catch { /* the server has already closed the request */ }
   }
 }

@@ -239,3 +239,96 @@ Deno.test("BodyBudget: bodies past the instance's budget are refused 503 with Re
   assertEquals((await a.fetch(post("x".repeat(50)))).status, 200);
   assertEquals(budget.usedBytes, 0);
 });
+
+/** Headers announcing 1,000 bytes, then one byte every `everyMs`: when the server closes (ms), and its answer. */
+async function drip(
+  port: number,
+  headers: Record<string, string>,
+  everyMs: number,
+): Promise<{ answer: string; closedAfterMs: number | null }> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const head = Object.entries({ host: "127.0.0.1", "content-length": "1000", ...headers })
+    .map(([k, v]) => `${k}: ${v}\r\n`).join("");
+  await conn.write(new TextEncoder().encode(`POST / HTTP/1.1\r\n${head}\r\n{`));
+  const started = performance.now();
+  let writing = true;
+  const dripping = setInterval(() => {
+    if (writing) conn.write(new TextEncoder().encode("x")).catch(() => writing = false);
+  }, everyMs);
+  let closedAfterMs: number | null = performance.now();
+  const giveUp = setTimeout(() => {
+    closedAfterMs = null;
+    conn.close();
+  }, 3_000);
+  let answer = "";
+  const buf = new Uint8Array(4096);
+  while (true) {
+    const n = await conn.read(buf).catch(() => null);
+    if (n === null) break;
+    answer += new TextDecoder().decode(buf.subarray(0, n));
+  }
+  writing = false;
+  clearInterval(dripping);
+  clearTimeout(giveUp);
+  if (closedAfterMs !== null) {
+    closedAfterMs = performance.now() - started;
+    conn.close();
+  }
+  return { answer, closedAfterMs };
+}
+
+Deno.test("a slow client that keeps dripping bytes is disconnected by the server after its 408 (or a refusal of its unread body), not kept until it leaves", async () => {
+  const server = guardedServer(); // body deadline 300 ms
+  try {
+    for (
+      const [status, headers, everyMs] of [
+        ["408", { authorization: "Bearer ok" }, 100],
+        ["408", { authorization: "Bearer ok" }, 250],
+        ["401", {}, 100],
+        ["401", {}, 250],
+      ] as const
+    ) {
+      const { answer, closedAfterMs } = await drip(server.addr.port, headers, everyMs);
+      assert(answer.startsWith(`HTTP/1.1 ${status}`), `${status}: ${answer.slice(0, 40)}`);
+      assert(/connection: close/i.test(answer));
+      // Before: the connection stayed up for as long as the client kept sending (3 s here).
+      assert(closedAfterMs !== null, `${status} every ${everyMs} ms: closed by the server`);
+    }
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("an answer given before the body was read closes the connection from the server side (401, 404, 413; body partly or wholly sent)", async () => {
+  const server = guardedServer();
+  try {
+    const auth = { authorization: "Bearer ok" };
+    const cases: [string, Record<string, string>, number, string][] = [
+      ["401", {}, 500, "{"], // refused before the body; the rest never comes
+      ["401", {}, 500, "x".repeat(500)], // whole body sent, refused unread
+      ["413", auth, 5_000, "{"], // declared above the route's limit
+      ["404", auth, 500, "{"], // no such route
+    ];
+    for (const [status, headers, declared, sent] of cases) {
+      const path = status === "404" ? "/nowhere" : "/";
+      const { answer, closedByServer } = await rawPost(
+        server.addr.port,
+        path,
+        headers,
+        declared,
+        sent,
+        2_000,
+      );
+      assert(answer.startsWith(`HTTP/1.1 ${status}`), `${status}: ${answer.slice(0, 40)}`);
+      assert(
+        closedByServer,
+        `${status} (${sent.length} of ${declared} bytes): closed by the server`,
+      );
+    }
+    const ok = await rawPost(server.addr.port, "/", auth, 2, "{}", 300);
+    assert(ok.answer.startsWith("HTTP/1.1 200"), ok.answer);
+    assert(!ok.closedByServer, "a request whose body was read keeps its connection");
+  } finally {
+    await server.shutdown();
+  }
+});
