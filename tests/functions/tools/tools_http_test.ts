@@ -334,7 +334,10 @@ Deno.test("backtests have their own per-user rate, below the tools' one", async 
 Deno.test("a backtest whose range could hold more bars than the cap is refused before any bar is read", async () => {
   await withServer({}, async ({ sim, execute }) => {
     for (
-      const [timeframe, years] of [["1Min", 100], ["1Min", 2], ["5Min", 10], ["1Hour", 100]]
+      const [timeframe, years] of [["1Min", 100], ["1Min", 2], ["5Min", 10], [
+        "1Hour",
+        100,
+      ]] as const
     ) {
       const end = new Date(Date.parse(BACKTEST.start) + years * 365 * 86_400_000).toISOString();
       const { res, body } = await execute({
