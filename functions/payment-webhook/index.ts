@@ -18,7 +18,7 @@ import { route } from "../../shared/methods.ts";
 import { serveStandalone } from "../../shared/standalone.ts";
 import { stripeHmac } from "./hmac.ts";
 import { receiveEvent } from "./receive.ts";
-import { type SignedEnv, stripeSignature } from "./signature.ts";
+import { type SignedEnv, stripeSignature, stripeSignatureHeader } from "./signature.ts";
 
 /**
  * `STRIPE_WEBHOOK_SECRET`: one or more signing secrets, comma-separated. While a secret is being
@@ -45,7 +45,13 @@ const paymentWebhook = defineFunction<typeof Env, SignedEnv>({
   build(app, ctx) {
     route(app, "/", {
       POST: [
-        // The body's bound comes before the signature guard, the caller check, which reads it.
+        // What the caller check can tell without the body first (the header and its time),
+        // then the body's bound, then the signature over the body.
+        stripeSignatureHeader({
+          toleranceSeconds: ctx.limits.WEBHOOK_TOLERANCE_SECONDS,
+          now: ctx.now,
+          log: ctx.log,
+        }),
         bodyLimit(ctx.limits.WEBHOOK_BODY_LIMIT_BYTES),
         stripeSignature({
           secrets: ctx.config.STRIPE_WEBHOOK_SECRET,

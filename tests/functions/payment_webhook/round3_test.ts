@@ -92,3 +92,35 @@ Deno.test("a Stripe-Signature that Stripe reads as signed an hour ahead is refus
     assertEquals(await now.json(), { received: true }, "Stripe's own header still passes");
   });
 });
+
+Deno.test("a delivery whose Stripe-Signature is missing, malformed or out of time is refused before its body is read", async () => {
+  await withWebhook(async (server) => {
+    const now = Math.floor(Date.now() / 1000);
+    const headers: [string, string | null][] = [
+      ["missing", null],
+      ["malformed", "v1=abc"],
+      ["two timestamps", `t=${now},t=${now},v1=abc`],
+      ["stale", `t=${now - 3600},v1=abc`],
+      ["future", `t=${now + 3600},v1=abc`],
+    ];
+    for (const [what, header] of headers) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+      try {
+        // 100,000 bytes announced, one sent: the answer must come without the rest.
+        const sig = header === null ? "" : `stripe-signature: ${header}\r\n`;
+        await conn.write(new TextEncoder().encode(
+          `POST /functions/v1/payment-webhook HTTP/1.1\r\nhost: 127.0.0.1\r\n` +
+            `content-type: application/json\r\ncontent-length: 100000\r\n${sig}\r\n{`,
+        ));
+        const buf = new Uint8Array(4096);
+        const n = await conn.read(buf);
+        const answer = new TextDecoder().decode(buf.subarray(0, n ?? 0));
+        assert(answer.startsWith("HTTP/1.1 400"), `${what}: ${answer.slice(0, 40)}`);
+        assert(answer.includes("INVALID_SIGNATURE"), what);
+      } finally {
+        conn.close();
+      }
+    }
+    assertEquals(await storedEvents(server.platform.db), []);
+  }, { BODY_READ_TIMEOUT_MS: "30000" });
+});
