@@ -92,7 +92,8 @@ export function bodyDeadline(opts: BodyDeadlineOptions): MiddlewareHandler {
   }
   return async function readBodyInTime(c, next) {
     const raw = c.req.raw;
-    if (!raw.body) return await next();
+    // No body, or an empty one (a POST with `Content-Length: 0`): nothing to read or to close.
+    if (!raw.body || raw.headers.get("content-length") === "0") return await next();
     const pending = new PendingBody(raw, timeoutMs, maxBytes, budget);
     bodies.set(c, pending);
     // A reader that skips `bodyLimit` (c.req.text() straight away) still reads through here.

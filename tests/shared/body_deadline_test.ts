@@ -332,3 +332,20 @@ Deno.test("an answer given before the body was read closes the connection from t
     await server.shutdown();
   }
 });
+
+Deno.test("a request with an empty body (Content-Length: 0) that no route reads keeps its connection", async () => {
+  const a = new Hono();
+  a.use(bodyDeadline({ timeoutMs: 100, maxBytes: 64 }));
+  a.post("/drain", (c) => c.json({ drained: 0 }));
+  const empty = await a.fetch(
+    new Request("http://fn/drain", {
+      method: "POST",
+      body: "",
+      headers: { "content-length": "0" },
+    }),
+  );
+  assertEquals(empty.status, 200);
+  assertEquals(empty.headers.get("connection"), null);
+  const unread = await a.fetch(new Request("http://fn/drain", { method: "POST", body: "{}" }));
+  assertEquals(unread.headers.get("connection"), "close", "a body nobody read closes it");
+});
