@@ -46,6 +46,9 @@ export const LimitsSchema = z.object({
   // the request counts as work (shared/http/body_deadline.ts); routes apply their own smaller limits.
   BODY_READ_TIMEOUT_MS: ms(10_000),
   BODY_READ_MAX_BYTES: count(1024 * 1024),
+  // All request bodies one instance buffers at once (every function it runs): past it a body is
+  // refused 503 BODY_BUDGET_EXHAUSTED with Retry-After; requests without a body are still served.
+  BODY_BUFFER_BUDGET_BYTES: count(32 * 1024 * 1024),
   HTTP_TIMEOUT_MS: ms(10_000),
   CORS_MAX_AGE_SECONDS: count(600),
   // Token verification (shared/auth/jwt.ts): an unknown `kid` refetches the JWKS at most this often.
@@ -110,6 +113,14 @@ export const LimitsSchema = z.object({
   LOGIN_IP_LIMIT: count(20),
   LOGIN_WINDOW_SECONDS: count(60),
   OAUTH_STATE_TTL_SECONDS: count(600),
+  // Broker OAuth (issue 25, finding 2): starts and callbacks per user and per client IP per
+  // OAUTH_RATE_WINDOW_SECONDS (each callback costs an exchange with the app's client secret);
+  // live states a user may hold at once (a new one evicts the oldest).
+  OAUTH_START_USER_LIMIT: count(10),
+  OAUTH_CALLBACK_USER_LIMIT: count(10),
+  OAUTH_IP_LIMIT: count(60),
+  OAUTH_RATE_WINDOW_SECONDS: count(60),
+  OAUTH_LIVE_STATES_MAX: count(5),
   // Entries of X-Forwarded-For appended by proxies we trust; the client IP is this many from the right.
   LOGIN_TRUSTED_PROXY_HOPS: count(1),
   // auth: refresh and logout calls per client IP per LOGIN_WINDOW_SECONDS (each costs a call to
@@ -168,6 +179,11 @@ export const LimitsSchema = z.object({
   TOOLS_BACKTEST_MAX_BARS: count(500_000),
   TOOLS_BACKTEST_PAGE_SIZE: z.coerce.number().int().min(1).max(10_000).default(10_000),
   TOOLS_BACKTEST_MAX_WINDOW: count(1_000),
+  // Backtests per user (issue 25, finding 3): at most this many at once across instances, and
+  // this many a minute (besides TOOLS_RATE_LIMIT); a range whose bars could exceed
+  // TOOLS_BACKTEST_MAX_BARS is refused before a bar is read.
+  TOOLS_BACKTEST_CONCURRENCY: count(2),
+  TOOLS_BACKTEST_RATE_LIMIT: count(10),
   // Local server (local/serve.ts)
   SHUTDOWN_GRACE_MS: ms(10_000),
 });

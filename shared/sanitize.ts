@@ -97,20 +97,20 @@ async function textOfHtml(html: string): Promise<string> {
   const document = (await loadParser())(html);
   const root = document.childNodes.find((n) => n.nodeName === "html") as ParentNode | undefined;
   const body = root?.childNodes.find((n) => n.nodeName === "body") as ParentNode | undefined;
-  const out: string[] = [];
-  const walk = (node: ParentNode) => {
-    for (const child of node.childNodes) {
-      if (isText(child)) out.push(child.value);
-      else if (
-        isElement(child) && !FORBID_CONTENTS.has(child.tagName.toLowerCase()) &&
-        !looksMutated(child)
-      ) {
-        walk(child);
-      }
-    }
-  };
   if (!body) return "";
-  walk(body);
+  // Depth first, in document order, with a stack of its own rather than the call stack: a few
+  // thousand nested elements (well under an alert's 16,000 characters) overflowed a recursive
+  // walk (issue 25, finding 6). Children are pushed last to first, so the first is taken next.
+  const out: string[] = [];
+  const stack: ChildNode[] = [...body.childNodes].reverse();
+  for (let node = stack.pop(); node !== undefined; node = stack.pop()) {
+    if (isText(node)) out.push(node.value);
+    else if (
+      isElement(node) && !FORBID_CONTENTS.has(node.tagName.toLowerCase()) && !looksMutated(node)
+    ) {
+      for (let i = node.childNodes.length - 1; i >= 0; i--) stack.push(node.childNodes[i]);
+    }
+  }
   // DOMPurify puts back the whitespace the parser drops before the first tag; without it a pass
   // could differ from DOMPurify's by that whitespace alone, and the loop below settle later.
   return (/^[\r\n\t ]+/.exec(html)?.[0] ?? "") + out.join("");
@@ -125,8 +125,8 @@ async function textOfHtml(html: string): Promise<string> {
  * rounds to show. So the parser runs until its output no longer changes (the text a browser
  * would show of the text is the text itself), at most MAX_PASSES times; input that would need
  * more (three or more layers of encoding, only ever an attack) has its remaining `<` and `&`
- * replaced by their fullwidth forms. Control and zero-width characters go before every pass, so
- * none can hide a tag (`<\u200Bimg …>`) and appear once removed; any `<` still followed by a
+ * replaced by their fullwidth forms. Control, format and default-ignorable characters go before
+ * every pass, so none can hide a tag (`<\u200Bimg …>`, `<\u00ADimg …>`) and appear once removed; any `<` still followed by a
  * letter, `/`, `!` or `?` (which a browser's parser left as text, e.g. `a </` at the end) becomes
  * `＜`, so no renderer can read a tag in it either.
  */
@@ -155,7 +155,11 @@ const MAX_PASSES = 4;
 /** A `<` that an HTML parser could read as the start of a tag, comment or declaration. */
 const TAG_OPEN = /<(?=[A-Za-z\/!?])/g;
 
-/** Control characters (but tab and newlines), zero-width and bidi overrides: invisible tricks. */
-const INVISIBLE =
-  // deno-lint-ignore no-control-regex
-  /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F\u200B-\u200F\u202A-\u202E\u2066-\u2069]/g;
+/**
+ * Invisible characters, by Unicode property rather than a hand list (issue 25, finding 8: the
+ * soft hyphen, U+2061, U+FEFF, tag characters, variation selectors… passed and hid tags):
+ * controls (`Cc`) but tab and newlines, format characters (`Cf`: zero-width, bidi, tags) and
+ * every `Default_Ignorable_Code_Point` (variation selectors, Hangul fillers…), and lone
+ * surrogates (`Cs`), which no consumer can show either.
+ */
+const INVISIBLE = /(?![\t\n\r])[\p{Cc}\p{Cf}\p{Cs}\p{Default_Ignorable_Code_Point}]/gu;

@@ -52,6 +52,9 @@ export interface AttemptLimits {
   loginEmail: MiddlewareHandler;
   refreshIp: MiddlewareHandler;
   logoutIp: MiddlewareHandler;
+  /** Broker OAuth, after `requireJwt`: starts and callbacks per user, and per client IP. */
+  oauthStart: MiddlewareHandler[];
+  oauthCallback: MiddlewareHandler[];
 }
 
 /** Builds auth's rate-limit guards (see the module's note for the order they go in). */
@@ -61,6 +64,8 @@ export function attemptLimits(
   const window = { windowSeconds: l.LOGIN_WINDOW_SECONDS, db, now, stats, purge };
   const byIp = (c: Context) => clientIp(c, l.LOGIN_TRUSTED_PROXY_HOPS);
   const byEmail = (c: Context<AuthVars>) => c.var.login.email;
+  const byUser = (c: Context<AuthVars>) => c.var.userId;
+  const oauth = { windowSeconds: l.OAUTH_RATE_WINDOW_SECONDS, db, now, stats };
   return {
     loginIp: rateLimit({ ...window, policy: "login-ip", quota: l.LOGIN_IP_LIMIT, key: byIp }),
     loginEmail: rateLimit({
@@ -71,5 +76,18 @@ export function attemptLimits(
     }),
     refreshIp: rateLimit({ ...window, policy: "refresh-ip", quota: l.REFRESH_IP_LIMIT, key: byIp }),
     logoutIp: rateLimit({ ...window, policy: "logout-ip", quota: l.LOGOUT_IP_LIMIT, key: byIp }),
+    oauthStart: [
+      rateLimit({ ...oauth, policy: "oauth-start", quota: l.OAUTH_START_USER_LIMIT, key: byUser }),
+      rateLimit({ ...oauth, policy: "oauth-start-ip", quota: l.OAUTH_IP_LIMIT, key: byIp }),
+    ],
+    oauthCallback: [
+      rateLimit({
+        ...oauth,
+        policy: "oauth-callback",
+        quota: l.OAUTH_CALLBACK_USER_LIMIT,
+        key: byUser,
+      }),
+      rateLimit({ ...oauth, policy: "oauth-callback-ip", quota: l.OAUTH_IP_LIMIT, key: byIp }),
+    ],
   };
 }

@@ -11,12 +11,15 @@
  * a victim tricked into opening an attacker's authorize URL would link the victim's broker
  * account to the attacker's user.
  *
- * Order of the callback, so that nothing is ever half done: (1) the state is verified and found
- * unconsumed (no side effect yet); (2) the code is exchanged at the broker, outside any
- * transaction (a transaction may be re-run; a code may be exchanged once); (3) ONE transaction
- * consumes the state (`consumed_at is null` in the update, so two racing callbacks cannot both
- * win), and writes the connection and its tokens. A failed exchange stops at (2) and writes
- * nothing; a replay loses at (1) or (3).
+ * Order of the callback, so that nothing is ever half done: (1) the state is verified (its row,
+ * its signature, its user) and found unconsumed; (2) it is spent (`consumed_at is null` in the
+ * update, so two racing callbacks cannot both win) before the code goes to the broker: a state
+ * buys one exchange attempt with the app's client secret whatever its outcome (issue 25, finding
+ * 2: 200 guessed codes on one state were 200 exchanges); (3) the code is exchanged, outside any
+ * transaction (a transaction may be re-run; a code may be exchanged once); (4) ONE transaction
+ * writes the connection and its tokens. A failed exchange stops at (3) and writes nothing but
+ * the spent state (the user starts again); a replay loses at (1) or (2). A user holds at most
+ * `maxLiveStates` live states: a new one evicts the oldest.
  *
  * @example
  * ```ts
@@ -29,6 +32,7 @@
  *   db: platform.db,
  *   config,
  *   stateTtlSeconds: 600,
+ *   maxLiveStates: 5,
  *   timeoutMs: 10_000,
  *   breaker: platform.breakers.get("broker-oauth"),
  *   now: platform.now,
@@ -43,7 +47,7 @@
 import * as z from "../../shared/zod.ts";
 import type { Breaker } from "../../shared/resilience/circuit_breaker.ts";
 import type { Database } from "../../shared/db/db.ts";
-import { UpstreamUnavailable } from "../../shared/errors.ts";
+import { ServiceUnavailable, UpstreamUnavailable } from "../../shared/errors.ts";
 import { fetchWithDeadline } from "../../shared/resilience/http_client.ts";
 import { OAuthStateSigner } from "./oauth_state.ts";
 import { encryptToken, importTokenKey, tokenContext } from "./token_crypto.ts";
@@ -66,6 +70,8 @@ export interface BrokerOAuthOptions {
   db: Database;
   config: BrokerOAuthConfig;
   stateTtlSeconds: number;
+  /** Live (unspent, unexpired) states a user may hold; a new one evicts the oldest. */
+  maxLiveStates: number;
   timeoutMs: number;
   breaker: Breaker;
   fetch?: typeof fetch;
@@ -102,8 +108,20 @@ class ExchangeRefused extends Error {
   }
 }
 
-/** A state that lost the race to another callback between the check and the write. */
-class StateAlreadyUsed extends Error {}
+/**
+ * The broker's token endpoint answered 429: it is limiting this app, which says nothing about
+ * its health, so the shared breaker does not count it (one user's retries would open it for
+ * everyone); the caller gets 503 with the broker's Retry-After.
+ */
+class ExchangeThrottled extends ServiceUnavailable {
+  constructor(retryAfterMs: number) {
+    super(
+      "BROKER_OAUTH_THROTTLED",
+      "The broker is limiting connection attempts; start again shortly.",
+      retryAfterMs,
+    );
+  }
+}
 
 export class BrokerOAuth {
   readonly #o: BrokerOAuthOptions;
@@ -135,8 +153,12 @@ export class BrokerOAuth {
     );
     await this.#o.db.transaction(async (tx) => {
       // The user's own dead states go as new ones come: the table stays bounded per user.
+      // So do the oldest live ones past the cap (one statement, as before: no extra round trip).
       await tx`delete from internal.oauth_states
-        where user_id = ${userId} and (expires_at < now() or consumed_at is not null)`;
+        where user_id = ${userId} and (expires_at < now() or consumed_at is not null
+          or nonce in (select nonce from internal.oauth_states
+            where user_id = ${userId} and consumed_at is null and expires_at >= now()
+            order by expires_at desc, nonce offset ${this.#o.maxLiveStates - 1}))`;
       await tx`insert into internal.oauth_states (nonce, user_id, broker, expires_at)
         values (${nonce}, ${userId}, ${BROKER}, to_timestamp(${expiresAt}))`;
     });
@@ -182,7 +204,16 @@ export class BrokerOAuth {
     if (row.consumed) return { ok: false, reason: "invalid_state" };
     if (!row.live || parsed.expiresAt <= nowSeconds) return { ok: false, reason: "expired_state" };
 
-    // (2) The exchange, outside any transaction.
+    // (2) The state is spent before its one exchange attempt.
+    const spent = await this.#o.db.query((sql) =>
+      sql`update internal.oauth_states set consumed_at = now()
+        where nonce = ${parsed.nonce} and user_id = ${row.user_id}
+          and consumed_at is null and expires_at > now()
+        returning 1`
+    );
+    if (spent.length !== 1) return { ok: false, reason: "invalid_state" };
+
+    // (3) The exchange, outside any transaction.
     let tokens: Tokens;
     try {
       tokens = await this.#o.breaker.run(() => this.#exchange(params.code));
@@ -191,7 +222,7 @@ export class BrokerOAuth {
       throw err;
     }
 
-    // (3) Consume the state and store the connection, together or not at all.
+    // (4) Store the connection, all of it or nothing.
     const userId = row.user_id;
     const access = await encryptToken(
       this.#key,
@@ -201,18 +232,12 @@ export class BrokerOAuth {
     const refresh = tokens.refresh_token
       ? await encryptToken(this.#key, tokens.refresh_token, tokenContext(userId, BROKER, "refresh"))
       : null;
-    try {
-      await this.#o.db.transaction(async (tx) => {
-        const consumed = await tx`update internal.oauth_states set consumed_at = now()
-          where nonce = ${parsed.nonce} and user_id = ${userId}
-            and consumed_at is null and expires_at > now()
-          returning 1`;
-        if (consumed.length !== 1) throw new StateAlreadyUsed();
-        await tx`insert into public.broker_connections (user_id, broker, status, connected_at)
+    await this.#o.db.transaction(async (tx) => {
+      await tx`insert into public.broker_connections (user_id, broker, status, connected_at)
           values (${userId}, ${BROKER}, 'connected', now())
           on conflict (user_id, broker) do update
             set status = 'connected', connected_at = excluded.connected_at`;
-        await tx`insert into internal.broker_tokens
+      await tx`insert into internal.broker_tokens
             (user_id, broker, access_token, refresh_token, token_type, scope, expires_at, updated_at)
           values (${userId}, ${BROKER}, ${access}, ${refresh}, ${tokens.token_type},
             ${tokens.scope ?? null},
@@ -220,11 +245,7 @@ export class BrokerOAuth {
           on conflict (user_id, broker) do update set access_token = excluded.access_token,
             refresh_token = excluded.refresh_token, token_type = excluded.token_type,
             scope = excluded.scope, expires_at = excluded.expires_at, updated_at = now()`;
-      });
-    } catch (err) {
-      if (err instanceof StateAlreadyUsed) return { ok: false, reason: "invalid_state" };
-      throw err;
-    }
+    });
     return { ok: true, userId };
   }
 
@@ -238,7 +259,7 @@ export class BrokerOAuth {
       client_secret: c.BROKER_OAUTH_CLIENT_SECRET,
       redirect_uri: c.BROKER_OAUTH_REDIRECT_URL,
     });
-    let result: { status: number; json: unknown };
+    let result: { status: number; json: unknown; retryAfterMs: number };
     try {
       result = await fetchWithDeadline(
         c.BROKER_OAUTH_TOKEN_URL,
@@ -251,14 +272,17 @@ export class BrokerOAuth {
           body,
         },
         { timeoutMs: this.#o.timeoutMs, upstream: "broker OAuth", fetch: this.#o.fetch },
-        async (res) => ({ status: res.status, json: await res.json().catch(() => undefined) }),
+        async (res) => ({
+          status: res.status,
+          json: await res.json().catch(() => undefined),
+          retryAfterMs: retryAfterMs(res.headers.get("retry-after")),
+        }),
       );
     } catch (err) {
       throw new UpstreamUnavailable("broker OAuth", "unreachable or timed out", 1000, err);
     }
-    if (result.status >= 400 && result.status < 500 && result.status !== 429) {
-      throw new ExchangeRefused(result.status);
-    }
+    if (result.status === 429) throw new ExchangeThrottled(result.retryAfterMs);
+    if (result.status >= 400 && result.status < 500) throw new ExchangeRefused(result.status);
     if (result.status !== 200) {
       throw new UpstreamUnavailable("broker OAuth", `HTTP ${result.status}`);
     }
@@ -269,6 +293,12 @@ export class BrokerOAuth {
 
   /** Whether an error says nothing about the broker's health (for the breaker). */
   static isHealthy(err: unknown): boolean {
-    return err instanceof ExchangeRefused;
+    return err instanceof ExchangeRefused || err instanceof ExchangeThrottled;
   }
+}
+
+/** A Retry-After in seconds as milliseconds, between 1 s and a minute (1 s when absent). */
+function retryAfterMs(header: string | null): number {
+  const seconds = Number(header);
+  return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 60) * 1000 : 1000;
 }

@@ -28,18 +28,39 @@
  * ```
  */
 import type { Context } from "hono";
+import ipaddr from "ipaddr.js";
 
-/** An IPv4 or IPv6 literal (loosely: the characters and length of one). */
-const IP = /^[0-9A-Fa-f:.]{2,45}$/;
-
+/** The client's bucket: its address (normalized) from `X-Forwarded-For` or the connection. */
 export function clientIp(c: Context, trustedHops: number): string {
   const header = c.req.header("x-forwarded-for");
   if (header !== undefined) {
     const entries = header.split(",").map((e) => e.trim()).filter(Boolean);
     const entry = entries[entries.length - trustedHops];
-    return entry && IP.test(entry) ? entry.toLowerCase() : "unknown";
+    return (entry && ipBucket(entry)) ?? "unknown";
   }
   const info = c.env as { remoteAddr?: { hostname?: unknown } } | undefined;
   const address = info?.remoteAddr?.hostname;
-  return typeof address === "string" && IP.test(address) ? address : "unknown";
+  return (typeof address === "string" && ipBucket(address)) || "unknown";
+}
+
+/**
+ * One key per client, however its address is spelled (issue 25): parsed and printed by ipaddr.js,
+ * so an IPv4-mapped IPv6 address (`::ffff:203.0.113.7`), leading zeros (`203.000.113.007`), hex
+ * or upper-case forms (a leading zero is octal, as inet_aton reads it), a port (`203.0.113.7:443`, `[2001:db8::1]:443`) or a zone (`%eth0`) is
+ * the address it names; an IPv6 client is keyed by its /64, the block one subscriber is handed
+ * (RFC 6177), since it can rotate through every address in it. Undefined when not an address.
+ */
+export function ipBucket(text: string): string | undefined {
+  let s = text.trim();
+  const port = /:(\d{1,5})$/.exec(s)?.[1];
+  if (port !== undefined && Number(port) > 65_535) return undefined;
+  const bracketed = /^\[([^\]]+)\](?::\d{1,5})?$/.exec(s);
+  if (bracketed) s = bracketed[1];
+  else if (/^[^:]+:\d{1,5}$/.test(s)) s = s.slice(0, s.lastIndexOf(":")); // IPv4 with a port
+  s = s.replace(/%[^%]*$/, ""); // an IPv6 zone
+  if (s.length > 45 || !ipaddr.isValid(s)) return undefined;
+  const address = ipaddr.process(s);
+  if (address.kind() === "ipv4") return address.toString();
+  const hextets = (address as ipaddr.IPv6).toNormalizedString().split(":").slice(0, 4);
+  return `${hextets.join(":")}::/64`;
 }

@@ -17,6 +17,7 @@ import { Env } from "./config.ts";
 import { type AuthVars, login, logout, refresh, validLogin, validRefresh } from "./handlers.ts";
 import {
   brokerOAuth,
+  noHead,
   notConfigured,
   oauthCallback,
   oauthStart,
@@ -60,9 +61,9 @@ const authFunction = defineFunction<typeof Env, AuthVars>({
       route(app, "/oauth/callback", { POST: [notConfigured] });
       return;
     }
-    route(app, "/oauth/start", { GET: [user, oauthStart(oauth)] });
+    route(app, "/oauth/start", { GET: [noHead, user, ...limit.oauthStart, oauthStart(oauth)] });
     route(app, "/oauth/callback", {
-      POST: [user, ...json, validCallback, oauthCallback(oauth, ctx.log)],
+      POST: [user, ...limit.oauthCallback, ...json, validCallback, oauthCallback(oauth, ctx.log)],
     });
   },
 });

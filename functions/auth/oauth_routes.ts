@@ -29,7 +29,7 @@ import { userId } from "../../shared/auth/jwt.ts";
 import type { Context } from "hono";
 import { createMiddleware } from "hono/factory";
 import * as z from "../../shared/zod.ts";
-import { BadRequest, Forbidden, HttpError } from "../../shared/errors.ts";
+import { BadRequest, Forbidden, HttpError, MethodNotAllowed } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { readJson } from "../../shared/http/validation.ts";
 import type { Platform } from "../../shared/platform/platform.ts";
@@ -74,6 +74,7 @@ export async function brokerOAuth(ctx: BrokerOAuthContext): Promise<BrokerOAuth 
     db: ctx.db,
     config,
     stateTtlSeconds: ctx.limits.OAUTH_STATE_TTL_SECONDS,
+    maxLiveStates: ctx.limits.OAUTH_LIVE_STATES_MAX,
     timeoutMs: ctx.limits.HTTP_TIMEOUT_MS,
     breaker: ctx.breakers.get("broker-oauth", { isHealthy: BrokerOAuth.isHealthy }),
     fetch: ctx.fetch,
@@ -95,6 +96,15 @@ export const validCallback = createMiddleware<AuthVars>(async function validCall
   c.set("callback", await readJson(c, CallbackBody));
   await next();
 });
+
+/**
+ * `HEAD /oauth/start` answers `405`: Hono serves HEAD with the GET handler, and every start
+ * stores a state (issue 25, finding 2: HEAD created them too); a HEAD has no effect.
+ */
+export async function noHead(c: Context, next: () => Promise<void>): Promise<void> {
+  if (c.req.method === "HEAD") throw new MethodNotAllowed(["GET"]);
+  await next();
+}
 
 /** `GET /oauth/start`: the broker's authorize URL, its state bound to the caller. */
 export function oauthStart(oauth: BrokerOAuth) {

@@ -46,6 +46,7 @@ import {
   UpstreamTimeout,
   UpstreamUnreachable,
 } from "../../shared/resilience/http_client.ts";
+import { clip } from "../../shared/text.ts";
 
 /** What broker-order sends to `POST /v2/orders`. */
 export interface BrokerOrderRequest {
@@ -134,8 +135,11 @@ function reasonOf(status: number, text: string): string {
     const body = JSON.parse(text);
     if (typeof body?.message === "string") message = body.message;
   } catch { /* not JSON: never echo a raw body */ }
-  message = message.replace(/<[^>]*>/g, " ").replace(/[^\p{L}\p{N}\p{P}\p{Zs}$+<=>^`|~]/gu, "")
-    .replace(/\s+/g, " ").trim().slice(0, 200);
+  message = clip(
+    message.replace(/<[^>]*>/g, " ").replace(/[^\p{L}\p{N}\p{P}\p{Zs}$+<=>^`|~]/gu, "")
+      .replace(/\s+/g, " ").trim(),
+    200,
+  );
   return message || `status ${status}`;
 }
 

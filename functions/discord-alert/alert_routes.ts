@@ -39,6 +39,7 @@ import { ValidationFailed } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/logger.ts";
 import { toPlainText } from "../../shared/sanitize.ts";
 import { readJson } from "../../shared/http/validation.ts";
+import { clip } from "../../shared/text.ts";
 
 /** The log level of an alert's structured log line. */
 const LOG_LEVEL = { info: "info", warning: "warn", critical: "error" } as const;
@@ -64,7 +65,8 @@ export type AlertVars = { Variables: AppEnv["Variables"] & { alert: ValidAlert }
 /** The alert body, validated strictly, then made plain text and inert for Discord. */
 export const validAlert = createMiddleware<AlertVars>(async function validAlert(c, next) {
   const sent = await readJson(c, AlertBody);
-  const title = neutralize(await toPlainText(sent.title));
+  // A title is one line: a newline in it could forge lines under the severity badge.
+  const title = neutralize(oneLine(await toPlainText(sent.title)));
   if (!title) {
     throw new ValidationFailed([{ path: "title", message: "has no text once HTML is removed" }]);
   }
@@ -75,6 +77,11 @@ export const validAlert = createMiddleware<AlertVars>(async function validAlert(
   });
   await next();
 });
+
+/** `text` on one line: every line break (`\r`, `\n`, U+2028, U+2029) becomes one space. */
+function oneLine(text: string): string {
+  return text.replace(/\s*[\r\n\u2028\u2029]+\s*/g, " ").trim();
+}
 
 export interface EnqueueOptions {
   queue: AlertQueue;
@@ -93,7 +100,7 @@ export function enqueueAlert({ queue, drainer, log, background }: EnqueueOptions
       requestId: c.var.requestId,
       alertId: id,
       severity: sent.severity,
-      title: sent.title.slice(0, 256),
+      title: clip(sent.title, 256),
       dedupKey: sent.dedupKey,
       coalesced,
     });

@@ -15,6 +15,7 @@ import type { AppEnv } from "../../shared/platform/app.ts";
 import { BadRequest } from "../../shared/errors.ts";
 import type { RateLimitVariables } from "../../shared/http/rate_limit.ts";
 import type { QuoteService } from "./quotes.ts";
+import { clip } from "../../shared/text.ts";
 
 /** market-data's variables: the base ones and the rate-limit hit the cache read carries. */
 export type QuotesVars = { Variables: AppEnv["Variables"] & RateLimitVariables };
@@ -35,7 +36,7 @@ export function parseSymbols(raw: string | undefined, max: number): string[] {
   if (bad.length > 0) {
     throw new BadRequest(
       `Symbols must match ^[A-Z][A-Z.]{0,9}$: ${
-        bad.slice(0, 5).map((s) => JSON.stringify(s.slice(0, 20))).join(", ")
+        bad.slice(0, 5).map((s) => JSON.stringify(clip(s, 20))).join(", ")
       }.`,
       "INVALID_SYMBOLS",
     );

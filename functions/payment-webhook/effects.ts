@@ -40,6 +40,7 @@ import {
 
 /** What became of an event: applied, or acknowledged without effect and why. */
 export type EventOutcome = { outcome: "applied" } | { outcome: "ignored"; reason: string };
+import { clip } from "../../shared/text.ts";
 
 /** The event envelope fields used to apply it (the rest of Stripe's envelope is not read). */
 export interface StripeEventInput {
@@ -205,7 +206,7 @@ function applyCall(fn: string, e: EventRecord): string {
     id = `invalid-id:${digest(id)}`;
     effect = ignored("the event id is not valid text");
   }
-  type = toPostgresText(type).slice(0, 255);
+  type = clip(toPostgresText(type), 255);
   return `select outcome, reason from ${fn}(${literal(id)}, ${literal(type)}, ${
     literal(e.createdAt)
   }::timestamptz, ${jsonLiteral(effect)})`;
@@ -242,7 +243,8 @@ const CheckoutSession = z.object({
   metadata,
   payment_intent: ref.nullish(),
   customer: ref.nullish(),
-  amount_total: z.number().int().nullish(),
+  // Stripe never sends a negative total; one is not a purchase (issue 25).
+  amount_total: z.number().int().nonnegative().nullish(),
   currency: z.string().max(10).refine(isPostgresText, "must be valid text").nullish(),
   payment_status: z.enum(["paid", "unpaid", "no_payment_required"]),
 });
@@ -305,7 +307,7 @@ function parsed<S extends z.ZodType>(
 }
 
 function ignored(reason: string): Effect & { kind: "ignored" } {
-  return { kind: "ignored", reason: toPostgresText(reason).slice(0, 500) };
+  return { kind: "ignored", reason: clip(toPostgresText(reason), 500) };
 }
 
 const APPLIED: EventOutcome = { outcome: "applied" };

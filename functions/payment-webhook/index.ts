@@ -26,7 +26,7 @@ import { requireJwt } from "../../shared/auth/jwt.ts";
 import { stripeHmac } from "./hmac.ts";
 import { catchUpRoute } from "./catch_up.ts";
 import { receiveEvent } from "./receive.ts";
-import { type SignedVars, stripeSignature } from "./signature.ts";
+import { type SignedVars, stripeSignature, stripeSignatureHeader } from "./signature.ts";
 import { STRIPE_UPSTREAM, stripeEvents } from "./stripe_api.ts";
 
 /**
@@ -63,7 +63,13 @@ const paymentWebhook = defineFunction<typeof Env, SignedVars>({
   build(app, ctx) {
     route(app, "/", {
       POST: [
-        // The body's bound comes before the signature guard, the caller check, which reads it.
+        // What the caller check can tell without the body first (the header and its time),
+        // then the body's bound, then the signature over the body.
+        stripeSignatureHeader({
+          toleranceSeconds: ctx.limits.WEBHOOK_TOLERANCE_SECONDS,
+          now: ctx.now,
+          log: ctx.log,
+        }),
         bodyLimit(ctx.limits.WEBHOOK_BODY_LIMIT_BYTES),
         stripeSignature({
           secrets: ctx.config.STRIPE_WEBHOOK_SECRET,

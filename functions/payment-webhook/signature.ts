@@ -62,17 +62,11 @@ export function stripeSignature(options: StripeSignatureOptions) {
     }));
 
   return createMiddleware<SignedVars>(async function stripeSignature(c, next) {
-    const header = c.req.header("stripe-signature");
-    if (!header) throw invalidSignature();
+    const header = checkedHeader(c.req.header("stripe-signature"), o);
     // Stripe's static webhook helpers: no API client (and no API key) is needed to verify.
     const { Stripe, crypto } = await load();
     const body = new Uint8Array(await c.req.arrayBuffer());
     const now = o.now();
-    const signedAt = Number(/(?:^|,)\s*t=(\d{1,12})(?:,|$)/.exec(header)?.[1]);
-    if (signedAt * 1000 > now + o.toleranceSeconds * 1000) {
-      o.log.warn("stripe signature rejected", { reason: "timestamp in the future", signedAt });
-      throw invalidSignature();
-    }
     let reason = "";
     for (const secret of o.secrets) {
       let event: unknown;
@@ -99,6 +93,60 @@ export function stripeSignature(options: StripeSignatureOptions) {
     o.log.warn("stripe signature rejected", { reason });
     throw invalidSignature();
   });
+}
+
+/**
+ * The time the header was signed at, read as Stripe's library reads it, or undefined for a header
+ * that another reader could take differently (issue 25, finding 4). stripe-node's `parseHeader`
+ * (Webhooks.js) splits on `,`, then each item on `=`; an item whose key is exactly `t` sets the
+ * timestamp with `parseInt(value, 10)`, the last one winning, and that number is what the HMAC
+ * covers. So `t=0,t=<future>` is signed at the future time, and `t=<future>x` or `t=0<future>`
+ * are too. Stripe itself sends exactly one `t=` of plain digits; anything else is refused here,
+ * so this guard and Stripe's check always read the same number.
+ */
+export function signedTimestamp(header: string): number | undefined {
+  const items = header.split(",").map((item) => item.split("=")).filter(([key]) => key === "t");
+  if (items.length !== 1 || items[0].length !== 2) return undefined;
+  const value = items[0][1];
+  if (!/^[1-9][0-9]{0,11}$/.test(value)) return undefined;
+  return parseInt(value, 10);
+}
+
+/**
+ * The part of the check that needs no body, ahead of `bodyLimit` (which reads it): a missing
+ * header, or one whose timestamp is not one plain `t=`, or is outside the tolerance either way,
+ * is refused before a byte of the body is buffered (issue 25, finding 1). The full check
+ * (`stripeSignature`) repeats it.
+ */
+export function stripeSignatureHeader(
+  options: Pick<StripeSignatureOptions, "toleranceSeconds" | "now" | "log">,
+) {
+  return createMiddleware<SignedVars>(async function stripeSignatureHeader(c, next) {
+    checkedHeader(c.req.header("stripe-signature"), options);
+    await next();
+  });
+}
+
+/** The header, if present and timed within the tolerance both ways; else INVALID_SIGNATURE. */
+function checkedHeader(
+  header: string | undefined,
+  o: Pick<StripeSignatureOptions, "toleranceSeconds" | "now" | "log">,
+): string {
+  if (!header) throw invalidSignature();
+  const signedAt = signedTimestamp(header);
+  if (signedAt === undefined) {
+    o.log.warn("stripe signature rejected", { reason: "not one plain t= timestamp" });
+    throw invalidSignature();
+  }
+  const now = o.now();
+  // Ahead: as this guard always refused. Behind: exactly as Stripe's check counts the age.
+  const ahead = signedAt * 1000 > now + o.toleranceSeconds * 1000;
+  if (ahead || Math.floor(now / 1000) - signedAt > o.toleranceSeconds) {
+    const reason = ahead ? "timestamp in the future" : "timestamp too old";
+    o.log.warn("stripe signature rejected", { reason, signedAt });
+    throw invalidSignature();
+  }
+  return header;
 }
 
 function invalidSignature(): BadRequest {

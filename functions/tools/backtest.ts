@@ -21,7 +21,7 @@
  * ```
  */
 import * as z from "../../shared/zod.ts";
-import { BarsProvider } from "./bars.ts";
+import { BarsProvider, TooManyBars } from "./bars.ts";
 import type { Tool } from "./registry.ts";
 
 export type Strategy = { kind: "buy_and_hold" } | { kind: "sma_cross"; fast: number; slow: number };
@@ -177,6 +177,24 @@ export function backtestParams(maxWindow: number) {
   });
 }
 
+/** A bar's length per timeframe, in ms. */
+const BAR_MS = {
+  "1Min": 60_000,
+  "5Min": 5 * 60_000,
+  "15Min": 15 * 60_000,
+  "1Hour": 3_600_000,
+  "1Day": 86_400_000,
+} as const;
+
+/**
+ * The most bars `[startMs, endMs)` can hold: one per step of the timeframe, around the clock
+ * (bars start on the timeframe's boundaries, and at most ⌈length / step⌉ boundaries fall in any
+ * range of that length). A market that trades fewer hours has fewer; none has more.
+ */
+export function mostBars(timeframe: keyof typeof BAR_MS, startMs: number, endMs: number): number {
+  return Math.ceil((endMs - startMs) / BAR_MS[timeframe]);
+}
+
 export interface BacktestToolOptions {
   provider: BarsProvider;
   maxBars: number;
@@ -195,6 +213,11 @@ export function backtestTool(opts: BacktestToolOptions): Tool {
     deadlineMs: opts.deadlineMs,
     async run(params, ctx) {
       const p = params as z.infer<typeof Params>;
+      // Refused before a bar is read when the range could hold more than the cap (issue 25,
+      // finding 3: a hundred-year range read its 500,000 bars before its 422).
+      if (mostBars(p.timeframe, Date.parse(p.start), Date.parse(p.end)) > opts.maxBars) {
+        throw new TooManyBars(opts.maxBars);
+      }
       const bt = new Backtest(p.strategy, p.initialCash);
       const pages = opts.provider.pages({
         symbol: p.symbol,

@@ -2,8 +2,11 @@
  * tools: a fixed allowlist of computations for the frontend (user JWT, strict CORS). `GET /`
  * lists the tools, `POST /execute {"tool", "params"}` runs one (handlers.ts); the tools are in
  * catalog.ts. Per-user rate limit (policy "tools", `TOOLS_RATE_LIMIT` a minute) with the
- * RateLimit fields. `Cache-Control: private, no-store`: results are per request.
+ * RateLimit fields; backtests have their own besides (policy "backtests",
+ * `TOOLS_BACKTEST_RATE_LIMIT` a minute) and at most `TOOLS_BACKTEST_CONCURRENCY` run at once per
+ * user (backtest_slots.ts). `Cache-Control: private, no-store`: results are per request.
  */
+import type { Context } from "hono";
 import { rateLimitPurge } from "../../shared/platform/platform.ts";
 import { defineFunction } from "../../shared/platform/app.ts";
 import { BrowserEnv } from "../../shared/base_env.ts";
@@ -17,6 +20,10 @@ import { noStore } from "../../shared/http/no_store.ts";
 import { serveStandalone } from "../../shared/platform/standalone.ts";
 import { toolCatalog } from "./catalog.ts";
 import { executeTool, listTools, type ToolsVars, validExecute } from "./handlers.ts";
+import { backtestSlots } from "./backtest_slots.ts";
+
+/** Whether the validated execute body runs a backtest. */
+const isBacktest = (c: Context<ToolsVars>) => c.var.execute.tool === "backtest.run";
 
 const Env = BrowserEnv.extend({
   MARKET_DATA_API_URL: httpUrl,
@@ -52,6 +59,23 @@ const toolsFunction = defineFunction<typeof Env, ToolsVars>({
         contentType("application/json"),
         bodyLimit(l.BODY_LIMIT_BYTES),
         validExecute,
+        // Backtests, named by the body: their own rate, then a slot of the user's few.
+        rateLimit({
+          db,
+          policy: "backtests",
+          quota: l.TOOLS_BACKTEST_RATE_LIMIT,
+          windowSeconds: 60,
+          key: (c) => isBacktest(c) ? userId(c) : undefined,
+          now: ctx.now,
+          stats: ctx.rateLimits,
+        }),
+        backtestSlots({
+          db,
+          max: l.TOOLS_BACKTEST_CONCURRENCY,
+          leaseMs: l.TOOLS_BACKTEST_DEADLINE_MS + 5_000,
+          applies: isBacktest,
+          owner: userId,
+        }),
         executeTool(registry),
       ],
     });

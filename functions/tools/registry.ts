@@ -27,6 +27,7 @@
 import * as z from "../../shared/zod.ts";
 import { HttpError } from "../../shared/errors.ts";
 import { validate } from "../../shared/http/validation.ts";
+import { clip } from "../../shared/text.ts";
 
 /** What a tool's handler may use besides its parameters. */
 export interface ToolContext {
@@ -54,7 +55,7 @@ export interface ToolListing {
 /** The tool is not in the allowlist. */
 export class ToolNotFound extends HttpError {
   constructor(name: string) {
-    super(404, "TOOL_NOT_FOUND", `No tool is named ${JSON.stringify(name.slice(0, 64))}.`);
+    super(404, "TOOL_NOT_FOUND", `No tool is named ${JSON.stringify(clip(name, 64))}.`);
   }
 }
 

@@ -339,6 +339,7 @@ const schemaBefore = await schemaFingerprint(migrated.sql);
 const env = { ...platformSecrets(migrated.url), ...userSecrets };
 
 const userToken = await signingKey.sign({
+  iss: `${auth.url}/auth/v1`,
   sub: user.id,
   role: "authenticated",
   aud: "authenticated",

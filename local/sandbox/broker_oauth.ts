@@ -42,8 +42,8 @@ export interface BrokerOAuthSimulator {
   /** Tokens issued, in order (tests check that only ciphertext of them is stored). */
   readonly issued: IssuedTokens[];
   delayMs: number;
-  /** The next `n` token calls answer `500`. */
-  failNext(n: number): void;
+  /** The next `n` token calls answer `status` (`500` unless given; a `429` says Retry-After: 2). */
+  failNext(n: number, status?: number): void;
   close(): Promise<void>;
 }
 
@@ -55,7 +55,7 @@ export function startBrokerOAuthSimulator(
   /** Outstanding codes → the redirect URI they were issued for and when they expire. */
   const codes = new Map<string, { redirectUri: string; expiresAt: number }>();
   const issued: IssuedTokens[] = [];
-  const state = { calls: 0, failures: 0, delayMs: 0 };
+  const state = { calls: 0, failures: 0, failureStatus: 500, delayMs: 0 };
   const controller = new AbortController();
   const json = (status: number, body: unknown) =>
     new Response(JSON.stringify(body), {
@@ -105,7 +105,13 @@ export function startBrokerOAuthSimulator(
       if (state.delayMs > 0) await new Promise((r) => setTimeout(r, state.delayMs));
       if (state.failures > 0) {
         state.failures--;
-        return json(500, { error: "server_error" });
+        if (state.failureStatus === 429) {
+          return new Response(JSON.stringify({ error: "rate_limited" }), {
+            status: 429,
+            headers: { "content-type": "application/json", "retry-after": "2" },
+          });
+        }
+        return json(state.failureStatus, { error: "server_error" });
       }
       if (!/^application\/x-www-form-urlencoded/.test(req.headers.get("content-type") ?? "")) {
         return json(400, { error: "invalid_request" });
@@ -145,8 +151,9 @@ export function startBrokerOAuthSimulator(
     authorizeUrl: `${base}/oauth/authorize`,
     tokenUrl: `${base}/oauth/token`,
     issued,
-    failNext(n: number) {
+    failNext(n: number, status = 500) {
       state.failures = n;
+      state.failureStatus = status;
     },
     async close() {
       controller.abort();

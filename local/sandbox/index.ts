@@ -164,6 +164,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
       anonKey: env.SUPABASE_ANON_KEY,
       apiKeys: [env.SUPABASE_SERVICE_ROLE_KEY, ...Object.values(secretKeys())],
       users: [SANDBOX_USER],
+      issuer: opts.supabaseUrl ? `${opts.supabaseUrl.replace(/\/*$/, "")}/auth/v1` : undefined,
     }),
     oauth: await startBrokerOAuthSimulator(oauthClient),
     quotes: await startMarketDataSimulator({
@@ -199,6 +200,7 @@ export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> 
   });
 
   const userToken = await signingKey.sign({
+    iss: `${env.SUPABASE_URL}/auth/v1`,
     sub: SANDBOX_USER.id,
     email: SANDBOX_USER.email,
     role: "authenticated",

@@ -42,6 +42,8 @@ export interface SupabaseAuthSimulatorOptions {
   users: SimulatedUser[];
   /** Access token lifetime. Default 3600 s. */
   expiresIn?: number;
+  /** The tokens' `iss` (`$SUPABASE_URL/auth/v1`); default the URL the simulator is reached at. */
+  issuer?: string;
 }
 
 export interface SupabaseAuthSimulator {
@@ -78,12 +80,15 @@ export async function startSupabaseAuthSimulator(
   const invalidGrant = (description: string) =>
     json(400, { error: "invalid_grant", error_description: description });
 
-  const session = async (user: SimulatedUser) => {
+  // As GoTrue: `iss` is the project's Auth URL, here the URL the simulator was reached at (its
+  // own, or the local server's that mounts it).
+  const session = async (user: SimulatedUser, iss: string) => {
     const now = Math.floor(Date.now() / 1000);
     const refresh = crypto.randomUUID().replaceAll("-", "");
     refreshTokens.set(refresh, user.id);
     return {
       access_token: await opts.signingKey.sign({
+        iss,
         aud: "authenticated",
         role: "authenticated",
         sub: user.id,
@@ -137,14 +142,14 @@ export async function startSupabaseAuthSimulator(
       if (!user || user.password !== body.password) {
         return invalidGrant("Invalid login credentials");
       }
-      return json(200, await session(user));
+      return json(200, await session(user, opts.issuer ?? `${url.origin}/auth/v1`));
     }
     if (url.pathname === "/auth/v1/token" && grant === "refresh_token") {
       const userId = refreshTokens.get(String(body.refresh_token ?? ""));
       const user = [...users.values()].find((u) => u.id === userId);
       if (!user) return invalidGrant("Invalid Refresh Token: Refresh Token Not Found");
       refreshTokens.delete(String(body.refresh_token));
-      return json(200, await session(user));
+      return json(200, await session(user, opts.issuer ?? `${url.origin}/auth/v1`));
     }
     if (url.pathname === "/auth/v1/logout") {
       const token = /^Bearer (\S+)$/i.exec(req.headers.get("authorization") ?? "")?.[1];

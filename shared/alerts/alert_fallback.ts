@@ -28,6 +28,7 @@ import type { Database } from "../db/db.ts";
 import { fetchWithDeadline } from "../resilience/http_client.ts";
 import type { Limits } from "../limits.ts";
 import type { Logger } from "../logger.ts";
+import { clip } from "../text.ts";
 
 export type FallbackLimits = Pick<
   Limits,
@@ -72,7 +73,7 @@ export class AlertFallback {
       const [row] = await this.#db.query((sql) =>
         sql<{ stamp: string }[]>`
           insert into internal.alert_fallback_sends as f (kind, sent_at)
-          values (${kind.slice(0, 300)}, clock_timestamp())
+          values (${clip(kind, 300)}, clock_timestamp())
           on conflict (kind) do update set sent_at = excluded.sent_at
           where f.sent_at <= excluded.sent_at
             - make_interval(secs => ${limits.ALERT_FALLBACK_COOLDOWN_SECONDS}::int)
@@ -85,7 +86,7 @@ export class AlertFallback {
         {
           method: "POST",
           headers: { "content-type": "application/json" },
-          body: JSON.stringify({ text: slackEscape(text).slice(0, TEXT_MAX) }),
+          body: JSON.stringify({ text: clip(slackEscape(text), TEXT_MAX) }),
         },
         {
           timeoutMs: limits.ALERT_FALLBACK_TIMEOUT_MS,
@@ -96,7 +97,7 @@ export class AlertFallback {
           const body = await res.text();
           if (!res.ok) {
             throw new Error(
-              `The fallback alert webhook answered ${res.status}: ${body.slice(0, 100)}`,
+              `The fallback alert webhook answered ${res.status}: ${clip(body, 100)}`,
             );
           }
         },
@@ -108,7 +109,7 @@ export class AlertFallback {
       if (claimed) {
         await this.#db.query((sql) =>
           sql`update internal.alert_fallback_sends set sent_at = '-infinity'
-              where kind = ${kind.slice(0, 300)} and sent_at::text = ${claimed!}`
+              where kind = ${clip(kind, 300)} and sent_at::text = ${claimed!}`
         ).catch((e) => log.warn("fallback cooldown not given back", { kind, error: e }));
       }
       return "failed";

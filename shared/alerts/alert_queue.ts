@@ -43,6 +43,7 @@ import { fullJitter } from "../resilience/backoff.ts";
 import type { Database } from "../db/db.ts";
 import type { Severity } from "./severity.ts";
 import type { Limits } from "../limits.ts";
+import { clip } from "../text.ts";
 
 /** Claim order: lower first. */
 export const PRIORITY: Record<Severity, number> = { critical: 0, warning: 1, info: 2 };
@@ -269,7 +270,7 @@ export class AlertQueue {
     await this.#db.query((sql) =>
       sql`
         update internal.alerts
-        set attempts = attempts + 1, last_error = ${finalReason.slice(0, 500)},
+        set attempts = attempts + 1, last_error = ${clip(finalReason, 500)},
             state = ${dead ? "dead" : "queued"}, locked_until = null, locked_by = null,
             next_attempt_at = now() + make_interval(secs => ${delayMs / 1000}::float8)
         where id = ${alert.id} and state = 'queued'`
@@ -282,7 +283,7 @@ export class AlertQueue {
     await this.#db.query((sql) =>
       sql`
         update internal.alerts
-        set state = 'dead', attempts = attempts + 1, last_error = ${reason.slice(0, 500)},
+        set state = 'dead', attempts = attempts + 1, last_error = ${clip(reason, 500)},
             locked_until = null, locked_by = null
         where id = ${alert.id} and state = 'queued'`
     );

@@ -40,6 +40,7 @@ import {
   UpstreamTimeout,
   UpstreamUnreachable,
 } from "../resilience/http_client.ts";
+import { clip } from "../text.ts";
 
 /** Message flag SUPPRESS_EMBEDS (1 << 2): no link previews under an alert. */
 export const SUPPRESS_EMBEDS = 1 << 2;
@@ -231,9 +232,7 @@ export class DiscordClient {
     if (status >= 400 && status < 500) {
       this.counters.rejected++;
       const code = typeof body?.code === "number" ? body.code : null;
-      const reason = typeof body?.message === "string"
-        ? body.message.slice(0, 200)
-        : `HTTP ${status}`;
+      const reason = typeof body?.message === "string" ? clip(body.message, 200) : `HTTP ${status}`;
       throw new DiscordRejected(status, code, reason, rateLimit);
     }
     this.counters.failed++;

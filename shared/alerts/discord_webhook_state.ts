@@ -32,6 +32,7 @@
 import type { Database } from "../db/db.ts";
 import type { RateLimitInfo } from "./discord_client.ts";
 import type { Limits } from "../limits.ts";
+import { clip } from "../text.ts";
 
 /** What `acquire()` answers. */
 export type SendPermit =
@@ -155,7 +156,9 @@ export class DiscordWebhookState {
         select * from internal.alert_webhook_observe(${id}, ${o.outcome},
           ${rl?.bucket ?? null}::text, ${rl?.limit ?? null}::int, ${rl?.remaining ?? null}::int,
           ${rl?.resetAfterMs ?? null}::int, ${o.retryAfterMs ?? null}::int,
-          ${o.global ?? false}::boolean, ${o.reason?.slice(0, 500) ?? null}::text,
+          ${o.global ?? false}::boolean, ${
+        o.reason === undefined ? null : clip(o.reason, 500)
+      }::text,
           ${this.#probeEveryMs}::int)`
     );
     return {

@@ -99,12 +99,15 @@ export class TokenVerifier {
   readonly #verified = new Map<string, { claims: Claims; until: number }>();
   readonly #cacheMax: number;
   readonly #cacheMaxAgeMs: number;
+  /** `$SUPABASE_URL/auth/v1`: the `iss` of the project's user tokens (checked on the JWKS path). */
+  readonly #issuer?: string;
 
   constructor(opts: TokenVerifierOptions) {
     this.#cacheMax = opts.cacheMax ?? 2_048;
     this.#cacheMaxAgeMs = opts.cacheMaxAgeMs ?? 5 * 60_000;
     if (opts.jwks) this.#local = createLocalJWKSet(opts.jwks);
     if (opts.supabaseUrl) {
+      this.#issuer = `${opts.supabaseUrl.replace(/\/*$/, "")}/auth/v1`;
       const url = new URL("auth/v1/.well-known/jwks.json", opts.supabaseUrl.replace(/\/*$/, "/"));
       this.#remote = createRemoteJWKSet(url, {
         cooldownDuration: opts.cooldownMs ?? 30_000,
@@ -163,11 +166,11 @@ export class TokenVerifier {
     if (alg === "HS256" && !this.#hmac) {
       throw new Unauthorized("HS256 tokens are not accepted.", "INVALID_TOKEN");
     }
+    let payload: Claims;
     try {
-      const { payload } = alg === "HS256"
+      ({ payload } = alg === "HS256"
         ? await jwtVerify(token, this.#hmac!, OPTIONS.HS256)
-        : await jwtVerify(token, this.#key, OPTIONS.ASYMMETRIC);
-      return payload as Claims;
+        : await jwtVerify(token, this.#key, OPTIONS.ASYMMETRIC));
     } catch (err) {
       if (TOKEN_ERRORS.some((E) => err instanceof E)) {
         throw new Unauthorized("The token is invalid or expired.", "INVALID_TOKEN");
@@ -179,6 +182,16 @@ export class TokenVerifier {
         err,
       );
     }
+    // A user token verified against the JWKS names this project's Auth as its issuer (issue
+    // 25): a key shared with another project or Auth server does not make its users ours.
+    // (Service-role JWTs say `iss: "supabase"`; HS256 tokens are the legacy secret's.)
+    if (
+      alg !== "HS256" && this.#issuer && payload.role === "authenticated" &&
+      payload.iss !== this.#issuer
+    ) {
+      throw new Unauthorized("The token was issued by another Auth server.", "INVALID_TOKEN");
+    }
+    return payload;
   }
 
   /**
@@ -290,7 +303,8 @@ export function requireJwt<E extends { Variables: JwtVariables }>(
     const claims = await tokens.verify(token, role);
     c.set("claims", claims);
     // verify() checked that a user's `sub` is a uuid.
-    if (role === "authenticated") c.set("userId", claims.sub as string);
+    // A uuid in any letter case is one user (issue 25): the owner key is its lower-case form.
+    if (role === "authenticated") c.set("userId", (claims.sub as string).toLowerCase());
     await next();
   };
 }

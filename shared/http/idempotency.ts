@@ -81,8 +81,43 @@ export function parseIdempotencyKey(value: string | undefined | null): string {
   return key;
 }
 
+/**
+ * A JSON number as written, for the fingerprint: two literals that round to the same double
+ * (`99999999.999999999` and `99999999.999999998`) are two requests (issue 25, finding 5).
+ */
+class NumberLiteral {
+  constructor(readonly source: string) {}
+
+  /**
+   * The double's JSON text when it is exactly the literal's value (every number a validator
+   * keeps, so stored fingerprints stay as they were), else the literal's exact value in
+   * scientific form (`9.9999999999999999e7`), which no double's JSON text can equal.
+   */
+  toCanonical(): string {
+    const double = JSON.stringify(Number(this.source));
+    const exact = exactDecimal(this.source);
+    if (exact === undefined || exact === exactDecimal(double)) return double;
+    return exact;
+  }
+}
+
+/** The exact value of a JSON number literal as `[-]d.ddde<exp>` (no leading or trailing zero digit). */
+function exactDecimal(source: string): string | undefined {
+  const m = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(source);
+  if (!m) return undefined;
+  const [, sign, int, frac = "", exp = "0"] = m;
+  const all = int + frac;
+  const lead = all.search(/[1-9]/);
+  if (lead === -1) return "0";
+  const digits = all.slice(lead).replace(/0+$/, "");
+  // value = 0.<all> × 10^(int.length + exp); shifted to d.ddd × 10^e
+  const e = BigInt(exp) + BigInt(int.length) - BigInt(lead) - 1n;
+  return `${sign}${digits[0]}${digits.length > 1 ? "." + digits.slice(1) : ""}e${e}`;
+}
+
 /** JSON with object keys sorted at every level, so `{"a":1,"b":2}` and `{"b":2,"a":1}` match. */
 export function canonicalJson(value: unknown): string {
+  if (value instanceof NumberLiteral) return value.toCanonical();
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
   if (value !== null && typeof value === "object") {
     const entries = Object.keys(value as Record<string, unknown>).sort().map((k) =>
@@ -93,7 +128,7 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value) ?? "null";
 }
 
-/** The request's fingerprint: sha-256 (hex) of method, path and canonical body. */
+/** The request's fingerprint: sha-256 (hex) of method, path and canonical body (numbers exact). */
 export async function requestFingerprint(
   method: string,
   path: string,
@@ -102,7 +137,16 @@ export async function requestFingerprint(
   let canonical = body;
   if (body.trim() !== "") {
     try {
-      canonical = canonicalJson(JSON.parse(body));
+      // Numbers as written, not as the doubles they round to (ES2025 JSON.parse source access).
+      canonical = canonicalJson(
+        JSON.parse(
+          body,
+          (_key, value, context?: { source?: string }) =>
+            typeof value === "number" && context?.source !== undefined
+              ? new NumberLiteral(context.source)
+              : value,
+        ),
+      );
     } catch { /* not JSON: the exact bytes are the request */ }
   }
   return await sha256(`${method.toUpperCase()}\n${path}\n${canonical}`, "hex");

@@ -14,7 +14,7 @@
  * app.use(loadShed({ maxInFlight: 128 }));
  * ```
  */
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { ServiceUnavailable } from "../errors.ts";
 
 export interface LoadShedOptions {
@@ -29,7 +29,7 @@ export function loadShed(opts: LoadShedOptions): MiddlewareHandler {
   }
   const { maxInFlight, onShed } = opts;
   let inFlight = 0;
-  return async function shedLoad(_c, next) {
+  return async function shedLoad(c, next) {
     if (inFlight >= maxInFlight) {
       onShed?.();
       throw new ServiceUnavailable(
@@ -39,6 +39,18 @@ export function loadShed(opts: LoadShedOptions): MiddlewareHandler {
       );
     }
     inFlight++;
+    let counted = true;
+    pauses.set(c, async (work) => {
+      if (!counted) return await work();
+      inFlight--;
+      counted = false;
+      try {
+        return await work();
+      } finally {
+        inFlight++;
+        counted = true;
+      }
+    });
     try {
       await next();
     } finally {
@@ -46,3 +58,14 @@ export function loadShed(opts: LoadShedOptions): MiddlewareHandler {
     }
   };
 }
+
+/**
+ * Runs `work` (waiting for a request's body) without it counting as work in flight: a slow
+ * sender holds its own socket, never the instance's capacity. Outside `loadShed`, just runs it.
+ */
+export function uncounted<T>(c: Context, work: () => Promise<T>): Promise<T> {
+  const pause = pauses.get(c);
+  return pause ? pause(work) as Promise<T> : work();
+}
+
+const pauses = new WeakMap<Context, (work: () => Promise<unknown>) => Promise<unknown>>();

@@ -4,8 +4,10 @@
  * boots into a handler that answers `503 BOOT_ERROR` naming every problem.
  *
  * The standard stack under every function's routes, in the one order every function uses:
- * request id, access log, CORS (so a browser can read even a `503 OVERLOADED`), the body read
- * under its deadline (so a slow sender never counts as work), load shedding (past
+ * request id, access log, CORS (so a browser can read even a `503 OVERLOADED`), the body's
+ * deadline and the instance's body budget (the body itself is read only when a route's
+ * `bodyLimit` asks for it, after its caller is checked; a slow sender never counts as work),
+ * load shedding (past
  * `MAX_IN_FLIGHT_REQUESTS` an instance answers `503 OVERLOADED`), then the function's own guards
  * and handlers; one error boundary and a JSON `404`. Preflights from allowed origins are answered
  * ahead of all of it (http/cors.ts `preflightsFirst`).
@@ -33,7 +35,6 @@ import { requestId } from "../http/request_id.ts";
 import { type ProjectKeys, projectTokenVerifier } from "../auth/project_keys.ts";
 import { ConfigError, parseEnv } from "../env.ts";
 import { BootError, errorParts, HttpError, NotFound } from "../errors.ts";
-import type { Limits } from "../limits.ts";
 import type { Logger } from "../logger.ts";
 import type { App, AppEnv, FunctionDefinition } from "./app.ts";
 import type { Platform } from "./platform.ts";
@@ -55,7 +56,7 @@ export async function bootFunction<S extends z.ZodType, E extends AppEnv>(
     // once they do, from the methods they answer (one list, not a second one to keep in step).
     const cors: { policy?: CorsPolicy } = {};
     const guardCors: MiddlewareHandler = (c, next) => cors.policy!.guard(c, next);
-    const app = baseApp(def.name, log, l, def.browser ? guardCors : undefined);
+    const app = baseApp(def.name, log, platform, def.browser ? guardCors : undefined);
     const tokens = projectTokenVerifier(base, {
       cooldownMs: l.JWKS_COOLDOWN_MS,
       cacheMax: l.JWT_CACHE_MAX,
@@ -78,7 +79,7 @@ export async function bootFunction<S extends z.ZodType, E extends AppEnv>(
       problems,
       error: err instanceof ConfigError ? undefined : err,
     });
-    const failed = baseApp(def.name, log, platform.limits);
+    const failed = baseApp(def.name, log, platform);
     failed.all("*", () => {
       throw new BootError(def.name, problems);
     });
@@ -107,7 +108,7 @@ const LOCAL_PREFIX = "/functions/v1/";
 function baseApp(
   name: string,
   log: Logger,
-  limits: Limits,
+  { limits, bodyBudget }: Pick<Platform, "limits" | "bodyBudget">,
   guardCors?: MiddlewareHandler,
 ): App {
   const app = new Hono<AppEnv>({ getPath: functionPath }).basePath(`/${name}`);
@@ -116,6 +117,7 @@ function baseApp(
   app.use(bodyDeadline({
     timeoutMs: limits.BODY_READ_TIMEOUT_MS,
     maxBytes: limits.BODY_READ_MAX_BYTES,
+    budget: bodyBudget,
   }));
   app.use(loadShed({ maxInFlight: limits.MAX_IN_FLIGHT_REQUESTS }));
   app.notFound(() => {

@@ -24,6 +24,7 @@ import { postgresUrl } from "../env.ts";
 import { type Limits, parseLimits } from "../limits.ts";
 import { createLogger, type Logger } from "../logger.ts";
 import type { RateLimitPurge, RateLimitStats } from "../http/rate_limit.ts";
+import { BodyBudget } from "../http/body_deadline.ts";
 import { SCHEMA_VERSION } from "../db/schema_version.ts";
 
 /** What every function may use: one per process, shared by the functions it serves. */
@@ -42,6 +43,8 @@ export interface Platform {
   rateLimits: RateLimitStats;
   /** Tells operators directly (not through the database), e.g. that the database is down. */
   alertOperators: (kind: string, title: string, message: string) => void;
+  /** The bytes of request bodies this instance may hold at once (BODY_BUFFER_BUDGET_BYTES). */
+  bodyBudget: BodyBudget;
 }
 
 /** Where the platform tells operators what it noticed; how it reaches them is the sink's own. */
@@ -175,6 +178,7 @@ export async function createPlatform(
     now: opts.now ?? Date.now,
     breakers: new Breakers(breakerSettings(limits)),
     rateLimits: new Map(),
+    bodyBudget: new BodyBudget(limits.BODY_BUFFER_BUDGET_BYTES),
     background,
     alertOperators: direct
       ? (kind, title, message) => direct.alert(kind, title, message)

@@ -120,9 +120,7 @@ Deno.test("toPlainText() output never holds a tag opener and is stable, whatever
 // because jsdom cannot run in a deployed bundle. Here, where it can, DOMPurify is the oracle: the
 // former toPlainText, with DOMPurify over jsdom (isomorphic-dompurify, a test-only import).
 
-const INVISIBLE =
-  // deno-lint-ignore no-control-regex
-  /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F\u200B-\u200F\u202A-\u202E\u2066-\u2069]/g;
+const INVISIBLE = /(?![\t\n\r])[\p{Cc}\p{Cf}\p{Cs}\p{Default_Ignorable_Code_Point}]/gu;
 
 /** toPlainText as it was, passes by DOMPurify (a frameset document has no body: no text). */
 async function formerToPlainText(input: string): Promise<string> {
@@ -257,4 +255,31 @@ Deno.test("toPlainText() gives what DOMPurify over jsdom gave, for any markup", 
     }),
     { numRuns: 2000 },
   );
+});
+
+Deno.test("toPlainText() removes every format (Cf) and default-ignorable code point, and none hides a tag", async () => {
+  const hidden = /[\p{Cf}\p{Default_Ignorable_Code_Point}]/u;
+  let checked = 0;
+  for (let cp = 0; cp <= 0x10ffff; cp++) {
+    if (cp >= 0xd800 && cp <= 0xdfff) continue;
+    const c = String.fromCodePoint(cp);
+    if (!hidden.test(c)) continue;
+    checked++;
+    assertEquals(await toPlainText(`a${c}b`), "ab", `U+${cp.toString(16)}`);
+    const out = await toPlainText(`x<${c}img src=x onerror=alert(1)>y`);
+    assertEquals(out, "xy", `U+${cp.toString(16)} inside a tag`);
+  }
+  assert(checked > 4_000, `${checked} code points`);
+  assertEquals(await toPlainText("a\tb\nc"), "a b\nc", "tab and newlines stay text");
+});
+
+Deno.test("toPlainText() walks deeply nested markup without overflowing the stack", async () => {
+  for (const tag of ["b", "div", "span", "p", "i"]) {
+    for (const depth of [5_200, 15_000]) {
+      const html = `<${tag}>`.repeat(depth) + "deep" + `</${tag}>`.repeat(depth) + " end";
+      assertEquals(await toPlainText(html), "deep end", `${depth} × <${tag}>`);
+    }
+  }
+  const mixed = "<div><span>".repeat(4_000) + "x<b>y</b>z";
+  assertEquals(await toPlainText(mixed), "xyz", "document order kept");
 });

@@ -80,7 +80,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     frontend: FRONTEND,
     // Signed as hosted Supabase signs them (ES256 with a kid, verified against SUPABASE_JWKS).
     userToken: (sub = crypto.randomUUID()) =>
-      sandbox.signingKey.sign({ sub, role: "authenticated", aud: "authenticated" }),
+      sandbox.signingKey.sign({
+        iss: `${env.SUPABASE_URL}/auth/v1`,
+        sub,
+        role: "authenticated",
+        aud: "authenticated",
+      }),
     serviceToken: () => sandbox.signingKey.sign({ role: "service_role", iss: "supabase" }),
     async close() {
       await sql.end();

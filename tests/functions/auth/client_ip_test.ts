@@ -6,6 +6,7 @@
 import postgres from "postgres";
 import { assertEquals } from "@std/assert";
 import authFunction from "../../../functions/auth/index.ts";
+import { ipBucket } from "../../../functions/auth/client_ip.ts";
 import { bootFunction } from "../../../shared/platform/boot.ts";
 import { createLogger } from "../../../shared/logger.ts";
 import { createPlatform } from "../../../shared/platform/platform.ts";
@@ -84,6 +85,82 @@ Deno.test("the local server passes the connection's address: attempts count unde
       assertEquals(keys, ["login-ip:127.0.0.1"]);
     } finally {
       await server.close();
+    }
+  });
+});
+
+Deno.test("ipBucket(): one key per client however its address is spelled; IPv6 by its /64", () => {
+  const v4 = [
+    "203.0.113.7",
+    "::ffff:203.0.113.7",
+    "::FFFF:cb00:7107",
+    "203.000.113.007",
+    "203.0.113.7:443",
+    "[::ffff:203.0.113.7]:8080",
+    " 203.0.113.7 ",
+  ];
+  for (const a of v4) assertEquals(ipBucket(a), "203.0.113.7", a);
+  const v6 = [
+    "2001:db8:1:2::1",
+    "2001:DB8:1:2::FFFF",
+    "2001:0db8:0001:0002:abcd:ef01:2345:6789",
+    "[2001:db8:1:2::9]:443",
+    "fe80::1%eth0".replace("fe80::1", "2001:db8:1:2::1"),
+  ];
+  for (const a of v6) assertEquals(ipBucket(a), "2001:db8:1:2::/64", a);
+  assertEquals(ipBucket("2001:db8:1:3::1"), "2001:db8:1:3::/64", "the next /64 is another client");
+  // ipaddr.js reads a leading zero as octal, as inet_aton does: 009 is no address at all.
+  for (
+    const bad of [
+      "",
+      "unknown",
+      "1.2.3.4.5",
+      "2001:db8::1::2",
+      "x".repeat(60),
+      "1.2.3.4:99999",
+      "203.0.113.009",
+    ]
+  ) {
+    assertEquals(ipBucket(bad), undefined, bad);
+  }
+});
+
+Deno.test("failed logins from one address spelled many ways, or from one IPv6 /64, share one per-IP quota", async () => {
+  await withAuth(async (env) => {
+    const platform = await createPlatform({ ...env, LOGIN_IP_LIMIT: "4" }, {
+      log: createLogger({ write: () => {} }),
+      onConnect: async (sql) => void await migrate(sql, await loadMigrations()),
+    });
+    try {
+      const { fetch } = await bootFunction(authFunction, platform);
+      for (
+        const spellings of [
+          [
+            "203.0.113.7",
+            "::ffff:203.0.113.7",
+            "203.000.113.007",
+            "203.0.113.7:1234",
+            "[::ffff:cb00:7107]:1",
+          ],
+          [
+            "2001:db8:5:6::1",
+            "2001:db8:5:6::2",
+            "2001:db8:5:6:ffff::",
+            "2001:DB8:5:6::3",
+            "[2001:db8:5:6::4]:80",
+          ],
+        ]
+      ) {
+        const statuses: number[] = [];
+        for (const [i, address] of spellings.entries()) {
+          const res = await fetch(failedLogin(i), from(address));
+          statuses.push(res.status);
+          await res.body?.cancel();
+        }
+        assertEquals(statuses, [401, 401, 401, 401, 429], spellings.join(" "));
+      }
+    } finally {
+      await platform.close();
     }
   });
 });

@@ -276,7 +276,7 @@ Deno.test("auth oauth: forged, tampered and missing states are refused and store
     assertEquals(await stored(), { connections: 0, tokens: 0 });
     // The untouched state still works: the refusals above were about the forgeries alone.
     assertEquals((await callback({ code, state }, ALICE)).status, 200);
-  });
+  }, { OAUTH_CALLBACK_USER_LIMIT: "100" });
 });
 
 Deno.test("auth oauth: user B completing A's state is refused with 403 and stores nothing; A still can", async () => {
@@ -320,10 +320,11 @@ Deno.test("auth oauth: a failed or refused code exchange leaves no half-connecti
     assertEquals([failed.status, failed.code], [503, "UPSTREAM_UNAVAILABLE"]);
     assertMatch(failed.headers.get("retry-after") ?? "", /^\d+$/);
     assertEquals(await stored(), { connections: 0, tokens: 0 });
+    // The state bought its one exchange attempt (issue 25, finding 2): the user starts again.
     const [state] = await server.platform.db.query((sql) =>
       sql`select count(*)::int as n from internal.oauth_states where consumed_at is not null`
     );
-    assertEquals(state.n, 0);
+    assertEquals(state.n, 1);
 
     const { state: fresh } = await approve(ALICE);
     const refused = await callback({ code: "code-the-broker-never-issued", state: fresh }, ALICE);
@@ -333,7 +334,7 @@ Deno.test("auth oauth: a failed or refused code exchange leaves no half-connecti
 });
 
 Deno.test(
-  "auth oauth: the database failing between the exchange and the store leaves nothing stored and the state unused",
+  "auth oauth: the database failing between the exchange and the store leaves nothing stored and the state spent",
   onServer,
   async () => {
     await withOAuth(
@@ -355,7 +356,7 @@ Deno.test(
           (select count(*)::int from public.broker_connections) as connections,
           (select count(*)::int from internal.broker_tokens) as tokens,
           (select count(*)::int from internal.oauth_states where consumed_at is not null) as used`;
-          assertEquals({ ...row }, { connections: 0, tokens: 0, used: 0 });
+          assertEquals({ ...row }, { connections: 0, tokens: 0, used: 1 });
         } finally {
           await sql.end();
         }
@@ -365,3 +366,123 @@ Deno.test(
     );
   },
 );
+
+/** Issue 25, finding 2: what a start and a callback cost is bounded per user, per IP, per state. */
+const startAs = async (server: TestServer, user: string, method = "GET", ip = "198.51.100.1") =>
+  await server.call("auth/oauth/start", {
+    method,
+    headers: {
+      authorization: `Bearer ${await userToken(user)}`,
+      origin: FRONTEND,
+      "x-forwarded-for": ip,
+    },
+  });
+
+async function liveStates(server: TestServer, user: string): Promise<number> {
+  const [row] = await server.platform.db.query((sql) =>
+    sql<{ n: number }[]>`select count(*)::int as n from internal.oauth_states
+      where user_id = ${user} and consumed_at is null and expires_at > now()`
+  );
+  return row.n;
+}
+
+Deno.test("auth oauth: starts are limited per user and per client IP, HEAD creates no state, and a user holds at most OAUTH_LIVE_STATES_MAX live states", async () => {
+  await withOAuth(async ({ server }) => {
+    const head = await startAs(server, ALICE, "HEAD");
+    assertEquals(head.status, 405);
+    assertEquals(await liveStates(server, ALICE), 0, "a HEAD stores nothing");
+
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await startAs(server, ALICE);
+      statuses.push(res.status);
+      await res.body?.cancel();
+    }
+    assertEquals(statuses, [200, 200, 200, 200, 429], "per user");
+    assertEquals(await liveStates(server, ALICE), 2, "the oldest live states were evicted");
+
+    // Per IP: other users from one address share its quota (6 here, 4 used by ALICE above).
+    const others: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await startAs(server, crypto.randomUUID());
+      others.push(res.status);
+      await res.body?.cancel();
+    }
+    assertEquals(others, [200, 200, 429], "per IP");
+    const elsewhere = await startAs(server, crypto.randomUUID(), "GET", "198.51.100.2");
+    assertEquals(elsewhere.status, 200, "another address has its own quota");
+    await elsewhere.body?.cancel();
+  }, { OAUTH_START_USER_LIMIT: "4", OAUTH_IP_LIMIT: "6", OAUTH_LIVE_STATES_MAX: "2" });
+});
+
+Deno.test("auth oauth: a state buys one exchange attempt, whatever its outcome", async () => {
+  await withOAuth(async ({ sim, approve, callback, stored }) => {
+    // Refused code, broker error, broker 429: each spends the state; the real code then
+    // reaches no broker.
+    const outcomes: [string, () => void, number, string][] = [
+      ["a guessed code", () => {}, 400, "OAUTH_CODE_REJECTED"],
+      ["a broker 500", () => sim.failNext(1), 503, "UPSTREAM_UNAVAILABLE"],
+      ["a broker 429", () => sim.failNext(1, 429), 503, "BROKER_OAUTH_THROTTLED"],
+    ];
+    for (const [what, arrange, status, code] of outcomes) {
+      const grant = await approve(ALICE);
+      arrange();
+      const before = sim.calls;
+      const first = await callback(
+        { code: `guess-${crypto.randomUUID()}`, state: grant.state },
+        ALICE,
+      );
+      assertEquals([first.status, first.code], [status, code], what);
+      for (let i = 0; i < 3; i++) {
+        const again = await callback(i === 0 ? grant : { ...grant, code: `guess-${i}` }, ALICE);
+        assertEquals([again.status, again.code], [400, "OAUTH_STATE_INVALID"], what);
+      }
+      assertEquals(sim.calls - before, 1, `${what}: one exchange for the state`);
+    }
+    assertEquals(await stored(), { connections: 0, tokens: 0 });
+  }, { OAUTH_CALLBACK_USER_LIMIT: "100" });
+});
+
+Deno.test("auth oauth: callbacks are limited per user and per client IP before any exchange", async () => {
+  await withOAuth(async ({ server, sim }) => {
+    const post = async (user: string, ip: string) => {
+      const res = await server.call("auth/oauth/callback", {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${await userToken(user)}`,
+          origin: FRONTEND,
+          "content-type": "application/json",
+          "x-forwarded-for": ip,
+        },
+        body: JSON.stringify({ code: "c", state: "not-a-state" }),
+      });
+      await res.body?.cancel();
+      return res.status;
+    };
+    const mine: number[] = [];
+    for (let i = 0; i < 4; i++) mine.push(await post(ALICE, "198.51.100.7"));
+    assertEquals(mine, [400, 400, 400, 429], "per user");
+    const shared: number[] = [];
+    for (let i = 0; i < 4; i++) shared.push(await post(crypto.randomUUID(), "198.51.100.8"));
+    assertEquals(shared, [400, 400, 400, 400], "other users from another address are not held");
+    assertEquals(await post(crypto.randomUUID(), "198.51.100.8"), 400);
+    assertEquals(await post(crypto.randomUUID(), "198.51.100.8"), 400);
+    assertEquals(await post(crypto.randomUUID(), "198.51.100.8"), 429, "per IP (6 a window)");
+    assertEquals(sim.calls, 0);
+  }, { OAUTH_CALLBACK_USER_LIMIT: "3", OAUTH_IP_LIMIT: "6" });
+});
+
+Deno.test("auth oauth: the broker answering 429 does not open the shared breaker for everyone", async () => {
+  await withOAuth(async ({ sim, approve, callback, stored }) => {
+    for (let i = 0; i < 8; i++) {
+      const grant = await approve(ALICE);
+      sim.failNext(1, 429);
+      const throttled = await callback(grant, ALICE);
+      assertEquals([throttled.status, throttled.code], [503, "BROKER_OAUTH_THROTTLED"]);
+      assertEquals(throttled.headers.get("retry-after"), "2", "the broker's own Retry-After");
+    }
+    const ok = await callback(await approve(BOB), BOB);
+    assertEquals(ok.status, 200, `the breaker stayed closed: ${JSON.stringify(ok.body)}`);
+    assertEquals(await stored(), { connections: 1, tokens: 1 });
+  }, { OAUTH_CALLBACK_USER_LIMIT: "100", OAUTH_START_USER_LIMIT: "100" });
+});

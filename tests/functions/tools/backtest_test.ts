@@ -17,6 +17,7 @@ import fc from "fast-check";
 import {
   Backtest,
   backtestTool,
+  mostBars,
   type Strategy,
   TIE_TOLERANCE,
 } from "../../../functions/tools/backtest.ts";
@@ -208,15 +209,40 @@ Deno.test("BarsProvider: the next page is fetched only when the consumer asks fo
 
 // A million bars, page by page, on a real server process: backtest_memory_test.ts.
 
-Deno.test("backtest.run: a range holding more than the bar cap is 422, read no further than the cap", async () => {
+Deno.test("backtest.run: a range that could hold more than the bar cap is 422 before a bar is read, whatever its timeframe", async () => {
   await withRig({ pageSize: 1_000, maxBars: 2_500 }, async ({ sim, run }) => {
     const ok = await run(hold(2_500));
     assertEquals(ok.bars, 2_500);
-    const before = sim.barsServed;
-    const err = await assertRejects(() => run(hold(2_501)), HttpError) as HttpError;
-    assertEquals([err.status, err.code], [422, "BACKTEST_TOO_LARGE"]);
-    assertEquals(sim.barsServed - before, 2_501); // the last page asked for one bar past the cap
+    const day = 86_400_000;
+    const from = Date.parse(START);
+    const ranges: [string, number][] = [
+      ["1Min", 2_501 * 60_000],
+      ["5Min", 2_501 * 5 * 60_000],
+      ["1Hour", 2_501 * 3_600_000],
+      ["1Day", 2_501 * day],
+      ["1Min", 100 * 365 * day], // the issue's hundred years
+    ];
+    for (const [timeframe, length] of ranges) {
+      const before = [sim.barCalls, sim.barsServed];
+      const params = { ...hold(1), timeframe, end: new Date(from + length).toISOString() };
+      const err = await assertRejects(() => run(params), HttpError) as HttpError;
+      assertEquals([err.status, err.code], [422, "BACKTEST_TOO_LARGE"], timeframe);
+      assertEquals([sim.barCalls, sim.barsServed], before, `${timeframe}: nothing read`);
+    }
   });
+});
+
+Deno.test("mostBars(): never fewer than the bars a range around the clock holds", () => {
+  for (const [tf, step] of [["1Min", 60_000], ["15Min", 900_000], ["1Day", 86_400_000]] as const) {
+    for (const offset of [0, 1, step / 2, step - 1]) {
+      for (const length of [1, step - 1, step, step + 1, 10 * step, 10 * step + 7]) {
+        const start = Date.parse(START) + offset;
+        let held = 0; // bar starts (multiples of the step) in [start, start + length)
+        for (let t = Math.ceil(start / step) * step; t < start + length; t += step) held++;
+        assert(mostBars(tf, start, start + length) >= held, `${tf} +${offset} ${length}`);
+      }
+    }
+  }
 });
 
 Deno.test("backtest.run: the provider failing mid-run is a 503 with Retry-After, never a partial result", async () => {

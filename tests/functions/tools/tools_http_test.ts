@@ -284,3 +284,68 @@ Deno.test("tools: a backtest whose provider fails mid-run answers 503 with Retry
     assertEquals(sim.barPages, pagesBefore + 3);
   });
 });
+
+Deno.test("backtests: at most TOOLS_BACKTEST_CONCURRENCY run at once per user (429 BACKTESTS_BUSY); the slot comes back; other users and other tools are not held", async () => {
+  await withServer({ TOOLS_BACKTEST_CONCURRENCY: "2" }, async ({ sim, execute, server }) => {
+    sim.delayMs = 600; // each backtest's single page takes a while
+    const run = { tool: "backtest.run", params: BACKTEST };
+    const first = [execute(run), execute(run)];
+    await new Promise((r) => setTimeout(r, 200)); // both hold their slots now
+    const busy = await execute(run);
+    assertEquals(busy.res.status, 429);
+    assertEquals(busy.body.error.code, "BACKTESTS_BUSY");
+    assertMatch(busy.res.headers.get("retry-after") ?? "", /^\d+$/);
+    const calls = sim.barCalls;
+    const other = await server.call("tools/execute", {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${await userToken()}`,
+        "content-type": "application/json",
+      },
+      body: JSON.stringify(run),
+    });
+    assertEquals(other.status, 200, "another user has slots of their own");
+    await other.body?.cancel();
+    const greeks = await execute({ tool: "options.greeks", params: HULL });
+    assertEquals(greeks.res.status, 200, "other tools need no slot");
+    for (const r of await Promise.all(first)) assertEquals(r.res.status, 200);
+    assert(sim.barCalls > calls, "the other user's backtest ran");
+    const again = await execute(run);
+    assertEquals(again.res.status, 200, "slots are given back when a run ends");
+    const [held] = await server.platform.db.query((sql) =>
+      sql<{ n: number }[]>`select count(*)::int as n from internal.backtest_slots`
+    );
+    assertEquals(held.n, 0);
+  });
+});
+
+Deno.test("backtests have their own per-user rate, below the tools' one", async () => {
+  await withServer({ TOOLS_BACKTEST_RATE_LIMIT: "3" }, async ({ execute }) => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      statuses.push((await execute({ tool: "backtest.run", params: BACKTEST })).res.status);
+    }
+    assertEquals(statuses, [200, 200, 200, 429]);
+    const greeks = await execute({ tool: "options.greeks", params: HULL });
+    assertEquals(greeks.res.status, 200, "other tools keep their own quota");
+  });
+});
+
+Deno.test("a backtest whose range could hold more bars than the cap is refused before any bar is read", async () => {
+  await withServer({}, async ({ sim, execute }) => {
+    for (
+      const [timeframe, years] of [["1Min", 100], ["1Min", 2], ["5Min", 10], [
+        "1Hour",
+        100,
+      ]] as const
+    ) {
+      const end = new Date(Date.parse(BACKTEST.start) + years * 365 * 86_400_000).toISOString();
+      const { res, body } = await execute({
+        tool: "backtest.run",
+        params: { ...BACKTEST, timeframe, end },
+      });
+      assertEquals([res.status, body.error.code], [422, "BACKTEST_TOO_LARGE"], timeframe);
+    }
+    assertEquals(sim.barCalls, 0);
+  });
+});

@@ -31,7 +31,12 @@ const rs = await signingKey("RS256", "key-2");
 /** Another key under the same kid: its tokens must not verify. */
 const impostor = await signingKey("ES256", "key-1");
 
-const user = (sub = crypto.randomUUID()) => ({ sub, role: "authenticated", aud: "authenticated" });
+const user = (sub = crypto.randomUUID()) => ({
+  iss: "http://project.test/auth/v1",
+  sub,
+  role: "authenticated",
+  aud: "authenticated",
+});
 
 function app(role: Role, opts: Partial<TokenVerifierOptions> = {}) {
   const tokens = new TokenVerifier({
@@ -225,4 +230,33 @@ Deno.test("a verified token is remembered until its exp: the same claims again, 
   await new Promise((r) => setTimeout(r, exp * 1000 - Date.now() + 20));
   const expired = await tokens.verify(token, "authenticated").catch((e) => e);
   assertEquals([expired.status, expired.code], [401, "INVALID_TOKEN"]);
+});
+
+Deno.test("a user token verified against the JWKS must name $SUPABASE_URL/auth/v1 as its issuer", async () => {
+  for (
+    const supabaseUrl of ["http://project.test", "http://project.test/", "http://project.test//"]
+  ) {
+    const a = app("authenticated", { supabaseUrl }) as unknown as Hono<never>;
+    assertEquals((await call(a, bearer(await es.sign(user())))).status, 200, supabaseUrl);
+    for (
+      const iss of [
+        undefined,
+        "http://other.test/auth/v1",
+        "http://project.test",
+        "http://project.test/auth/v1/",
+        "HTTP://PROJECT.TEST/auth/v1",
+        "supabase",
+      ]
+    ) {
+      for (const key of [es, rs]) {
+        const res = await call(a, bearer(await key.sign({ ...user(), iss })));
+        assertEquals(res.status, 401, `iss ${iss}`);
+        assertEquals((await res.json()).error.code, "INVALID_TOKEN");
+      }
+    }
+  }
+  // A service-role JWT keeps Supabase's own `iss: "supabase"`.
+  const service = app("service_role", { supabaseUrl: "http://project.test" });
+  const token = await es.sign({ role: "service_role", iss: "supabase" });
+  assertEquals((await call(service as unknown as Hono<never>, bearer(token))).status, 200);
 });

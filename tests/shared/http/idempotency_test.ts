@@ -13,6 +13,7 @@ import {
   requestFingerprint,
 } from "../../../shared/http/idempotency.ts";
 import { parseLimits } from "../../../shared/limits.ts";
+import { sha256 } from "../../../shared/sha256.ts";
 import { loadMigrations, migrate } from "../../../local/migrate.ts";
 import { freshDatabase, onServer } from "../../support/db.ts";
 import { settledWithin } from "../../support/wait.ts";
@@ -346,4 +347,31 @@ Deno.test({
       assert(statuses.every((s) => s === 201 || s === 409), String(statuses));
       assertEquals(await h.effects(), 1);
     }, 30),
+});
+
+Deno.test("requestFingerprint() compares numbers as written: literals that round to one double are different requests; spellings of one value are the same", async () => {
+  const fp = (n: string) => requestFingerprint("POST", "/o", `{"qty":${n},"x":[${n}]}`);
+  const differ: [string, string][] = [
+    ["99999999.999999999", "99999999.999999998"],
+    ["0.1", "0.10000000000000000001"],
+    ["9007199254740993", "9007199254740992"],
+    ["1e400", "2e400"], // both Infinity as doubles
+    ["1e-400", "0"], // 0 as a double
+    ["-1e-400", "1e-400"],
+    ["123456789012345678901234567890", "123456789012345678901234567891"],
+  ];
+  for (const [a, b] of differ) assertNotEquals(await fp(a), await fp(b), `${a} vs ${b}`);
+  const same: string[][] = [
+    ["1.5", "1.50", "15e-1", "0.15E1"],
+    ["100", "1e2", "100.000", "1E+2"],
+    ["99999999.999999999", "99999999.9999999990", "9999999999999999.9e-8"],
+    ["0", "0.0", "0e10", "-0"],
+  ];
+  for (const spellings of same) {
+    const fps = await Promise.all(spellings.map(fp));
+    for (const f of fps) assertEquals(f, fps[0], spellings.join(" = "));
+  }
+  // A number a double holds exactly keeps the fingerprint it had (keys stored before still match).
+  const before = await sha256(`POST\n/o\n{"a":1.5,"b":[100,-0.25,1e+21]}`, "hex");
+  assertEquals(await requestFingerprint("POST", "/o", '{"b":[1e2,-0.25,1e21],"a":1.50}'), before);
 });
