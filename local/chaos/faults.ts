@@ -51,8 +51,7 @@ export interface FaultKind {
 }
 
 const inst = (w: World, target: string): Instance => w.instances.find((i) => i.name === target)!;
-const stripeSim = (w: World) =>
-  w.sims.stripe as { down: boolean } | undefined;
+const stripeSim = (w: World) => w.sims.stripe as { down: boolean } | undefined;
 
 /** Every fault the nemesis knows. */
 export const FAULT_KINDS: readonly FaultKind[] = [
@@ -291,6 +290,19 @@ export const FAULT_KINDS: readonly FaultKind[] = [
       w.clientMode.abort = true;
       return Promise.resolve(async () => {
         w.clientMode.abort = false;
+      });
+    },
+  },
+  {
+    name: "clients-stall-body",
+    targets: ["-"],
+    durationMs: [2_000, 6_000],
+    resource: () => "clients-stall-body",
+    weight: 1,
+    inject: (w) => {
+      w.clientMode.stallBody = true;
+      return Promise.resolve(async () => {
+        w.clientMode.stallBody = false;
       });
     },
   },

@@ -83,7 +83,9 @@ export const INVARIANTS: readonly Invariant[] = [
       return {
         checked: limited.length,
         failures: limited.filter((o) => !/^\d+$/.test(o.retryAfter ?? "")).map((o) =>
-          `${o.op} at ${o.t} ms on ${o.inst}: ${o.status} ${o.code ?? ""} Retry-After ${o.retryAfter}`
+          `${o.op} at ${o.t} ms on ${o.inst}: ${o.status} ${
+            o.code ?? ""
+          } Retry-After ${o.retryAfter}`
         ),
       };
     },
@@ -91,7 +93,9 @@ export const INVARIANTS: readonly Invariant[] = [
   {
     name: "every answer is one its route may give",
     check: ({ w }) => {
-      const answered = w.history.filter((o) => o.status > 0 && EXPECTED[o.op]);
+      const answered = w.history.filter((o) =>
+        o.status > 0 && EXPECTED[o.op] && o.mode !== "stalled-body"
+      );
       return {
         checked: answered.length,
         failures: answered.filter((o) => !EXPECTED[o.op].includes(o.status)).map((o) =>
@@ -116,6 +120,18 @@ export const INVARIANTS: readonly Invariant[] = [
     },
   },
   {
+    name: "a body that stalls is answered 408 (or its connection closed), never left hanging",
+    check: ({ w }) => {
+      const stalled = w.history.filter((o) => o.mode === "stalled-body");
+      return {
+        checked: stalled.length,
+        failures: stalled.filter((o) =>
+          o.error === "timeout" || (o.status !== 0 && o.status !== 408)
+        ).map((o) => `${o.op} at ${o.t} ms on ${o.inst}: ${o.status || o.error} after ${o.ms} ms`),
+      };
+    },
+  },
+  {
     name: "every webhook answered 2xx (after Stripe-style redelivery)",
     check: ({ ledger }) => {
       const delivered = [...ledger.events.values()].filter((e) => !e.withheld);
@@ -136,7 +152,9 @@ export const INVARIANTS: readonly Invariant[] = [
       for (const e of ledger.events.values()) {
         if (e.withheld || !acked(e)) continue;
         checked++;
-        if (!stripeEvents.has(e.event.id)) failures.push(`${e.event.id} acknowledged, not recorded`);
+        if (!stripeEvents.has(e.event.id)) {
+          failures.push(`${e.event.id} acknowledged, not recorded`);
+        }
         if (e.event.type === "checkout.session.completed" && byUser.get(e.userId) !== 1) {
           failures.push(`${e.event.id}: ${byUser.get(e.userId) ?? 0} purchases for its user`);
         }
@@ -257,7 +275,8 @@ export const INVARIANTS: readonly Invariant[] = [
     },
   },
   {
-    name: "every alert answered 202 delivered exactly once, or dead-lettered with its reason in status",
+    name:
+      "every alert answered 202 delivered exactly once, or dead-lettered with its reason in status",
     check: ({ w, ledger, alerts, status }) => {
       const rows = new Map(alerts.map((a) => [a.id, a]));
       const messages = new Set(w.sims.discord.messages.map((m) => m.id));
@@ -358,7 +377,9 @@ export const INVARIANTS: readonly Invariant[] = [
 export function account(f: Facts): Outcome[] {
   return INVARIANTS.map((inv) => {
     const pending = inv.pending?.(f);
-    if (pending) return { name: inv.name, result: "pending", checked: 0, failures: [], note: pending };
+    if (pending) {
+      return { name: inv.name, result: "pending", checked: 0, failures: [], note: pending };
+    }
     const { checked, failures } = inv.check(f);
     return {
       name: inv.name,

@@ -12,8 +12,8 @@ import { SANDBOX_SECRETS, SANDBOX_USER } from "../sandbox/index.ts";
 import {
   checkoutCompleted,
   delivery,
-  stripeId,
   type StripeEvent,
+  stripeId,
   subscriptionEvent,
 } from "../../tests/functions/payment_webhook/stripe_events.ts";
 import { Rng } from "./prng.ts";
@@ -82,7 +82,11 @@ export async function newLedger(w: World, users = 4): Promise<Ledger> {
     }`;
     out.push({
       id,
-      token: await w.sandbox.signingKey.sign({ sub: id, role: "authenticated", aud: "authenticated" }),
+      token: await w.sandbox.signingKey.sign({
+        sub: id,
+        role: "authenticated",
+        aud: "authenticated",
+      }),
     });
   }
   return {

@@ -34,6 +34,12 @@ export interface ChaosOptions {
   log?: (line: string) => void;
   /** Extra server environment (limits). */
   env?: Record<string, string>;
+  /**
+   * Who runs `internal.scheduled_jobs`: `harness` (default: this program POSTs each job's route
+   * every 20 s and while settling, as pg_cron would) or `server` (the local server's own job
+   * runner, once it exists: the harness then only waits, so a job the runner misses is found).
+   */
+  scheduler?: "harness" | "server";
 }
 
 export interface ChaosReport {
@@ -42,6 +48,7 @@ export interface ChaosReport {
   startedAt: string;
   durationMs: number;
   features: World["features"];
+  scheduler: "harness" | "server";
   schedule: (FaultEvent & { line: string })[];
   faultCounts: Record<string, number>;
   requests: { total: number; byOp: Record<string, Record<string, number>> };
@@ -123,7 +130,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const outDir = opts.outDir ??
     `.data/chaos/seed-${opts.seed}-${startedAt.replace(/[:.]/g, "-")}`;
   const rng = new Rng(opts.seed);
-  log(`chaos: seed ${opts.seed}, ${opts.seconds} s (replay: npm run chaos -- --seed ${opts.seed} --seconds ${opts.seconds})`);
+  log(
+    `chaos: seed ${opts.seed}, ${opts.seconds} s (replay: npm run chaos -- --seed ${opts.seed} --seconds ${opts.seconds})`,
+  );
   const w = await startWorld(opts.seed, { env: opts.env, log });
   const kills: Facts["kills"] = [];
   const timers: ReturnType<typeof setTimeout>[] = [];
@@ -186,7 +195,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 
     const load = startLoad(w, ledger, rng.fork("load"), opts.loops ?? 4);
     // The scheduler: every job every 20 s during the run (pg_cron runs them every minute).
-    let schedulerOn = true;
+    const harnessRunsJobs = (opts.scheduler ?? "harness") === "harness";
+    let schedulerOn = harnessRunsJobs;
     const scheduler = (async () => {
       for (let i = 0; schedulerOn; i++) {
         await sleep(20_000);
@@ -209,7 +219,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const back = await probeRecovery(w, probeToken, 60_000);
     log(`service back ${back === null ? "NOT within 60 s" : `in ${back} ms`} after the last heal`);
 
-    const settle = await settleAll(w, ledger, log);
+    const settle = await settleAll(w, ledger, log, harnessRunsJobs);
     // Every acknowledged event once more: each is a duplicate now.
     for (const e of [...ledger.events.values()].filter(acked).slice(0, 30)) {
       await deliver(w, e, 0);
@@ -217,7 +227,16 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 
     const facts = await gather(w, ledger, schedule, recoveries, kills);
     const invariants = account(facts);
-    const report = buildReport(opts, startedAt, w, schedule, recoveries, invariants, outDir, settle);
+    const report = buildReport(
+      opts,
+      startedAt,
+      w,
+      schedule,
+      recoveries,
+      invariants,
+      outDir,
+      settle,
+    );
     await writeReport(report, w, outDir);
     log(summaryText(report));
     return report;
@@ -231,7 +250,12 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
  * After the faults: retried and redelivered as their senders would, scheduled jobs run, until
  * nothing is left to settle or 120 s pass (what is left is then a finding, not a hang).
  */
-async function settleAll(w: World, l: Ledger, log: (line: string) => void) {
+async function settleAll(
+  w: World,
+  l: Ledger,
+  log: (line: string) => void,
+  runsJobs: boolean,
+) {
   const started = performance.now();
   let rounds = 0;
   let unsettled: string[] = [];
@@ -243,7 +267,7 @@ async function settleAll(w: World, l: Ledger, log: (line: string) => void) {
       if (!e.withheld && !acked(e)) await deliver(w, e, rounds);
     }
     for (const o of l.orders.values()) if (!orderDone(o)) await sendOrder(w, o, rounds);
-    await runJobs(w, rounds);
+    if (runsJobs) await runJobs(w, rounds);
     let queued = -1;
     try {
       [{ queued }] = await w.sql<{ queued: number }[]>`
@@ -263,7 +287,11 @@ async function settleAll(w: World, l: Ledger, log: (line: string) => void) {
     await sleep(2_000);
   }
   const ms = Math.round(performance.now() - started);
-  log(`settled in ${ms} ms, ${rounds} rounds${unsettled.length ? `; LEFT: ${unsettled.slice(0, 5).join("; ")}` : ""}`);
+  log(
+    `settled in ${ms} ms, ${rounds} rounds${
+      unsettled.length ? `; LEFT: ${unsettled.slice(0, 5).join("; ")}` : ""
+    }`,
+  );
   return { ms, rounds, unsettled };
 }
 
@@ -325,6 +353,7 @@ function buildReport(
     startedAt,
     durationMs: w.now(),
     features: w.features,
+    scheduler: opts.scheduler ?? "harness",
     schedule: schedule.map((e) => ({ ...e, line: describe(e) })),
     faultCounts,
     requests: { total: w.history.length, byOp },
@@ -334,7 +363,11 @@ function buildReport(
     pending: invariants.filter((i) => i.result === "pending").map((i) => i.name),
     rss: Object.fromEntries(w.instances.map((i) => {
       const all = i.rss.flat();
-      return [i.name, { lives: i.rss.length, firstMb: mb(all[0]?.[1]), lastMb: mb(all.at(-1)?.[1]) }];
+      return [i.name, {
+        lives: i.rss.length,
+        firstMb: mb(all[0]?.[1]),
+        lastMb: mb(all.at(-1)?.[1]),
+      }];
     })),
     instanceErrors: Object.fromEntries(w.instances.map((i) => [i.name, i.errors.slice(0, 10)])),
     outDir,
@@ -345,8 +378,13 @@ function buildReport(
 /** The readable summary: the seed, the faults, each invariant's count. */
 export function summaryText(r: ChaosReport): string {
   const lines = [
-    `chaos run: seed ${r.seed}, ${r.seconds} s of faults, ${(r.durationMs / 1000).toFixed(0)} s in all`,
-    `features: ${Object.entries(r.features).map(([k, v]) => `${k} ${v ? "on" : "off"}`).join(", ")}`,
+    `chaos run: seed ${r.seed}, ${r.seconds} s of faults, ${
+      (r.durationMs / 1000).toFixed(0)
+    } s in all`,
+    `scheduler: ${r.scheduler}`,
+    `features: ${
+      Object.entries(r.features).map(([k, v]) => `${k} ${v ? "on" : "off"}`).join(", ")
+    }`,
     `faults (${r.schedule.length}): ${
       Object.entries(r.faultCounts).map(([k, n]) => `${k} ×${n}`).join(", ")
     }`,
@@ -412,6 +450,16 @@ if (import.meta.main) {
     console.error("usage: npm run chaos -- --seed <non-negative integer> --seconds <at least 20>");
     Deno.exit(2);
   }
-  const report = await runChaos({ seed, seconds, loops: Number(values.loops), outDir: values.out });
+  if (values.scheduler !== undefined && !["harness", "server"].includes(values.scheduler)) {
+    console.error("--scheduler is harness (default) or server");
+    Deno.exit(2);
+  }
+  const report = await runChaos({
+    seed,
+    seconds,
+    loops: Number(values.loops),
+    outDir: values.out,
+    scheduler: values.scheduler as ChaosOptions["scheduler"],
+  });
   Deno.exit(report.failed.length ? 1 : 0);
 }

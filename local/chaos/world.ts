@@ -55,6 +55,8 @@ export interface Features {
 export interface ClientMode {
   slow: boolean;
   abort: boolean;
+  /** Every third body stops halfway and never ends (the server owes a 408 and a close). */
+  stallBody: boolean;
 }
 
 export interface World {
@@ -96,6 +98,8 @@ export const CHAOS_LIMITS: Record<string, string> = {
   ALERT_RETRY_MAX_MS: "10000",
   ALERT_WEBHOOK_PROBE_INTERVAL_SECONDS: "15",
   ALERT_FALLBACK_AFTER_SECONDS: "30",
+  // A body that stalls is answered 408 after this (default 10 s), well within a client's 15 s.
+  BODY_READ_TIMEOUT_MS: "2000",
 };
 
 /** Lines kept per instance (the tail); unhandled errors are all kept (up to 200). */
@@ -205,7 +209,7 @@ export async function startWorld(
       sql,
       history: [],
       features: { orderById: false, orderSync: false, catchUp: false, stripeSim: "stripe" in sims },
-      clientMode: { slow: false, abort: false },
+      clientMode: { slow: false, abort: false, stallBody: false },
       serviceKey: env.SUPABASE_SERVICE_ROLE_KEY,
       alive: () => instances.filter((i) => i.url !== null),
       now,
@@ -282,6 +286,19 @@ export async function call(
         (c as unknown as { i?: number }).i = i + chunk;
         await new Promise((r) => setTimeout(r, 250));
         c.enqueue(bytes.subarray(i, i + chunk));
+      },
+    });
+  }
+  if (w.clientMode.stallBody && typeof body === "string" && t % 3 === 1) {
+    // A client that stops sending halfway: half the body, then nothing, never the end.
+    record.mode = "stalled-body";
+    const half = new TextEncoder().encode(body).subarray(0, Math.floor(body.length / 2));
+    let sent = false;
+    body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent) return new Promise<void>(() => {});
+        sent = true;
+        c.enqueue(half);
       },
     });
   }
