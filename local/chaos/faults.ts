@@ -31,7 +31,7 @@ export interface FaultEvent {
 }
 
 /** Undoes a fault. */
-export type Heal = () => Promise<void>;
+export type Heal = () => void | Promise<void>;
 
 export interface FaultKind {
   name: string;
@@ -64,7 +64,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     inject: (w, e) => {
       const p = inst(w, e.target).proxy;
       p.cut();
-      return Promise.resolve(async () => p.heal());
+      return Promise.resolve(() => p.heal());
     },
   },
   {
@@ -76,7 +76,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     inject: (w, e) => {
       const p = inst(w, e.target).proxy;
       p.stall();
-      return Promise.resolve(async () => p.heal());
+      return Promise.resolve(() => p.heal());
     },
   },
   {
@@ -89,7 +89,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     inject: (w, e) => {
       const p = inst(w, e.target).proxy;
       p.latency(e.param ?? 50);
-      return Promise.resolve(async () => p.heal());
+      return Promise.resolve(() => p.heal());
     },
   },
   {
@@ -124,7 +124,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     weight: 2,
     inject: (w) => {
       w.sims.broker.failNext(1e9, 503);
-      return Promise.resolve(async () => w.sims.broker.failNext(0));
+      return Promise.resolve(() => w.sims.broker.failNext(0));
     },
   },
   {
@@ -135,7 +135,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     weight: 1,
     inject: (w) => {
       w.sims.broker.failNext(1e9, 429);
-      return Promise.resolve(async () => w.sims.broker.failNext(0));
+      return Promise.resolve(() => w.sims.broker.failNext(0));
     },
   },
   {
@@ -150,7 +150,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     inject: (w, e) => {
       w.sims.broker.delayMs = e.param ?? 3_000;
       w.sims.broker.lookupDelayMs = e.param ?? 3_000;
-      return Promise.resolve(async () => {
+      return Promise.resolve(() => {
         w.sims.broker.delayMs = 0;
         w.sims.broker.lookupDelayMs = 0;
       });
@@ -165,7 +165,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     weight: 1,
     inject: (w, e) => {
       w.sims.broker.delayMs = e.param ?? 500;
-      return Promise.resolve(async () => {
+      return Promise.resolve(() => {
         w.sims.broker.delayMs = 0;
       });
     },
@@ -178,7 +178,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     weight: 3,
     inject: (w) => {
       w.sims.discord.down = true;
-      return Promise.resolve(async () => {
+      return Promise.resolve(() => {
         w.sims.discord.down = false;
       });
     },
@@ -192,7 +192,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     // A global rate limit for the duration (`retry_after` says how long, as Discord does).
     inject: (w, e) => {
       w.sims.discord.rateLimitGlobally(e.durationMs);
-      return Promise.resolve(async () => {});
+      return Promise.resolve(() => {});
     },
   },
   {
@@ -204,7 +204,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     // The webhook answers Unknown Webhook (deleted), then comes back (recreated at the same URL).
     inject: (w) => {
       w.sims.discord.deleted = true;
-      return Promise.resolve(async () => {
+      return Promise.resolve(() => {
         w.sims.discord.deleted = false;
       });
     },
@@ -218,7 +218,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     weight: 1,
     inject: (w, e) => {
       w.sims.discord.delayMs = e.param ?? 1_000;
-      return Promise.resolve(async () => {
+      return Promise.resolve(() => {
         w.sims.discord.delayMs = 0;
       });
     },
@@ -231,7 +231,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     weight: 2,
     inject: (w) => {
       w.sims.quotes.down = true;
-      return Promise.resolve(async () => {
+      return Promise.resolve(() => {
         w.sims.quotes.down = false;
       });
     },
@@ -246,7 +246,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     inject: (w) => {
       w.sims.quotes.rateLimitNext(2);
       const timer = setInterval(() => w.sims.quotes.rateLimitNext(2), 50);
-      return Promise.resolve(async () => {
+      return Promise.resolve(() => {
         clearInterval(timer);
         w.sims.quotes.failNext(0);
       });
@@ -262,7 +262,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     inject: (w) => {
       const sim = stripeSim(w)!;
       sim.down = true;
-      return Promise.resolve(async () => {
+      return Promise.resolve(() => {
         sim.down = false;
       });
     },
@@ -275,7 +275,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     weight: 1,
     inject: (w) => {
       w.clientMode.slow = true;
-      return Promise.resolve(async () => {
+      return Promise.resolve(() => {
         w.clientMode.slow = false;
       });
     },
@@ -288,7 +288,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     weight: 1,
     inject: (w) => {
       w.clientMode.abort = true;
-      return Promise.resolve(async () => {
+      return Promise.resolve(() => {
         w.clientMode.abort = false;
       });
     },
@@ -301,7 +301,7 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     weight: 1,
     inject: (w) => {
       w.clientMode.stallBody = true;
-      return Promise.resolve(async () => {
+      return Promise.resolve(() => {
         w.clientMode.stallBody = false;
       });
     },

@@ -209,7 +209,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     log(`${((w.now() - t0) / 1000).toFixed(1)}s: end of the schedule; healing every fault`);
     for (const t of timers) clearTimeout(t);
     for (const [n, healing] of [...active]) {
-      await (await healing)().catch((err) => log(`  heal of #${n} failed: ${err}`));
+      try {
+        await (await healing)();
+      } catch (err) {
+        log(`  heal of #${n} failed: ${err}`);
+      }
       active.delete(n);
     }
     for (const inst of w.instances) await w.respawn(inst);
