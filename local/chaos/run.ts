@@ -49,6 +49,8 @@ export interface ChaosReport {
   durationMs: number;
   features: World["features"];
   scheduler: "harness" | "server";
+  /** The history's time (ms since the world started) at which the schedule's 0 s is. */
+  scheduleStartMs: number;
   schedule: (FaultEvent & { line: string })[];
   faultCounts: Record<string, number>;
   requests: { total: number; byOp: Record<string, Record<string, number>> };
@@ -358,6 +360,7 @@ function buildReport(
     durationMs: w.now(),
     features: w.features,
     scheduler: opts.scheduler ?? "harness",
+    scheduleStartMs: 0,
     schedule: schedule.map((e) => ({ ...e, line: describe(e) })),
     faultCounts,
     requests: { total: w.history.length, byOp },
