@@ -191,8 +191,12 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     weight: 2,
     // A global rate limit for the duration (`retry_after` says how long, as Discord does).
     inject: (w, e) => {
+      const before = w.sims.discord.rateLimited;
       w.sims.discord.rateLimitGlobally(e.durationMs);
-      return Promise.resolve(() => {});
+      return Promise.resolve(() => {
+        w.counters.discord429Injected = (w.counters.discord429Injected ?? 0) +
+          w.sims.discord.rateLimited - before;
+      });
     },
   },
   {
@@ -210,10 +214,29 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     },
   },
   {
+    name: "discord-timeout",
+    targets: ["-"],
+    durationMs: [2_000, 8_000],
+    param: [2_000, 4_000],
+    resource: () => "discord",
+    weight: 1,
+    // Discord posts the message but answers after the deadline (1.5 s): the send's outcome is
+    // unknown, and Discord's webhooks take no idempotency key (`nonce`/`enforce_nonce` exist
+    // for bot messages only), so a re-send may double it. The invariants count such doubles
+    // apart, as indeterminate, rather than as failures.
+    inject: (w, e) => {
+      w.sims.discord.delayMs = e.param ?? 3_000;
+      return Promise.resolve(() => {
+        w.sims.discord.delayMs = 0;
+      });
+    },
+  },
+  {
     name: "discord-slow",
     targets: ["-"],
     durationMs: [2_000, 10_000],
-    param: [500, 3_000],
+    // Slower than usual, within the deadline (DISCORD_TIMEOUT_MS is 1.5 s in the run).
+    param: [200, 1_200],
     resource: () => "discord",
     weight: 1,
     inject: (w, e) => {

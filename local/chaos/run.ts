@@ -139,6 +139,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const kills: Facts["kills"] = [];
   const timers: ReturnType<typeof setTimeout>[] = [];
   const active = new Map<number, Promise<Heal>>();
+  const windows = new Map<number, World["windows"][number]>();
   let epoch = 0;
   try {
     const ledger = await newLedger(w);
@@ -174,7 +175,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         epoch++;
         if (e.kind === "kill-9") kills.push({ inst: e.target, t: w.now() });
         log(`  ${((w.now() - t0) / 1000).toFixed(1)}s inject ${describe(e)}`);
-        active.set(e.n, kind.inject(w, e));
+        const window = { kind: e.kind, from: Date.now(), to: Infinity, param: e.param };
+        w.windows.push(window);
+        active.set(
+          e.n,
+          kind.inject(w, e).finally(() => window.from = Math.min(window.from, Date.now())),
+        );
+        windows.set(e.n, window);
       }, t0 + e.startMs - w.now()));
       timers.push(setTimeout(async () => {
         const heal = await active.get(e.n);
@@ -184,6 +191,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
           log(`  heal of #${e.n} failed: ${err instanceof Error ? err.message : err}`);
         }
         active.delete(e.n);
+        windows.get(e.n)!.to = Date.now();
         log(`  ${((w.now() - t0) / 1000).toFixed(1)}s healed #${e.n} ${e.kind}`);
         if (active.size > 0) {
           recoveries.push({ fault: e.n, kind: e.kind, ms: null, overlapped: true });
@@ -216,6 +224,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       } catch (err) {
         log(`  heal of #${n} failed: ${err}`);
       }
+      windows.get(n)!.to = Date.now();
       active.delete(n);
     }
     for (const inst of w.instances) await w.respawn(inst);

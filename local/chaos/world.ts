@@ -72,6 +72,10 @@ export interface World {
   history: Op[];
   features: Features;
   clientMode: ClientMode;
+  /** Counts the nemesis keeps (e.g. `discord429Injected`: 429s Discord gave while told to). */
+  counters: Record<string, number>;
+  /** Every fault's window in wall-clock ms (Date.now), as the nemesis applied it. */
+  windows: { kind: string; from: number; to: number; param?: number }[];
   serviceKey: string;
   /** Instances that answer now (not killed, listening). */
   alive(): Instance[];
@@ -210,6 +214,8 @@ export async function startWorld(
       history: [],
       features: { orderById: false, orderSync: false, catchUp: false, stripeSim: "stripe" in sims },
       clientMode: { slow: false, abort: false, stallBody: false },
+      counters: {},
+      windows: [],
       serviceKey: env.SUPABASE_SERVICE_ROLE_KEY,
       alive: () => instances.filter((i) => i.url !== null),
       now,
