@@ -177,10 +177,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         log(`  ${((w.now() - t0) / 1000).toFixed(1)}s inject ${describe(e)}`);
         const window = { kind: e.kind, from: Date.now(), to: Infinity, param: e.param };
         w.windows.push(window);
-        active.set(
-          e.n,
-          kind.inject(w, e).finally(() => window.from = Math.min(window.from, Date.now())),
-        );
+        active.set(e.n, kind.inject(w, e));
         windows.set(e.n, window);
       }, t0 + e.startMs - w.now()));
       timers.push(setTimeout(async () => {
