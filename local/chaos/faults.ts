@@ -191,12 +191,8 @@ export const FAULT_KINDS: readonly FaultKind[] = [
     weight: 2,
     // A global rate limit for the duration (`retry_after` says how long, as Discord does).
     inject: (w, e) => {
-      const before = w.sims.discord.rateLimited;
       w.sims.discord.rateLimitGlobally(e.durationMs);
-      return Promise.resolve(() => {
-        w.counters.discord429Injected = (w.counters.discord429Injected ?? 0) +
-          w.sims.discord.rateLimited - before;
-      });
+      return Promise.resolve(() => {});
     },
   },
   {

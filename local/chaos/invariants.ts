@@ -352,9 +352,9 @@ export const INVARIANTS: readonly Invariant[] = [
     },
   },
   {
-    name: "Discord's rate limit never overrun (no 429 but the ones the nemesis ordered)",
+    name: "Discord's bucket never overrun (no 429 but the global ones the nemesis ordered)",
     check: ({ w }) => {
-      const overrun = w.sims.discord.rateLimited - (w.counters.discord429Injected ?? 0);
+      const overrun = w.sims.discord.bucketRateLimited;
       return {
         checked: w.sims.discord.requests,
         failures: overrun > 0

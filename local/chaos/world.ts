@@ -72,8 +72,6 @@ export interface World {
   history: Op[];
   features: Features;
   clientMode: ClientMode;
-  /** Counts the nemesis keeps (e.g. `discord429Injected`: 429s Discord gave while told to). */
-  counters: Record<string, number>;
   /** Every fault's window in wall-clock ms (Date.now), as the nemesis applied it. */
   windows: { kind: string; from: number; to: number; param?: number }[];
   serviceKey: string;
@@ -214,7 +212,6 @@ export async function startWorld(
       history: [],
       features: { orderById: false, orderSync: false, catchUp: false, stripeSim: "stripe" in sims },
       clientMode: { slow: false, abort: false, stallBody: false },
-      counters: {},
       windows: [],
       serviceKey: env.SUPABASE_SERVICE_ROLE_KEY,
       alive: () => instances.filter((i) => i.url !== null),
