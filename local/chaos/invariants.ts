@@ -355,10 +355,20 @@ export const INVARIANTS: readonly Invariant[] = [
     name: "Discord's bucket never overrun (no 429 but the global ones the nemesis ordered)",
     check: ({ w }) => {
       const overrun = w.sims.discord.bucketRateLimited;
+      // Each 429 with the faults active then (the harness samples every 100 ms).
+      const when = w.bucket429At.map((at) => {
+        const during = w.windows.filter((x) => at >= x.from && at <= x.to + 200).map((x) => x.kind);
+        return `at ${new Date(at).toISOString().slice(11, 23)} during ${
+          during.length ? during.join("+") : "no fault"
+        }`;
+      });
       return {
         checked: w.sims.discord.requests,
         failures: overrun > 0
-          ? [`${overrun} requests answered 429 by the bucket (of ${w.sims.discord.requests})`]
+          ? [
+            `${overrun} requests answered 429 by the bucket (of ${w.sims.discord.requests})`,
+            ...when,
+          ]
           : [],
       };
     },

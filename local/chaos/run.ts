@@ -58,7 +58,10 @@ export interface ChaosReport {
   invariants: Outcome[];
   failed: string[];
   pending: string[];
-  rss: Record<string, { lives: number; firstMb: number | null; lastMb: number | null }>;
+  rss: Record<
+    string,
+    { lives: number; firstMb: number | null; lastMb: number | null; series: [number, number][] }
+  >;
   instanceErrors: Record<string, string[]>;
   outDir: string;
   settle: { ms: number; rounds: number; unsettled: string[] };
@@ -201,6 +204,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     }
 
     const load = startLoad(w, ledger, rng.fork("load"), opts.loops ?? 4);
+    let bucket429s = 0;
+    const sampler = setInterval(() => {
+      for (; bucket429s < w.sims.discord.bucketRateLimited; bucket429s++) {
+        w.bucket429At.push(Date.now());
+      }
+    }, 100);
+    timers.push(sampler);
     // The scheduler: every job every 20 s during the run (pg_cron runs them every minute).
     const harnessRunsJobs = (opts.scheduler ?? "harness") === "harness";
     let schedulerOn = harnessRunsJobs;
@@ -254,6 +264,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     return report;
   } finally {
     for (const t of timers) clearTimeout(t);
+    for (const t of timers) clearInterval(t);
     await w.close();
   }
 }
@@ -380,6 +391,8 @@ function buildReport(
         lives: i.rss.length,
         firstMb: mb(all[0]?.[1]),
         lastMb: mb(all.at(-1)?.[1]),
+        // Every 5 s: [ms since the world started, MB].
+        series: all.filter((_, n) => n % 5 === 0).map(([t, b]) => [t, mb(b)!]),
       }];
     })),
     instanceErrors: Object.fromEntries(w.instances.map((i) => [i.name, i.errors.slice(0, 10)])),

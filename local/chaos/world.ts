@@ -72,6 +72,8 @@ export interface World {
   history: Op[];
   features: Features;
   clientMode: ClientMode;
+  /** When (Date.now) the Discord simulator's bucket answered 429s, sampled every 100 ms. */
+  bucket429At: number[];
   /** Every fault's window in wall-clock ms (Date.now), as the nemesis applied it. */
   windows: { kind: string; from: number; to: number; param?: number }[];
   serviceKey: string;
@@ -213,6 +215,7 @@ export async function startWorld(
       features: { orderById: false, orderSync: false, catchUp: false, stripeSim: "stripe" in sims },
       clientMode: { slow: false, abort: false, stallBody: false },
       windows: [],
+      bucket429At: [],
       serviceKey: env.SUPABASE_SERVICE_ROLE_KEY,
       alive: () => instances.filter((i) => i.url !== null),
       now,
