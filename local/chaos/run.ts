@@ -259,6 +259,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       outDir,
       settle,
     );
+    report.scheduleStartMs = t0;
     await writeReport(report, w, outDir);
     log(summaryText(report));
     return report;
