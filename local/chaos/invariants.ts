@@ -354,22 +354,34 @@ export const INVARIANTS: readonly Invariant[] = [
   {
     name: "Discord's bucket never overrun (no 429 but the global ones the nemesis ordered)",
     check: ({ w }) => {
-      const overrun = w.sims.discord.bucketRateLimited;
-      // Each 429 with the faults active then (the harness samples every 100 ms).
-      const when = w.bucket429At.map((at) => {
-        const during = w.windows.filter((x) => at >= x.from && at <= x.to + 200).map((x) => x.kind);
-        return `at ${new Date(at).toISOString().slice(11, 23)} during ${
-          during.length ? during.join("+") : "no fault"
+      // Direct operator alerts (shared/operator_alerts.ts) skip the fleet's shared bucket by
+      // design while the database that holds it is down: a 429 during a database fault (or
+      // within 3 s of its end) is counted apart; any other is an overspent bucket.
+      const dbDown = (at: number) =>
+        w.windows.filter((x) =>
+          ["pg-restart", "db-cut", "db-stall"].includes(x.kind) && at >= x.from &&
+          at <= x.to + 3_000
+        );
+      const during = (at: number) =>
+        w.windows.filter((x) => at >= x.from && at <= x.to + 200).map((x) => x.kind);
+      const line = (at: number) =>
+        `429 at ${new Date(at).toISOString().slice(11, 23)} during ${
+          during(at).join("+") || "no fault"
         }`;
-      });
+      const excused = w.bucket429At.filter((at) => dbDown(at).length > 0);
+      const failures = w.bucket429At.filter((at) => dbDown(at).length === 0).map(line);
+      // Sampled every 100 ms: a 429 in the last sample of the run may be unsampled.
+      const unsampled = w.sims.discord.bucketRateLimited - w.bucket429At.length;
+      if (unsampled > 0) failures.push(`${unsampled} bucket 429s after the last sample`);
       return {
         checked: w.sims.discord.requests,
-        failures: overrun > 0
-          ? [
-            `${overrun} requests answered 429 by the bucket (of ${w.sims.discord.requests})`,
-            ...when,
-          ]
-          : [],
+        failures,
+        ...(excused.length
+          ? {
+            note: `${excused.length} during a database fault (direct operator alerts skip the ` +
+              `shared bucket by design): ${excused.slice(0, 3).map(line).join("; ")}`,
+          }
+          : {}),
       };
     },
   },
