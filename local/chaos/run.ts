@@ -51,6 +51,10 @@ export interface ChaosReport {
   scheduler: "harness" | "server";
   /** The history's time (ms since the world started) at which the schedule's 0 s is. */
   scheduleStartMs: number;
+  /** Each fault as applied, in wall-clock ms (Date.now). */
+  windows?: { kind: string; from: number; to: number | null; param?: number }[];
+  /** When Discord's bucket answered 429 (wall-clock ms). */
+  bucket429At?: number[];
   schedule: (FaultEvent & { line: string })[];
   faultCounts: Record<string, number>;
   requests: { total: number; byOp: Record<string, Record<string, number>> };
@@ -260,6 +264,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       settle,
     );
     report.scheduleStartMs = t0;
+    report.windows = w.windows.map((x) => ({ ...x, to: Number.isFinite(x.to) ? x.to : null }));
+    report.bucket429At = w.bucket429At;
     await writeReport(report, w, outDir);
     log(summaryText(report));
     return report;
