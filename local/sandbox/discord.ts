@@ -10,7 +10,7 @@
  * Controls for tests: `down` (answers 503), `deleted` (the webhook was deleted: `404
  * {"message": "Unknown Webhook", "code": 10015}`, as Discord answers), `delayMs`,
  * `failNext(n, status)`, `hangNext(n, ms)`, `rateLimitGlobally(ms)`; and what it saw:
- * `messages`, `requests`, `rateLimited`, `rejected`,
+ * `messages`, `requests`, `rateLimited` (of which `bucketRateLimited`), `rejected`,
  * `unavailable`, `waitForMessages(n)`.
  *
  * @example
@@ -58,6 +58,8 @@ export interface DiscordSimulator {
   requests: number;
   /** 429s answered. */
   rateLimited: number;
+  /** Of those, the bucket's own (a client spent more than `X-RateLimit-Remaining`), not global. */
+  bucketRateLimited: number;
   /** 4xx other than 429 answered. */
   rejected: number;
   /** 503s and injected 5xx answered. */
@@ -124,6 +126,7 @@ export function startDiscordSimulator(
     messages: [],
     requests: 0,
     rateLimited: 0,
+    bucketRateLimited: 0,
     rejected: 0,
     unavailable: 0,
     down: false,
@@ -219,6 +222,7 @@ export function startDiscordSimulator(
     }
     if (used >= limit) {
       sim.rateLimited++;
+      sim.bucketRateLimited++;
       await req.body?.cancel();
       const retryAfter = (windowStart + windowMs - now) / 1000;
       return json(429, {
