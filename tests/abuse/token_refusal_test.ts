@@ -70,8 +70,10 @@ const b64 = (o: unknown) =>
 async function credentials(stack: Stack, role: Route["role"]) {
   const key = stack.sandbox.signingKey;
   const now = Math.floor(Date.now() / 1000);
+  // A user token names the project's Auth as its issuer, as hosted Supabase's do.
+  const issuer = `${stack.env.SUPABASE_URL}/auth/v1`;
   const claims = role === "authenticated"
-    ? { sub: crypto.randomUUID(), role, aud: "authenticated" }
+    ? { sub: crypto.randomUUID(), role, aud: "authenticated", iss: issuer }
     : { role, iss: "supabase" };
   const valid = await key.sign(claims);
   const [header, , signature] = valid.split(".");
@@ -88,6 +90,7 @@ async function credentials(stack: Stack, role: Route["role"]) {
         sub: crypto.randomUUID(),
         role: "authenticated",
         aud: "authenticated",
+        iss: issuer,
       }),
       name: "user",
     };
@@ -140,6 +143,11 @@ async function credentials(stack: Stack, role: Route["role"]) {
     { name: `wrong role (a valid ${other.name} token)`, token: other.valid, refusal: WRONG_ROLE },
     ...(role === "authenticated"
       ? [
+        {
+          name: "another project's issuer (the project's key)",
+          token: await key.sign({ ...claims, iss: "https://another.supabase.co/auth/v1" }),
+          refusal: BAD_TOKEN,
+        },
         {
           name: "wrong role (the anon key)",
           token: stack.env.SUPABASE_ANON_KEY,
