@@ -98,3 +98,21 @@ Deno.test("the outside-reference check catches what it is for", () => {
     assert(hits.length === 0, `wrongly caught: ${text} (${hits.join(", ")})`);
   }
 });
+
+Deno.test("every relative link in README.md and docs/ names a file of the repository", async () => {
+  const broken: string[] = [];
+  for (const path of await documentation()) {
+    if (!path.endsWith(".md")) continue;
+    const text = await read(path);
+    for (const [, target] of text.matchAll(/\]\(([^)\s]+)(?:\s+"[^"]*")?\)/g)) {
+      if (/^(https?:|mailto:|#)/.test(target)) continue;
+      const file = new URL(target.split("#")[0], new URL(path, root));
+      try {
+        await Deno.stat(file);
+      } catch {
+        broken.push(`${path}: ${target}`);
+      }
+    }
+  }
+  assert(broken.length === 0, `broken links:\n${broken.join("\n")}`);
+});
