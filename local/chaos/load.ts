@@ -83,10 +83,12 @@ export async function newLedger(w: World, users = 4): Promise<Ledger> {
     }`;
     out.push({
       id,
+      // As hosted Supabase signs a user's token: its issuer is the project's Auth.
       token: await w.sandbox.signingKey.sign({
         sub: id,
         role: "authenticated",
         aud: "authenticated",
+        iss: `${w.env.SUPABASE_URL}/auth/v1`,
       }),
     });
   }

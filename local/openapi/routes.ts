@@ -340,8 +340,10 @@ export const ROUTES: RouteSpec[] = [
     method: "get",
     path: "/oauth/start",
     summary: "Start connecting a broker account: the broker's authorize URL",
+    description: "Limited per user and per client IP; a user's live states are capped.",
     caller: "user",
     browser: true,
+    rateLimited: true,
     answers: {
       200: { description: "The URL to send the browser to", body: R.OAuthStart },
       501: {
@@ -356,8 +358,10 @@ export const ROUTES: RouteSpec[] = [
     method: "post",
     path: "/oauth/callback",
     summary: "Finish connecting: post the broker's code and state, as the same user",
+    description: "Limited per user and per client IP; a state is spent by its first exchange.",
     caller: "user",
     browser: true,
+    rateLimited: true,
     body: { schema: CallbackBody, name: "OAuthCallbackRequest" },
     jsonOnly: true,
     answers: {
@@ -383,7 +387,11 @@ export const ROUTES: RouteSpec[] = [
         body: "error",
         codes: ["OAUTH_NOT_CONFIGURED"],
       },
-      503: { description: "A dependency is unavailable", body: "error", codes: DEP_AND_UPSTREAM() },
+      503: {
+        description: "A dependency is unavailable, or the broker is throttling token exchanges",
+        body: "error",
+        codes: [...DEP_AND_UPSTREAM(), "BROKER_OAUTH_THROTTLED"],
+      },
     },
   },
   {
@@ -474,9 +482,14 @@ export const ROUTES: RouteSpec[] = [
       },
       404: { description: "No such tool", body: "error", codes: ["TOOL_NOT_FOUND"] },
       422: {
-        description: "The backtest covers more bars than allowed",
+        description: "The backtest covers more bars than allowed (refused before any is read)",
         body: "error",
         codes: ["BACKTEST_TOO_LARGE"],
+      },
+      429: {
+        description: "Rate limited, or the user's backtests already run at their limit",
+        body: "error",
+        codes: ["RATE_LIMITED", "BACKTESTS_BUSY"],
       },
       503: {
         description: "A dependency is unavailable; no partial result",
@@ -536,6 +549,9 @@ function sharedAnswers(r: RouteSpec): Record<number, Answer> {
   }
   if (r.browser) add(403, "The origin is not allowed", ["ORIGIN_NOT_ALLOWED"]);
   if (r.body) {
+    add(503, "The instance holds as many request bodies as it may; retry after Retry-After", [
+      "BODY_BUDGET_EXHAUSTED",
+    ]);
     add(400, "The body did not fully arrive", ["BODY_INCOMPLETE"]);
     add(408, "The body did not arrive within the deadline", ["BODY_TIMEOUT"]);
     add(413, "The body is too large", ["PAYLOAD_TOO_LARGE"]);
