@@ -14,7 +14,8 @@ import { BrowserEnv } from "../../shared/base_env.ts";
 import { bodyLimit } from "../../shared/http/body_limit.ts";
 import { contentType } from "../../shared/http/content_type.ts";
 import { httpUrl, secret } from "../../shared/env.ts";
-import { idempotency } from "../../shared/http/idempotency.ts";
+import { expiredKeysPurge, idempotency } from "../../shared/http/idempotency.ts";
+import { purgeAfter } from "../../shared/resilience/housekeeping.ts";
 import { requireJwt, userId } from "../../shared/auth/jwt.ts";
 import { route } from "../../shared/http/route.ts";
 import { deferRateLimit, RateLimiter } from "../../shared/http/rate_limit.ts";
@@ -61,12 +62,16 @@ const brokerOrder = defineFunction<typeof Env, OrderVars>({
     const quota = { quota: l.ORDER_RATE_LIMIT, windowSeconds: l.ORDER_RATE_WINDOW_SECONDS };
     const perUser = new RateLimiter(db, { policy: "orders", ...quota, stats: ctx.rateLimits });
     const canceler = new OrderCanceler({ broker, repo: lifecycle, limiter: perUser });
-    const purge = {
+    // Expired keys are purged after orders and after each scheduled sync (pg_cron's schedule
+    // carries the purge when nobody places orders).
+    const purge = expiredKeysPurge({
+      db,
       intervalSeconds: l.IDEMPOTENCY_PURGE_INTERVAL_SECONDS,
       batchSize: l.IDEMPOTENCY_PURGE_BATCH_SIZE,
       background: ctx.background,
       log: ctx.log,
-    };
+      now: ctx.now,
+    });
     const keys = { ttlSeconds: l.IDEMPOTENCY_TTL_SECONDS, lockSeconds: l.IDEMPOTENCY_LOCK_SECONDS };
 
     route(app, "/", {
@@ -88,7 +93,7 @@ const brokerOrder = defineFunction<typeof Env, OrderVars>({
         placeOrder(placer),
       ],
     });
-    route(app, "/sync", { POST: [service, syncOrders(sync)] });
+    route(app, "/sync", { POST: [service, purgeAfter(purge), syncOrders(sync)] });
     route(app, "/:id", {
       GET: [user, getOrder(orders)],
       DELETE: [user, cancelOrder(canceler)],

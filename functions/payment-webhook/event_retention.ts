@@ -14,6 +14,32 @@
  * ```
  */
 import type { Database } from "../../shared/db/db.ts";
+import type { Platform } from "../../shared/platform/platform.ts";
+import { housekeeping } from "../../shared/resilience/housekeeping.ts";
+
+/**
+ * The purge on its schedule (at most every WEBHOOK_PURGE_INTERVAL_SECONDS per instance, in
+ * batches of WEBHOOK_PURGE_BATCH_SIZE): call the returned function after each webhook and each
+ * catch-up run. The first purge falls at a random point of the first interval: instances are
+ * short-lived and start together, so across many of them purges happen regularly, not at once.
+ */
+export function stripeEventRetention(
+  p: Pick<Platform, "db" | "limits" | "log" | "background" | "now">,
+): () => void {
+  return housekeeping({
+    name: "stripe event ids",
+    intervalMs: p.limits.WEBHOOK_PURGE_INTERVAL_SECONDS * 1000,
+    run: () =>
+      purgeStripeEvents(p.db, {
+        retentionDays: p.limits.WEBHOOK_RETENTION_DAYS,
+        batchSize: p.limits.WEBHOOK_PURGE_BATCH_SIZE,
+      }),
+    log: p.log,
+    background: p.background,
+    now: p.now,
+    firstAtRandom: true,
+  });
+}
 
 export interface PurgeOptions {
   /** Ids received longer ago than this are deleted. */

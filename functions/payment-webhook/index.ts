@@ -15,6 +15,8 @@
  * `200 {applied, ignored, alreadyApplied, read, pages, hasMore, cursorSaved, cursor}`, `503` or
  * `502` with `Retry-After` when Stripe's API fails (nothing changed).
  */
+import { purgeAfter } from "../../shared/resilience/housekeeping.ts";
+import { stripeEventRetention } from "./event_retention.ts";
 import * as z from "../../shared/zod.ts";
 import { defineFunction } from "../../shared/platform/app.ts";
 import { BaseEnv } from "../../shared/base_env.ts";
@@ -61,6 +63,9 @@ const paymentWebhook = defineFunction<typeof Env, SignedVars>({
   env: Env,
   browser: false,
   build(app, ctx) {
+    // Old event ids are purged after webhooks and after each scheduled catch-up (so on pg_cron's
+    // schedule too, when no webhook arrives).
+    const retention = stripeEventRetention(ctx);
     route(app, "/", {
       POST: [
         // What the caller check can tell without the body first (the header and its time),
@@ -79,6 +84,7 @@ const paymentWebhook = defineFunction<typeof Env, SignedVars>({
           now: ctx.now,
           log: ctx.log,
         }),
+        purgeAfter(retention),
         receiveEvent(ctx),
       ],
     });
@@ -92,6 +98,7 @@ const paymentWebhook = defineFunction<typeof Env, SignedVars>({
     route(app, "/catch-up", {
       POST: [
         requireJwt<SignedVars>({ tokens: ctx.tokens, role: "service_role" }),
+        purgeAfter(retention),
         catchUpRoute({ ...ctx, events }),
       ],
     });

@@ -1,7 +1,6 @@
 /**
  * payment-webhook's handler: reads the verified event's envelope, plans its effect and records it
- * (effects.ts), and purges old event ids at most once per interval per instance, off the request's
- * path.
+ * (effects.ts). Old event ids are purged by event_retention.ts, after this route and the catch-up.
  *
  * @example
  * ```ts
@@ -14,12 +13,10 @@
  * app.post("/", receiveEvent(platform));
  * ```
  */
-import { housekeeping } from "../../shared/resilience/housekeeping.ts";
 import type { Context } from "hono";
 import * as z from "../../shared/zod.ts";
 import type { Platform } from "../../shared/platform/platform.ts";
 import { BadRequest } from "../../shared/errors.ts";
-import { purgeStripeEvents } from "./event_retention.ts";
 import {
   type EventRecord,
   MAX_EPOCH_SECONDS,
@@ -53,30 +50,13 @@ export function eventRecord(event: unknown): EventRecord | null {
 
 /** The handler: `200 {"received": true[, "duplicate": true]}`, or 400 for an event with no id. */
 export function receiveEvent(platform: Platform) {
-  const { db, log, limits } = platform;
-  // The first purge falls at a random point of the first interval: instances are short-lived
-  // and start together, so across many of them purges happen regularly but not all at once.
-  const maybePurge = housekeeping({
-    name: "stripe event ids",
-    intervalMs: limits.WEBHOOK_PURGE_INTERVAL_SECONDS * 1000,
-    run: () =>
-      purgeStripeEvents(db, {
-        retentionDays: limits.WEBHOOK_RETENTION_DAYS,
-        batchSize: limits.WEBHOOK_PURGE_BATCH_SIZE,
-      }),
-    log,
-    background: platform.background,
-    now: platform.now,
-    firstAtRandom: true,
-  });
-
+  const { db, log } = platform;
   return async function receive(c: Context<SignedVars>): Promise<Response> {
     const record = eventRecord(c.get("event"));
     if (!record) throw new BadRequest("The signed event has no id.", "MALFORMED_EVENT");
     const { id, type } = record;
     const result = await recordStripeEvent(db, record);
 
-    maybePurge();
     const requestId = c.get("requestId");
     if (result === "duplicate") {
       log.info("stripe event duplicate", { requestId, eventId: id, type });

@@ -228,15 +228,10 @@ export interface IdempotencyOptions {
   /** How long one attempt holds a key before a retry may take over (IDEMPOTENCY_LOCK_SECONDS). */
   lockSeconds: number;
   /**
-   * Purging expired keys, at most once per `intervalSeconds` per instance, `batchSize` at a time,
-   * as background work. Omit to purge elsewhere (`purgeExpiredKeys`).
+   * Purging expired keys: called after each request (`expiredKeysPurge` makes one on the
+   * housekeeping schedule). Omit to purge elsewhere.
    */
-  purge?: {
-    intervalSeconds: number;
-    batchSize: number;
-    background: (work: Promise<unknown>) => void;
-    log: Pick<Logger, "info" | "warn">;
-  };
+  purge?: () => void;
   now?: () => number;
 }
 
@@ -279,17 +274,7 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
   const { db, scope } = opts;
   const lockMs = opts.lockSeconds * 1000;
   const now = opts.now ?? Date.now;
-  const p = opts.purge;
-  const maybePurge = p
-    ? housekeeping({
-      name: "idempotency keys",
-      intervalMs: p.intervalSeconds * 1000,
-      run: () => purgeExpiredKeys(db, p.batchSize),
-      log: p.log,
-      background: p.background,
-      now,
-    })
-    : () => {};
+  const maybePurge = opts.purge ?? (() => {});
 
   return async function idempotencyGuard(c, next) {
     const key = parseIdempotencyKey(c.req.header("idempotency-key"));
@@ -384,6 +369,32 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
 }
 
 /** Deletes up to `batchSize` expired keys; safe to run from any number of instances at once. */
+/** What `expiredKeysPurge` needs (IDEMPOTENCY_PURGE_INTERVAL_SECONDS and _BATCH_SIZE). */
+export interface KeysPurgeOptions {
+  db: Database;
+  intervalSeconds: number;
+  batchSize: number;
+  background: (work: Promise<unknown>) => void;
+  log: Pick<Logger, "info" | "warn">;
+  now?: () => number;
+}
+
+/**
+ * Expired keys purged on the housekeeping schedule (at most once per `intervalSeconds` per
+ * instance, `batchSize` at a time, as background work): call the returned function after a
+ * request (the idempotency guard's, and the function's scheduled job's).
+ */
+export function expiredKeysPurge(o: KeysPurgeOptions): () => void {
+  return housekeeping({
+    name: "idempotency keys",
+    intervalMs: o.intervalSeconds * 1000,
+    run: () => purgeExpiredKeys(o.db, o.batchSize),
+    log: o.log,
+    background: o.background,
+    now: o.now,
+  });
+}
+
 export async function purgeExpiredKeys(db: Database, batchSize: number): Promise<number> {
   const [row] = await db.query((sql) =>
     sql.unsafe<{ n: number }[]>(`select internal.idempotency_purge(${literal(batchSize)}) as n`)

@@ -25,6 +25,7 @@
  *
  * @module
  */
+import type { MiddlewareHandler } from "hono";
 import type { Logger } from "../logger.ts";
 
 /** Options of {@linkcode everyAtMost}. */
@@ -125,5 +126,17 @@ export function housekeeping(opts: HousekeepingOptions): () => void {
       log.warn("housekeeping failed", { purge: name, error: err })
     );
     if (run) opts.background?.(run);
+  };
+}
+
+/**
+ * Offers a purge its chance after each request of the route it stands on: how a scheduled job's
+ * route (the drain, the sync, the catch-up, which pg_cron calls every few minutes) carries its
+ * function's purges, so they run on the schedule deployed even while nobody else calls.
+ */
+export function purgeAfter(purgeIfDue: () => void): MiddlewareHandler {
+  return async function purgeAfter(_c, next) {
+    await next();
+    purgeIfDue();
   };
 }
