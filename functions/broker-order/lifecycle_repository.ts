@@ -166,9 +166,9 @@ export class LifecycleRepository {
       }, ${lit(s?.updatedAt ?? null, "timestamptz")})`;
     }).join(",\n");
     const fillValues = fills.map((f) =>
-      `(${lit(f.brokerOrderId, "text")}, ${lit(f.time, "timestamptz")}, ${
-        lit(f.qty, "numeric")
-      }, ${lit(f.price, "numeric")}, ${lit(f.cumQty, "numeric")}, ${lit(f.orderStatus, "text")})`
+      `(${lit(f.brokerOrderId, "text")}, ${lit(f.time, "timestamptz")}, ${lit(f.qty, "numeric")}, ${
+        lit(f.price, "numeric")
+      }, ${lit(f.cumQty, "numeric")}, ${lit(f.orderStatus, "text")})`
     ).join(",\n");
     const none = (columns: string) => `select ${columns} where false`;
     const cursor = v.cursor
@@ -187,18 +187,16 @@ export class LifecycleRepository {
       sql.unsafe<{ id: string; status: string; order_json: string; changed: boolean }[]>(
         `with v (id, broker_order_id, status, filled_qty, filled_avg_price, filled_at,
             canceled_at, expired_at, broker_updated_at) as (${
-          values
-            ? `values ${values}`
-            : none(
-              "null::uuid, null::text, null::text, null::numeric, null::numeric, " +
-                "null::timestamptz, null::timestamptz, null::timestamptz, null::timestamptz",
-            )
+          values ? `values ${values}` : none(
+            "null::uuid, null::text, null::text, null::numeric, null::numeric, " +
+              "null::timestamptz, null::timestamptz, null::timestamptz, null::timestamptz",
+          )
         }),
         f (broker_order_id, transaction_time, qty, price, cum_qty, order_status) as (${
-          fillValues
-            ? `values ${fillValues}`
-            : none("null::text, null::timestamptz, null::numeric, null::numeric, " +
-              "null::numeric, null::text")
+          fillValues ? `values ${fillValues}` : none(
+            "null::text, null::timestamptz, null::numeric, null::numeric, " +
+              "null::numeric, null::text",
+          )
         }),
         changed as (
           update public.orders o set
