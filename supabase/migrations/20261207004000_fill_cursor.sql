@@ -10,3 +10,7 @@ create table if not exists internal.broker_fill_cursors (
   transaction_time timestamptz not null,
   updated_at timestamptz not null default now()
 );
+
+-- The statement that applies the feed's fills finds each fill's order by the broker's id.
+create index if not exists orders_broker_order_id on public.orders (broker_order_id)
+  where broker_order_id is not null;
