@@ -99,13 +99,17 @@ export const LimitsSchema = z.object({
   // broker-order lifecycle (docs/order-lifecycle.md): the broker's request budget shared by every
   // instance (Alpaca allows 200 a minute per account) for the sync's reads and cancels; what one
   // sync run may reserve of it, how many open orders it looks at, the page size of
-  // `GET /v2/orders?status=open` (Alpaca's maximum is 500), and how long a pending order must be
-  // absent at the broker before it is `not_placed`.
+  // `GET /v2/orders?status=open` (Alpaca's maximum is 500), the page size of the fill feed
+  // `GET /v2/account/activities/FILL` (Alpaca's maximum is 100), how far before the oldest open
+  // order a feed without a usable cursor is read from (clock skew between us and the broker), and
+  // how long a pending order must be absent at the broker before it is `not_placed`.
   BROKER_API_RATE_LIMIT: count(200),
   BROKER_API_RATE_WINDOW_SECONDS: count(60),
   ORDER_SYNC_BROKER_READS_MAX: count(50),
   ORDER_SYNC_MAX_ORDERS: count(5_000),
   ORDER_SYNC_PAGE_SIZE: z.coerce.number().int().min(1).max(500).default(500),
+  ORDER_SYNC_FILLS_PAGE_SIZE: z.coerce.number().int().min(1).max(100).default(100),
+  ORDER_SYNC_FILLS_SKEW_SECONDS: count(60),
   ORDER_ABSENT_AFTER_SECONDS: count(120),
   // auth
   AUTH_TIMEOUT_MS: ms(5_000),

@@ -1,9 +1,10 @@
 /**
  * The broker: a client of Alpaca's Trading API v2 (or any compatible one) for the calls
  * broker-order makes: `POST /v2/orders`, `GET /v2/orders:by_client_order_id`, and for the
- * lifecycle `GET /v2/orders?status=open`, `GET /v2/orders/{id}` and `DELETE /v2/orders/{id}`
- * (https://docs.alpaca.markets/reference/postorder, .../getorderbyclientorderid,
- * .../getallorders, .../getorderbyorderid, .../deleteorderbyorderid), authenticated with the
+ * lifecycle `GET /v2/orders?status=open`, `GET /v2/orders/{id}`, `DELETE /v2/orders/{id}` and
+ * the feed of fills `GET /v2/account/activities/FILL` (https://docs.alpaca.markets/reference/postorder,
+ * .../getorderbyclientorderid, .../getallorders, .../getorderbyorderid,
+ * .../deleteorderbyorderid, .../getaccountactivitiesbyactivitytype), authenticated with the
  * `APCA-API-KEY-ID` and `APCA-API-SECRET-KEY` headers.
  *
  * Every call has a deadline (`fetchWithDeadline`) and goes through the instance's "broker"
@@ -76,6 +77,16 @@ export interface BrokerOrder {
   filled_at?: string | null;
   canceled_at?: string | null;
   expired_at?: string | null;
+}
+
+/**
+ * One activity of Alpaca's feed of fills (`GET /v2/account/activities/FILL`), as received: the
+ * fields are checked by `brokerFill` (broker_state.ts) before they reach SQL.
+ */
+export interface BrokerFillActivity {
+  /** `YYYYMMDDHHMMSSmmm::uuid`: the feed's order, and the `page_token` of the next page. */
+  id: string;
+  [field: string]: unknown;
 }
 
 /** What `DELETE /v2/orders/{id}` said: accepted (204), not cancelable (422), or no such order. */
@@ -252,6 +263,35 @@ export class BrokerClient {
     }
     if (!Array.isArray(body)) throw new BrokerUnavailable("unreadable open orders");
     return body.map((o) => parseOrder(JSON.stringify(o), () => new BrokerUnavailable("bad order")));
+  }
+
+  /**
+   * One page of the account's fills, oldest first (`direction=asc`): those after the activity
+   * `pageToken`, or else those after the time `after`, up to `pageSize` (Alpaca's maximum is
+   * 100). Throws BrokerUnavailable (an unreadable page too) or CircuitOpen.
+   */
+  async fills(
+    opts: { pageSize: number; pageToken?: string; after?: string },
+    signal?: AbortSignal,
+  ): Promise<BrokerFillActivity[]> {
+    const q = new URLSearchParams({ direction: "asc", page_size: String(opts.pageSize) });
+    if (opts.pageToken) q.set("page_token", opts.pageToken);
+    else if (opts.after) q.set("after", opts.after);
+    const text = await this.#read(`/v2/account/activities/FILL?${q}`, "fills", signal);
+    let body: unknown;
+    try {
+      body = JSON.parse(text ?? "");
+    } catch {
+      body = undefined;
+    }
+    // Without every activity's id the page cannot be followed: the whole page is unreadable.
+    if (
+      !Array.isArray(body) ||
+      !body.every((a) => typeof a?.id === "string" && a.id.length > 0 && a.id.length <= 200)
+    ) {
+      throw new BrokerUnavailable("unreadable fills");
+    }
+    return body as BrokerFillActivity[];
   }
 
   /** The order with the broker's `id`, or null (404). Throws BrokerUnavailable or CircuitOpen. */

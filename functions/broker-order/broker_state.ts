@@ -20,7 +20,7 @@
  * ```
  */
 import { BrokerUnavailable } from "./broker_client.ts";
-import type { BrokerOrder } from "./broker_client.ts";
+import type { BrokerFillActivity, BrokerOrder } from "./broker_client.ts";
 
 /** Statuses after which an order never changes (Alpaca's final ones, and ours). */
 export const TERMINAL = ["filled", "canceled", "expired", "rejected", "replaced", "not_placed"];
@@ -88,6 +88,47 @@ export function brokerState(o: BrokerOrder): BrokerState {
     canceledAt,
     expiredAt,
     updatedAt,
+  };
+}
+
+/** One fill of the broker's feed, validated: what it adds to its order, and the order after it. */
+export interface BrokerFill {
+  /** The activity's id (the feed's cursor). */
+  id: string;
+  brokerOrderId: string;
+  /** When it filled (microseconds). */
+  time: string;
+  /** Shares this fill added, at `price`. */
+  qty: string;
+  price: string;
+  /** The order's filled quantity after this fill. */
+  cumQty: string;
+  /** The order's status after this fill (`partially_filled` or `filled`). */
+  orderStatus: string;
+}
+
+/** A fill of the feed, checked; throws BrokerUnavailable when a field is malformed. */
+export function brokerFill(a: BrokerFillActivity): BrokerFill {
+  const text = (k: string) => typeof a[k] === "string" ? a[k] as string : bad(k);
+  const decimal = (k: string) => {
+    const v = text(k);
+    return DECIMAL.test(v) && Number(v) > 0 ? v : bad(k);
+  };
+  const brokerOrderId = text("order_id");
+  if (brokerOrderId.length === 0 || brokerOrderId.length > 200) bad("order_id");
+  const orderStatus = text("order_status");
+  if (!STATUS.test(orderStatus)) bad("order_status");
+  const qty = decimal("qty");
+  const cumQty = decimal("cum_qty");
+  if (Number(cumQty) < Number(qty)) bad("cum_qty");
+  return {
+    id: a.id,
+    brokerOrderId,
+    time: time(text("transaction_time"), "transaction_time") ?? bad("transaction_time"),
+    qty,
+    price: decimal("price"),
+    cumQty,
+    orderStatus,
   };
 }
 

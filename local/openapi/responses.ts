@@ -62,9 +62,10 @@ export const SyncReport = z.strictObject({
   open: z.number().int().describe("Open orders looked at"),
   pending: z.number().int().describe("pending_confirmation orders looked at"),
   brokerReads: z.number().int().describe("Calls made to the broker"),
+  fills: z.number().int().describe("Fills read from the broker's feed"),
   changed: z.number().int().describe("Orders whose state moved on"),
   notPlaced: z.number().int().describe("Pending orders the broker provably never got"),
-  unreadable: z.number().int().describe("Broker order objects skipped as malformed"),
+  unreadable: z.number().int().describe("Broker order objects (or fills) skipped as malformed"),
   stopped: z.enum(["broker_rate_budget"]).nullable()
     .describe("Why the run stopped early (the broker's budget spent), or null"),
 });

@@ -378,11 +378,10 @@ export function startBrokerSimulator(opts: BrokerSimulatorOptions): Promise<Brok
       (!until || Date.parse(f.transaction_time) <= Date.parse(until))
     );
     if (!asc) list = list.slice().reverse();
+    // Alpaca's ids are the time (17 digits) then `::` and a uuid: a page_token is a place in
+    // that order (asc: the activities after it; desc: those before it), listed or not.
     const token = q.get("page_token");
-    if (token) {
-      const at = list.findIndex((f) => f.id === token);
-      list = at < 0 ? [] : list.slice(at + 1);
-    }
+    if (token) list = list.filter((f) => asc ? f.id > token : f.id < token);
     return json(200, list.slice(0, pageSize));
   };
 

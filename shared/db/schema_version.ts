@@ -3,4 +3,4 @@
  * supabase/migrations; do not edit by hand). Deployed functions answer `503 SCHEMA_OUTDATED`
  * until `supabase_migrations.schema_migrations` records it.
  */
-export const SCHEMA_VERSION = "20261207003000";
+export const SCHEMA_VERSION = "20261207004000";

@@ -3,7 +3,7 @@
  * order, cancel (204, then 422 once closed, 404 unknown) and the fill activity feed with
  * `page_token` paging, each with Alpaca's shapes and errors.
  */
-import { assert, assertEquals } from "@std/assert";
+import { assert, assertEquals, assertMatch } from "@std/assert";
 import { startBrokerSimulator } from "../../local/sandbox/broker.ts";
 
 const KEYS = { keyId: "sim-key", secretKey: "sim-secret" };
@@ -75,6 +75,23 @@ Deno.test("the broker simulator lists, reads, cancels and reports fills as Alpac
       "0",
       "filled",
     ]);
+    // Alpaca's activity ids: the time to the millisecond, `::`, a uuid; a page_token is a place
+    // in their order, in either direction, whether or not the page would list it.
+    const all = [...first.body, ...rest.body];
+    for (const a of all) assertMatch(a.id, /^\d{17}::[0-9a-f-]{36}$/);
+    assertEquals(all.map((a) => a.id), all.map((a) => a.id).sort());
+    const back = await call(
+      `/v2/account/activities/FILL?direction=desc&page_token=${encodeURIComponent(all[2].id)}`,
+    );
+    assertEquals(back.body.map((a: { id: string }) => a.id), [all[1].id, all[0].id]);
+    // The token's own activity is outside `after`: the page still starts right after it.
+    const later = await call(
+      `/v2/account/activities/FILL?direction=asc&after=${
+        encodeURIComponent(all[0].transaction_time)
+      }&page_token=${encodeURIComponent(all[0].id)}`,
+    );
+    assertEquals(later.body.map((a: { id: string }) => a.id), all.slice(1).map((a) => a.id));
+    assertEquals((await call("/v2/account/activities/FILL?page_size=101")).status, 422);
     assertEquals((await call("/v2/orders?status=open")).body, []);
   } finally {
     await sim.close();

@@ -90,8 +90,9 @@ Deno.test("an order follows the broker: accepted, partially_filled, then filled,
     assertEquals((await synced(sync)).changed, 1);
     const filled = await (await t.one(placed.id)).json();
     assertEquals([filled.status, filled.filledQty], ["filled", "3"]);
-    // (1 × 187.123456789 + 2 × 187.5) / 3, as the broker computed it
-    assertEquals(filled.filledAvgPrice, w.broker.orders[0].filled_avg_price);
+    // The feed's fills, averaged exactly: (1 × 187.123456789 + 2 × 187.5) / 3, rounded at the
+    // 20th decimal (it does not terminate), not the broker's float-rounded "187.374485596".
+    assertEquals(filled.filledAvgPrice, "187.37448559633333333333");
     assertMatch(filled.filledAt, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/);
     const listed = (await (await t.list()).json()).orders;
     assertEquals(listed, [filled]);
@@ -255,7 +256,7 @@ Deno.test("cancel after a fill is 409 ORDER_NOT_CANCELABLE; a cancel racing a fi
     assert(Number(early.headers.get("retry-after")) > 0);
   }));
 
-Deno.test("the sync's broker reads grow with changes, not open orders: a quiet run over 120 open orders reads once a page; three fills add three", () =>
+Deno.test("the sync's broker reads grow with changes, not open orders: a quiet run over 120 open orders reads the feed once and the open list once a page; three fills add no read", () =>
   withServer({ ORDER_SYNC_PAGE_SIZE: "50" }, async (server, w, sync) => {
     const t = await trader(server.call);
     const ids: string[] = [];
@@ -266,15 +267,54 @@ Deno.test("the sync's broker reads grow with changes, not open orders: a quiet r
     }
     let from = w.broker.calls.length;
     const quiet = await synced(sync);
-    assertEquals([quiet.open, quiet.changed, quiet.brokerReads], [120, 0, 3]);
-    assertEquals(reads(w, from), 3, "three pages of 50, nothing else");
+    assertEquals([quiet.open, quiet.changed, quiet.brokerReads], [120, 0, 4]);
+    assertEquals(reads(w, from), 4, "the feed, then three pages of 50, nothing else");
 
     for (const id of ids.slice(0, 3)) w.broker.fillNow(id);
     from = w.broker.calls.length;
     const busy = await synced(sync);
-    assertEquals([busy.changed, busy.brokerReads], [3, 6]);
-    assertEquals(reads(w, from), 6, "three pages, and each order that left the open list");
+    assertEquals([busy.changed, busy.fills, busy.brokerReads], [3, 3, 4]);
+    assertEquals(reads(w, from), 4, "the feed says which orders filled: none is read on its own");
     assertEquals((await synced(sync)).open, 117);
+  }));
+
+Deno.test("a run that sees hundreds of fills reads the broker about fills/100 + a handful of times, and the next run reads none of them again", () =>
+  withServer({}, async (server, w, sync) => {
+    const t = await trader(server.call);
+    const orders: { id: string }[] = [];
+    for (let i = 0; i < 260; i++) {
+      const res = await t.order({ ...MARKET, qty: i % 10 === 0 ? 2 : 1 });
+      assertEquals(res.status, 201);
+      orders.push(await res.json());
+    }
+    w.broker.setPrice("AAPL", 187.25);
+    w.broker.advance(1_000); // every order fills (the 2-share ones half first)
+    w.broker.advance(1_000);
+    const fills = w.broker.fills.length;
+    assertEquals(fills, 260 + 26);
+    let from = w.broker.calls.length;
+    const run = await synced(sync);
+    assertEquals([run.open, run.changed, run.fills, run.stopped], [260, 260, fills, null]);
+    // ⌈287 / 100⌉ = 3 pages of the feed, one of the open list, no order read on its own.
+    assertEquals(run.brokerReads, 4);
+    assertEquals(reads(w, from), 4);
+    const list = (await (await t.list("limit=100")).json()).orders;
+    assert(list.every((o: { status: string }) => o.status === "filled"), JSON.stringify(list));
+    const two = list.find((o: { qty: string }) => o.qty === "2");
+    assertEquals([two.filledQty, two.filledAvgPrice], ["2", "187.25"]);
+
+    // Nothing open, nothing to read; then one more order: the feed from the cursor on.
+    from = w.broker.calls.length;
+    const quiet = await synced(sync);
+    assertEquals([quiet.open, quiet.brokerReads, reads(w, from)], [0, 0, 0]);
+    const more = await (await t.order(MARKET)).json();
+    w.broker.advance(1_000);
+    from = w.broker.calls.length;
+    const next = await synced(sync);
+    assertEquals([next.changed, next.fills, next.brokerReads], [1, 1, 2]);
+    const feed = w.broker.calls.slice(from).filter((c) => c.includes("/activities/"));
+    assertEquals(feed.length, 1);
+    assertEquals((await (await t.one(more.id)).json()).status, "filled");
   }));
 
 Deno.test("the broker down during a sync changes nothing: 503 with Retry-After, then the next run catches up", () =>
@@ -306,12 +346,14 @@ Deno.test("the broker down during a sync changes nothing: 503 with Retry-After, 
 Deno.test("the broker's request budget holds across instances: a run that spends it stops early and says so; the other instance reads nothing", () =>
   withServer({ BROKER_API_RATE_LIMIT: "3" }, async (server, w, sync) => {
     const t = await trader(server.call);
+    // Day orders that expire: they leave the open list with no fill, each read on its own.
     for (let i = 0; i < 5; i++) {
-      const o = await (await t.order(MARKET)).json();
-      w.broker.fillNow(o.brokerOrderId);
+      await t.order({ ...MARKET, type: "limit", limit_price: 1, time_in_force: "day" });
     }
+    w.broker.advance(7 * 3_600_000);
     const run = await synced(sync);
-    assertEquals([run.brokerReads, run.changed, run.stopped], [3, 2, "broker_rate_budget"]);
+    // The feed, the open list, one order: the budget of 3 is spent.
+    assertEquals([run.brokerReads, run.changed, run.stopped], [3, 1, "broker_rate_budget"]);
 
     const other = await startTestServer(w.env({ BROKER_API_RATE_LIMIT: "3" }), {
       only: ["broker-order"],
