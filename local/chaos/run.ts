@@ -299,9 +299,13 @@ async function settleAll(
     for (const o of l.orders.values()) if (!orderDone(o)) await sendOrder(w, o, rounds);
     if (runsJobs) await runJobs(w, rounds);
     let queued = -1;
+    let behind = 0;
     try {
       [{ queued }] = await w.sql<{ queued: number }[]>`
         select count(*)::int as queued from internal.alerts where state = 'queued'`;
+      // Orders the broker moved on (a fill a second after it accepted) that no sync has seen
+      // yet: the schedules run again, as the next minute's sync would deployed.
+      if (runsJobs && w.features.orderSync) behind = await ordersBehindBroker(w);
     } catch { /* retried next round */ }
     unsettled = [
       ...[...l.events.values()].filter((e) => !e.withheld && !acked(e)).map((e) =>
@@ -311,6 +315,7 @@ async function settleAll(
         `order ${o.key} (${o.answers.join(",")})`
       ),
       ...(queued !== 0 ? [`${queued} alerts queued`] : []),
+      ...(behind !== 0 ? [`${behind} orders behind the broker`] : []),
     ];
     if (!unsettled.length) break;
     if (rounds % 5 === 1) log(`settling (round ${rounds}): ${unsettled.slice(0, 5).join("; ")}`);
@@ -323,6 +328,24 @@ async function settleAll(
     }`,
   );
   return { ms, rounds, unsettled };
+}
+
+/**
+ * Orders not settled yet: local ones whose status or broker id is not the broker simulator's, and
+ * market orders the broker is still filling (they move on within a second or two, so the final
+ * state is read only once they are done).
+ */
+async function ordersBehindBroker(w: World): Promise<number> {
+  const done = ["filled", "canceled", "expired", "rejected", "replaced", "done_for_day"];
+  const filling =
+    w.sims.broker.orders.filter((o) => o.type === "market" && !done.includes(o.status)).length;
+  const broker = new Map(w.sims.broker.orders.map((o) => [o.client_order_id, o]));
+  const local = await w.sql<{ client_order_id: string; status: string; broker_order_id: string }[]>`
+    select client_order_id, status, broker_order_id::text from public.orders`;
+  return filling + local.filter((o) => {
+    const b = broker.get(o.client_order_id);
+    return b !== undefined && (b.status !== o.status || b.id !== o.broker_order_id);
+  }).length;
 }
 
 async function gather(
