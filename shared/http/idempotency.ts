@@ -232,7 +232,6 @@ export interface IdempotencyOptions {
    * housekeeping schedule). Omit to purge elsewhere.
    */
   purge?: () => void;
-  now?: () => number;
 }
 
 interface ClaimRow {
@@ -273,7 +272,6 @@ export function idempotency(options: IdempotencyOptions): MiddlewareHandler {
   }
   const { db, scope } = opts;
   const lockMs = opts.lockSeconds * 1000;
-  const now = opts.now ?? Date.now;
   const maybePurge = opts.purge ?? (() => {});
 
   return async function idempotencyGuard(c, next) {
