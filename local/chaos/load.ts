@@ -8,6 +8,7 @@
  * Adding a load kind is adding one entry to LOAD_KINDS; `available` switches it on where the
  * branch has the route it needs.
  */
+import { delay } from "../../shared/resilience/delay.ts";
 import type { SimulatedEvent } from "../sandbox/stripe.ts";
 import { SANDBOX_SECRETS, SANDBOX_USER } from "../sandbox/index.ts";
 import {
@@ -402,7 +403,7 @@ export function startLoad(
           error: `harness: ${err instanceof Error ? err.message : String(err)}`,
         });
       }
-      await new Promise((res) => setTimeout(res, r.int(10, 80)));
+      await delay(r.int(10, 80));
     }
   });
   return {

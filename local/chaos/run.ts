@@ -17,6 +17,7 @@
  * report.failed; // the invariants that failed
  * ```
  */
+import { delay } from "../../shared/resilience/delay.ts";
 import { describe, drawSchedule, FAULT_KINDS, type FaultEvent, type Heal } from "./faults.ts";
 import { account, type Facts, type Outcome, type Recovery } from "./invariants.ts";
 import { acked, deliver, type Ledger, newLedger, sendOrder, startLoad } from "./load.ts";
@@ -70,8 +71,6 @@ export interface ChaosReport {
   outDir: string;
   settle: { ms: number; rounds: number; unsettled: string[] };
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Is `path` a route of this branch? An unknown route answers 404 "No such route.". */
 async function hasRoute(w: World, path: string, init: RequestInit): Promise<boolean> {
@@ -128,7 +127,7 @@ async function probeRecovery(w: World, token: string, limitMs = 30_000): Promise
       ok = status.status === 200 && quotes.status === 200;
     }
     if (ok) return Math.round(performance.now() - started);
-    await sleep(100);
+    await delay(100);
   }
   return null;
 }
@@ -220,11 +219,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     let schedulerOn = harnessRunsJobs;
     const scheduler = (async () => {
       for (let i = 0; schedulerOn; i++) {
-        await sleep(20_000);
+        await delay(20_000);
         if (schedulerOn) await runJobs(w, i);
       }
     })();
-    await sleep(opts.seconds * 1000 - (w.now() - t0));
+    await delay(opts.seconds * 1000 - (w.now() - t0));
 
     // Heal everything still broken, stop the clients.
     log(`${((w.now() - t0) / 1000).toFixed(1)}s: end of the schedule; healing every fault`);
@@ -319,7 +318,7 @@ async function settleAll(
     ];
     if (!unsettled.length) break;
     if (rounds % 5 === 1) log(`settling (round ${rounds}): ${unsettled.slice(0, 5).join("; ")}`);
-    await sleep(2_000);
+    await delay(2_000);
   }
   const ms = Math.round(performance.now() - started);
   log(

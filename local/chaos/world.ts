@@ -4,6 +4,7 @@
  * simulators in this process (so faults are injected by steering them), and the history: every
  * request the clients made and every answer they got, in order, for the accounting at the end.
  */
+import { delay } from "../../shared/resilience/delay.ts";
 import postgres from "postgres";
 import { type Sandbox, type Simulators, startSandbox } from "../sandbox/index.ts";
 import { type FaultProxy, startFaultProxy } from "../../tests/support/fault_proxy.ts";
@@ -290,7 +291,7 @@ export async function call(
         const i = (c as unknown as { i?: number }).i ?? 0;
         if (i >= bytes.length) return c.close();
         (c as unknown as { i?: number }).i = i + chunk;
-        await new Promise((r) => setTimeout(r, 250));
+        await delay(250);
         c.enqueue(bytes.subarray(i, i + chunk));
       },
     });

@@ -16,6 +16,7 @@
  * ```
  */
 import type { Severity } from "./severity.ts";
+import { clip } from "../text.ts";
 
 /** Discord's message limits (https://discord.com/developers/docs/resources/message#create-message). */
 export const DISCORD_LIMITS = {
@@ -57,10 +58,7 @@ export function neutralize(text: string): string {
 export function truncate(text: string, max: number): string {
   if (text.length <= max) return text;
   if (max <= 0) return "";
-  let cut = max - 1;
-  const code = text.charCodeAt(cut - 1);
-  if (code >= 0xd800 && code <= 0xdbff) cut--; // a high surrogate would lose its pair
-  return text.slice(0, cut).trimEnd() + "…";
+  return clip(text, max - 1).trimEnd() + "…";
 }
 
 /** What `renderAlert` needs; `title` and `message` already neutralized (as stored). */

@@ -123,13 +123,12 @@ export function marketDataBreaker(breakers: Breakers): Breaker {
  * calls during a known pause cost no round trip.
  */
 export class ProviderPause {
-  /** Where the pause is held. */
-  readonly db: Database;
+  readonly #db: Database;
   readonly #now: () => number;
   #until = 0;
 
   constructor(db: Database, now: () => number = Date.now) {
-    this.db = db;
+    this.#db = db;
     this.#now = now;
   }
 
@@ -147,7 +146,7 @@ export class ProviderPause {
   async remainingMs(): Promise<number> {
     const known = this.knownMs();
     if (known > 0) return known;
-    const [row] = await this.db.query((sql) =>
+    const [row] = await this.#db.query((sql) =>
       sql<{ ms: number | null }[]>`
         select (extract(epoch from paused_until - clock_timestamp()) * 1000)::int as ms
         from internal.provider_pauses
@@ -160,7 +159,7 @@ export class ProviderPause {
   /** Records a pause for every instance (a longer one wins). */
   async record(ms: number): Promise<void> {
     this.note(ms);
-    await this.db.query(async (sql) => {
+    await this.#db.query(async (sql) => {
       await sql.unsafe(`insert into internal.provider_pauses (provider, paused_until)
         values ('market-data', clock_timestamp() + make_interval(secs => ${literal(ms / 1000)}))
         on conflict (provider) do update

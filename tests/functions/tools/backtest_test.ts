@@ -100,6 +100,8 @@ interface Rig {
   registry: ToolRegistry;
   /** The provider's pause, in a real database. */
   pause: ProviderPause;
+  /** That database. */
+  db: Database;
   run(params: Record<string, unknown>): Promise<Record<string, number>>;
 }
 
@@ -139,6 +141,7 @@ async function withRig(
       sim,
       registry,
       pause,
+      db,
       run: async (params) => JSON.parse(await registry.execute("backtest.run", params)),
     });
   } finally {
@@ -270,12 +273,12 @@ Deno.test("backtest.run: the provider's 429 mid-run is a 503 with its Retry-Afte
 });
 
 Deno.test("the provider's 429 seen by a backtest pauses every instance of tools and of market-data, through Postgres", async () => {
-  await withRig({ pageSize: 1_000 }, async ({ sim, run, pause }) => {
+  await withRig({ pageSize: 1_000 }, async ({ sim, run, db }) => {
     sim.barsRateLimitAfterPages = { pages: 0, retryAfterSeconds: 30 };
     await assertRejects(() => run(hold(100)), HttpError);
     const calls = sim.barCalls;
     // Another instance: its own BarsProvider and pause, the same database, nothing in memory.
-    const elsewhere = new ProviderPause(pause.db);
+    const elsewhere = new ProviderPause(db);
     assertEquals(elsewhere.knownMs(), 0);
     const breakers = new Breakers(breakerSettings(parseLimits({})));
     try {
@@ -301,7 +304,7 @@ Deno.test("the provider's 429 seen by a backtest pauses every instance of tools 
       assert(err.retryAfterMs > 25_000 && err.retryAfterMs <= 30_000, `${err.retryAfterMs}`);
       assertEquals(sim.barCalls, calls, "the other instance did not call the provider");
       // market-data's quote refresh claim reads the same row: it sees the pause too.
-      const claim = await new QuoteStore(pause.db).claim(
+      const claim = await new QuoteStore(db).claim(
         ["AAPL"],
         crypto.randomUUID(),
         1_000,
