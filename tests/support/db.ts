@@ -11,6 +11,9 @@ import { openEmbedded, serveEmbedded, startEmbedded } from "../../local/embedded
 import { type ReusablePGlite, trackFresh } from "./embedded_reuse.ts";
 import { loadMigrations, migrate } from "../../local/migrate.ts";
 import { cliInstalled, dbPush } from "../../local/edge/supabase_cli.ts";
+import { Database } from "../../shared/db/db.ts";
+import { parseLimits } from "../../shared/limits.ts";
+import { databaseSettings } from "../../shared/platform/platform.ts";
 
 /** The admin URL of the Postgres server, when tests have one. */
 export const SERVER_URL = Deno.env.get("TEST_DATABASE_URL") ?? Deno.env.get("SUPABASE_DB_URL");
@@ -295,4 +298,37 @@ async function bootEmbedded(migrated: boolean): Promise<EmbeddedInstance> {
     }
   }
   return Object.assign(await trackFresh(pg), { dir });
+}
+
+/** Options of {@linkcode withMigratedDatabase}. */
+export interface MigratedDatabaseOptions {
+  /** Limits the Database is opened with (parseLimits's variables). */
+  limits?: Record<string, string>;
+  /** Pool size (default the limits'); the embedded database serves one call at a time anyway. */
+  poolMax?: number;
+}
+
+/**
+ * A fresh migrated database and a started Database on it (one call at a time on the embedded
+ * one, as the local server runs it), for `fn`; both closed after it.
+ */
+export async function withMigratedDatabase(
+  fn: (db: Database, t: TestDatabase) => Promise<void>,
+  opts: MigratedDatabaseOptions = {},
+): Promise<void> {
+  const t = await freshDatabase({ migrated: true });
+  const settings = databaseSettings(parseLimits(opts.limits ?? {}));
+  const db = new Database({
+    url: t.url,
+    ...settings,
+    poolMax: opts.poolMax ?? settings.poolMax,
+    serial: t.kind === "embedded",
+  });
+  try {
+    await db.start();
+    await fn(db, t);
+  } finally {
+    await db.close();
+    await t.close();
+  }
 }

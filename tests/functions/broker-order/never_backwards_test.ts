@@ -6,31 +6,18 @@
  * either order, a gap in the fills, an order read winning over its fills) and the feed's cursor,
  * which never moves back.
  */
-import { databaseSettings } from "../../../shared/platform/platform.ts";
 import { assert, assertEquals } from "@std/assert";
-import { Database } from "../../../shared/db/db.ts";
-import { parseLimits } from "../../../shared/limits.ts";
-import { loadMigrations, migrate } from "../../../local/migrate.ts";
+import type { Database } from "../../../shared/db/db.ts";
 import type { BrokerFill, BrokerState } from "../../../functions/broker-order/broker_state.ts";
 import { LifecycleRepository } from "../../../functions/broker-order/lifecycle_repository.ts";
-import { freshDatabase } from "../../support/db.ts";
+import { withMigratedDatabase } from "../../support/db.ts";
 
 const USER = "6f1c1a3e-0000-4000-8000-000000000002";
 
 async function withRepo(
   fn: (repo: LifecycleRepository, db: Database, insert: () => Promise<string>) => Promise<void>,
 ) {
-  const t = await freshDatabase({ migrated: true });
-  const migrations = await loadMigrations();
-  const db = new Database({
-    url: t.url,
-    ...databaseSettings(parseLimits({ DB_QUERY_TIMEOUT_MS: "5000" })),
-    poolMax: 4,
-    serial: t.kind === "embedded",
-    onConnect: (sql) => migrate(sql, migrations).then(() => {}),
-  });
-  try {
-    await db.start();
+  await withMigratedDatabase(async (db) => {
     const repo = new LifecycleRepository(db, {
       budgetKey: "broker-api:test",
       budgetQuota: 200,
@@ -48,10 +35,7 @@ async function withRepo(
       return id;
     };
     await fn(repo, db, insert);
-  } finally {
-    await db.close();
-    await t.close();
-  }
+  }, { limits: { DB_QUERY_TIMEOUT_MS: "5000" }, poolMax: 4 });
 }
 
 const state = (id: string, over: Partial<BrokerState>): BrokerState => ({

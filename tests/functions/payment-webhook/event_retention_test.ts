@@ -1,20 +1,10 @@
 /** Stripe event ids are kept for the retention, then purged in bounded batches. */
 import { assertEquals } from "@std/assert";
-import { Database } from "../../../shared/db/db.ts";
-import { parseLimits } from "../../../shared/limits.ts";
-import { databaseSettings } from "../../../shared/platform/platform.ts";
 import { purgeStripeEvents } from "../../../functions/payment-webhook/event_retention.ts";
-import { freshDatabase } from "../../support/db.ts";
+import { withMigratedDatabase } from "../../support/db.ts";
 
 Deno.test("purgeStripeEvents() deletes ids older than the retention in batches and keeps the rest", async () => {
-  const t = await freshDatabase({ migrated: true });
-  const db = new Database({
-    url: t.url,
-    serial: t.kind === "embedded",
-    ...databaseSettings(parseLimits({ DB_QUERY_TIMEOUT_MS: "5000" })),
-  });
-  try {
-    await db.start();
+  await withMigratedDatabase(async (db) => {
     await db.query((sql) =>
       sql`
       insert into internal.stripe_events (id, type, received_at, outcome)
@@ -36,8 +26,5 @@ Deno.test("purgeStripeEvents() deletes ids older than the retention in batches a
     const left = await db.query((sql) => sql`select id from internal.stripe_events order by id`);
     assertEquals(left.map((r) => r.id), ["new", "recent"]);
     assertEquals(await purgeStripeEvents(db, { retentionDays: 30, batchSize: 500 }), 0);
-  } finally {
-    await db.close();
-    await t.close();
-  }
+  }, { limits: { DB_QUERY_TIMEOUT_MS: "5000" } });
 });

@@ -5,26 +5,11 @@ import { Database } from "../../../shared/db/db.ts";
 import { errorParts, HttpError } from "../../../shared/errors.ts";
 import { idempotency } from "../../../shared/http/idempotency.ts";
 import { parseLimits } from "../../../shared/limits.ts";
-import { loadMigrations, migrate } from "../../../local/migrate.ts";
 import { deferRateLimit, rateLimit, RateLimiter } from "../../../shared/http/rate_limit.ts";
-import { freshDatabase, onServer } from "../../support/db.ts";
+import { onServer, withMigratedDatabase } from "../../support/db.ts";
 
-async function withDb(fn: (db: Database, url: string) => Promise<void>) {
-  const t = await freshDatabase({ migrated: true });
-  const migrations = await loadMigrations();
-  const db = new Database({
-    url: t.url,
-    serial: t.kind === "embedded",
-    ...databaseSettings(parseLimits({})),
-    onConnect: (sql) => migrate(sql, migrations).then(() => {}),
-  });
-  try {
-    await db.start();
-    await fn(db, t.url);
-  } finally {
-    await db.close();
-    await t.close();
-  }
+function withDb(fn: (db: Database, url: string) => Promise<void>) {
+  return withMigratedDatabase((db, t) => fn(db, t.url));
 }
 
 Deno.test("rateLimit() sends the RateLimit fields on every answer and 429 with Retry-After past the quota", () =>
