@@ -46,7 +46,7 @@ import type { Limits } from "../limits.ts";
 import { clip } from "../text.ts";
 
 /** Claim order: lower first. */
-export const PRIORITY: Record<Severity, number> = { critical: 0, warning: 1, info: 2 };
+const PRIORITY: Record<Severity, number> = { critical: 0, warning: 1, info: 2 };
 
 /** An alert to store; `title` and `message` already sanitized for Discord (see index.ts). */
 export interface NewAlert {

@@ -340,7 +340,7 @@ Deno.test("overlapping calls on the embedded database are run one at a time and 
   const db = openDb(t.url);
   try {
     await db.start();
-    assert(db.serial, "PGlite is recognized by its version()");
+    assert(db.serial, "the embedded database runs one call at a time, as its opener said");
     const answers = await Promise.all(
       Array.from(
         { length: 40 },
